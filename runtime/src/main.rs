@@ -1,0 +1,352 @@
+//! The `carapace-runtime` command line, runc-compatible: same global flags,
+//! verbs, options, exit codes and one-line errors on stderr, so anything
+//! that drives runc drives this unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use carapace_runtime::commands::{self, exec::ExecArgs, update::UpdateFlags};
+use carapace_runtime::logging::{self, LogTarget};
+use carapace_runtime::process::create::CreateOptions;
+use carapace_runtime::process::exec::ExecOptions;
+use carapace_runtime::state::StateRoot;
+use carapace_runtime::{selfexe, Error};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "carapace-runtime",
+    version,
+    about = "Carapace's runc-compatible OCI runtime"
+)]
+struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = "/run/carapace-runtime")]
+    root: PathBuf,
+    /// Log file (default: stderr).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Use the systemd cgroup driver.
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Log debug lines.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for runc compatibility (criu path); unused.
+    #[arg(long, global = true, hide = true)]
+    criu: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// File to write the init's PID to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility (session keyrings are not used).
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass this many extra fds (from 3) to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Container ID.
+    id: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container; its process waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once started.
+        #[arg(short, long)]
+        detach: bool,
+        /// Do not delete the container after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal to a container.
+    Kill {
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container.
+    Delete {
+        /// Kill it first if it runs.
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Run a process in a running container.
+    Exec {
+        /// process.json to run.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        #[arg(short, long)]
+        env: Vec<String>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// UID[:GID]
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short = 'g', long = "additional-gids", value_delimiter = ',')]
+        additional_gids: Vec<u32>,
+        #[arg(long = "no-new-privs")]
+        no_new_privs: bool,
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List a container's processes.
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Freeze a container.
+    Pause { id: String },
+    /// Thaw a container.
+    Resume { id: String },
+    /// Change a container's resource limits.
+    Update {
+        /// LinuxResources JSON file, or - for stdin.
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        #[arg(long)]
+        memory: Option<i64>,
+        #[arg(long = "memory-swap")]
+        memory_swap: Option<i64>,
+        #[arg(long = "memory-reservation")]
+        memory_reservation: Option<i64>,
+        #[arg(long = "cpu-shares")]
+        cpu_shares: Option<u64>,
+        #[arg(long = "cpu-quota")]
+        cpu_quota: Option<i64>,
+        #[arg(long = "cpu-period")]
+        cpu_period: Option<u64>,
+        #[arg(long = "cpuset-cpus")]
+        cpuset_cpus: Option<String>,
+        #[arg(long = "cpuset-mems")]
+        cpuset_mems: Option<String>,
+        #[arg(long = "pids-limit")]
+        pids_limit: Option<i64>,
+        id: String,
+    },
+    /// Print what this runtime supports.
+    Features,
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+}
+
+fn create_options(a: CreateArgs, systemd: bool) -> CreateOptions {
+    CreateOptions {
+        id: a.id,
+        bundle: a.bundle,
+        pid_file: a.pid_file.map(absolute),
+        console_socket: a.console_socket,
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds,
+        systemd_cgroup: systemd,
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32, Error> {
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec { .. }) {
+        selfexe::ensure_sealed()?;
+    }
+    let root = || StateRoot::new(&cli.root);
+    let systemd = cli.systemd_cgroup;
+    match cli.cmd {
+        Cmd::Create(a) => commands::create::run(&root()?, &create_options(a, systemd)),
+        Cmd::Start { id } => commands::start::run(&root()?, &id),
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => commands::run::run(&root()?, &create_options(create, systemd), detach, keep),
+        Cmd::State { id } => commands::state::run(&root()?, &id),
+        Cmd::Kill { all, id, signal } => commands::kill::run(&root()?, &id, &signal, all),
+        Cmd::Delete { force, id } => commands::delete::run(&root()?, &id, force),
+        Cmd::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            env,
+            cwd,
+            user,
+            additional_gids,
+            no_new_privs,
+            preserve_fds,
+            id,
+            command,
+        } => {
+            let a = ExecArgs {
+                process,
+                args: command,
+                tty,
+                env,
+                cwd,
+                user,
+                additional_gids,
+                no_new_privs,
+            };
+            let o = ExecOptions {
+                pid_file: pid_file.map(absolute),
+                console_socket,
+                detach,
+                preserve_fds,
+            };
+            commands::exec::run(&root()?, &id, &a, &o)
+        }
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => commands::ps::run(&root()?, &id, format == "json", &ps_args),
+        Cmd::List { format, quiet } => commands::list::run(&root()?, format == "json", quiet),
+        Cmd::Pause { id } => commands::pause::run(&root()?, &id, true),
+        Cmd::Resume { id } => commands::pause::run(&root()?, &id, false),
+        Cmd::Update {
+            resources,
+            memory,
+            memory_swap,
+            memory_reservation,
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            pids_limit,
+            id,
+        } => {
+            let f = UpdateFlags {
+                memory,
+                memory_swap,
+                memory_reservation,
+                cpu_shares,
+                cpu_quota,
+                cpu_period,
+                cpuset_cpus,
+                cpuset_mems,
+                pids_limit,
+            };
+            let r = commands::update::resources(resources.as_deref(), &f)?;
+            commands::update::run(&root()?, &id, r)
+        }
+        Cmd::Features => commands::features::run(),
+        Cmd::Spec { bundle, rootless } => commands::spec::run(&bundle, rootless),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    logging::init(LogTarget {
+        path: cli.log.clone(),
+        json: cli.log_format == "json",
+        debug: cli.debug,
+    });
+    match dispatch(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = e.to_string();
+            logging::error(&msg);
+            eprintln!("carapace-runtime: {msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runc_style_invocations_parse() {
+        let c = Cli::try_parse_from([
+            "rt",
+            "--root",
+            "/r",
+            "--log",
+            "/l",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "p",
+            "id1",
+        ])
+        .expect("create");
+        assert!(matches!(c.cmd, Cmd::Create(ref a) if a.id == "id1"));
+        let c = Cli::try_parse_from(["rt", "kill", "--all", "id1", "KILL"]).expect("kill");
+        assert!(matches!(c.cmd, Cmd::Kill { all: true, ref signal, .. } if signal == "KILL"));
+        let c =
+            Cli::try_parse_from(["rt", "exec", "-t", "id1", "sh", "-c", "echo hi"]).expect("exec");
+        assert!(matches!(c.cmd, Cmd::Exec { tty: true, ref command, .. } if command.len() == 3));
+    }
+}

@@ -1,0 +1,323 @@
+//! The container init: runs inside the new namespaces, builds the
+//! container's filesystem and identity, reports `Ready`, blocks on the exec
+//! FIFO until `start`, and then execs the user's program.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use super::channel::{Channel, Msg};
+use crate::credentials::{self, CapSets};
+use crate::error::{Context, Error, Result};
+use crate::namespaces::Plan;
+use crate::rootfs::{self, devices::Device, MountContext};
+use crate::seccomp::Filter;
+use crate::{console, hooks, syscall, sysctl};
+
+/// Everything the init needs, prepared by the parent before fork.
+pub struct InitContext<'a> {
+    /// The container's spec.
+    pub spec: &'a Spec,
+    /// Its namespace plan.
+    pub plan: &'a Plan,
+    /// Mount setup inputs.
+    pub mounts: MountContext,
+    /// Device nodes to create.
+    pub devices: Vec<Device>,
+    /// O_PATH fd of the exec FIFO (None for `exec`).
+    pub fifo: Option<OwnedFd>,
+    /// Connected console socket when the process has a terminal.
+    pub console: Option<OwnedFd>,
+    /// Compiled seccomp filter.
+    pub seccomp: Option<&'a Filter>,
+    /// Capability sets, resolved.
+    pub caps: CapSets,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+    /// `--preserve-fds`: fds 3..3+N are passed to the process.
+    pub preserve_fds: u32,
+    /// Current oom_score_adj of the caller (lowest we may set without
+    /// CAP_SYS_RESOURCE).
+    pub caller_oom_score_adj: i32,
+}
+
+fn process(spec: &Spec) -> Result<&Process> {
+    spec.process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("process is missing".into()))
+}
+
+/// Run the init; returns only on failure (the exit code), after reporting it.
+pub fn run(ch: &Channel, cx: InitContext<'_>) -> i32 {
+    match setup(ch, &cx) {
+        Ok(exec) => {
+            // After `Ready` the parent is gone; the only way to report is
+            // the container's own stderr, as runc does.
+            let e = finish(ch, &cx, exec);
+            eprintln!("carapace-runtime init: {e}");
+            127
+        }
+        Err(e) => super::child_fail(ch, &e),
+    }
+}
+
+/// What to exec, resolved while still able to report errors.
+pub struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
+    let spec = cx.spec;
+    let p = process(spec)?;
+    let linux = spec.linux().as_ref();
+    nix::sys::prctl::set_dumpable(false).ctx(|| "PR_SET_DUMPABLE")?;
+    if !cx.plan.new.contains(nix::sched::CloneFlags::CLONE_NEWNS) {
+        return Err(Error::InvalidArgument(
+            "the container needs its own mount namespace".into(),
+        ));
+    }
+    let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(w) => rootfs::options::propagation(w)
+            .ok_or_else(|| Error::InvalidArgument(format!("rootfsPropagation {w:?}")))?,
+    };
+    // Shared propagation is applied after pivot; until then slave keeps the
+    // host out of our mounts and lets pivot_root work.
+    let initial = if propagation.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        propagation
+    };
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let root = rootfs::prepare(&mounts, &cx.mounts, initial)?;
+    let has_dev = mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind"));
+    if has_dev || !cx.devices.is_empty() {
+        rootfs::devices::create(&root, &cx.devices, cx.plan.has_user())?;
+    }
+    if has_dev {
+        rootfs::devices::symlinks(&root)?;
+    }
+    let hooks = spec.hooks().as_ref();
+    let needs_runtime_hooks = hooks.is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    if needs_runtime_hooks {
+        ch.send(&Msg::RunCreateRuntimeHooks)?;
+        match ch.expect("runtime")? {
+            Msg::HooksDone => {}
+            Msg::Error(e) => return Err(Error::Hook(e)),
+            other => return Err(Error::Init(format!("unexpected {other:?}"))),
+        }
+    }
+    if let Some(h) = hooks.and_then(|h| h.create_container().as_ref()) {
+        let state = serde_json::json!({"ociVersion": spec.version(), "id": "", "status": "creating",
+            "pid": std::process::id(), "bundle": "", "annotations": spec.annotations().clone().unwrap_or_default()});
+        hooks::run("createContainer", h, &state)?;
+    }
+    drop(root);
+    rootfs::pivot(&cx.mounts.rootfs, cx.no_pivot)?;
+    if let Some(sock) = &cx.console {
+        let size = p
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(sock, size)?;
+    }
+    if let Some(l) = linux {
+        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        rootfs::readonly_root()?;
+    }
+    if propagation.contains(MsFlags::MS_SHARED) {
+        nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .ctx(|| "set rootfs propagation")?;
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !cx.plan.isolates(LinuxNamespaceType::Uts) {
+            return Err(Error::InvalidArgument(
+                "hostname needs the container's own uts namespace".into(),
+            ));
+        }
+        nix::unistd::sethostname(h).ctx(|| format!("sethostname {h}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        syscall::setdomainname(d).ctx(|| format!("setdomainname {d}"))?;
+    }
+    if let Some(s) = linux.and_then(|l| l.sysctl().as_ref()) {
+        sysctl::apply(s)?;
+    }
+    if let Some(adj) = p.oom_score_adj() {
+        set_oom_score_adj(ch, adj, cx.caller_oom_score_adj)?;
+    }
+    if let Some(pers) = linux.and_then(|l| l.personality().as_ref()) {
+        crate::lsm::apply_personality(pers)?;
+    }
+    common_identity(ch, p, cx.caps.clone(), cx.seccomp, cx.plan.has_user())?;
+    let exec = resolve_exec(p)?;
+    Ok(exec)
+}
+
+/// The steps create and exec share: rlimits, identity, capabilities,
+/// no_new_privs, seccomp (early when no_new_privs is off: loading it then
+/// needs CAP_SYS_ADMIN, which the identity switch may drop), cwd.
+pub fn common_identity(
+    _ch: &Channel,
+    p: &Process,
+    caps: CapSets,
+    seccomp: Option<&Filter>,
+    userns: bool,
+) -> Result<()> {
+    credentials::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
+    crate::lsm::apply_io_priority(p)?;
+    crate::lsm::apply_labels(p)?;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if let Some(f) = seccomp {
+        if !nnp {
+            f.load()?;
+        }
+    }
+    credentials::drop_bounding(&caps)?;
+    let setgroups_denied =
+        userns && std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    credentials::set_user(p, setgroups_denied)?;
+    credentials::set_caps(&caps)?;
+    if nnp {
+        credentials::set_no_new_privs()?;
+    }
+    nix::unistd::chdir(p.cwd()).ctx(|| format!("chdir to cwd {}", p.cwd().display()))?;
+    // The cwd must be inside the container's root: a leaked host directory
+    // fd as cwd (CVE-2024-21626) shows up as "(unreachable)".
+    let cwd = nix::unistd::getcwd().ctx(|| "getcwd")?;
+    if !cwd.is_absolute() || cwd.starts_with("(unreachable)") {
+        return Err(Error::Init(format!(
+            "cwd {} is outside the container",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+fn set_oom_score_adj(ch: &Channel, want: i32, caller: i32) -> Result<()> {
+    let path = "/proc/self/oom_score_adj";
+    match std::fs::write(path, want.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && want < caller => {
+            // No CAP_SYS_RESOURCE: clamp to the lowest value we may set, as
+            // containerd's restrict_oom_score_adj does.
+            ch.send(&Msg::Warning(format!(
+                "oom_score_adj {want} is below the caller's {caller} and CAP_SYS_RESOURCE is missing: using {caller}"
+            )))?;
+            std::fs::write(path, caller.to_string()).ctx(|| format!("write {path}"))
+        }
+        Err(e) => Err(e).ctx(|| format!("write {want} to {path}")),
+    }
+}
+
+/// Find the program in the process's PATH (or the default PATH) now, so a
+/// missing binary fails `create`, not a later `start` (runc does the same).
+pub fn resolve_exec(p: &Process) -> Result<Exec> {
+    let args = p.args().clone().unwrap_or_default();
+    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let prog = args
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("process.args is empty".into()))?;
+    let path = if prog.contains('/') {
+        PathBuf::from(prog)
+    } else {
+        let search = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        search
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(prog))
+            .find(|c| is_executable(c))
+            .ok_or_else(|| {
+                Error::Init(format!(
+                    "exec: {prog:?}: executable file not found in $PATH"
+                ))
+            })?
+    };
+    if !is_executable(&path) {
+        return Err(Error::Init(format!(
+            "exec: {}: no such executable file",
+            path.display()
+        )));
+    }
+    let c =
+        |s: &str| CString::new(s).map_err(|_| Error::InvalidArgument(format!("NUL byte in {s:?}")));
+    Ok(Exec {
+        path: CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::InvalidArgument("NUL byte in program path".into()))?,
+        argv: args.iter().map(|a| c(a)).collect::<Result<_>>()?,
+        envp: env.iter().map(|a| c(a)).collect::<Result<_>>()?,
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file()
+}
+
+/// Report ready, wait for `start` on the FIFO, run startContainer hooks,
+/// load a no_new_privs seccomp filter, close leaked fds and exec.
+fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
+    let r = (|| -> Result<()> {
+        ch.send(&Msg::Ready)?;
+        if let Some(fifo) = &cx.fifo {
+            // Setup is over: become dumpable again so the (possibly
+            // non-root or user-namespaced) process may reopen its own
+            // /proc/self/fd entry; the exe it exposes is the sealed copy.
+            nix::sys::prctl::set_dumpable(true).ctx(|| "PR_SET_DUMPABLE")?;
+            let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+            let fd = nix::fcntl::open(
+                path.as_str(),
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx(|| "open the exec fifo")?;
+            nix::unistd::write(&fd, b"0").ctx(|| "write the exec fifo")?;
+        }
+        if let Some(h) = cx
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref())
+        {
+            let state = serde_json::json!({"ociVersion": cx.spec.version(), "status": "running", "pid": std::process::id()});
+            hooks::run("startContainer", h, &state)?;
+        }
+        let p = process(cx.spec)?;
+        if let Some(f) = cx.seccomp {
+            if p.no_new_privileges().unwrap_or(false) {
+                f.load()?;
+            }
+        }
+        exec_now(&exec, cx.preserve_fds)
+    })();
+    match r {
+        Ok(()) => Error::Init("exec returned".into()),
+        Err(e) => e,
+    }
+}
+
+/// Mark every fd but stdio and the preserved ones close-on-exec, then exec.
+pub fn exec_now(exec: &Exec, preserve_fds: u32) -> Result<()> {
+    syscall::cloexec_from(3 + preserve_fds).ctx(|| "close_range")?;
+    let e = nix::unistd::execve(&exec.path, &exec.argv, &exec.envp);
+    e.map(|_| ()).ctx(|| format!("exec {:?}", exec.path))
+}
