@@ -1,0 +1,257 @@
+//! Lifecycle and isolation of real containers: create/start/state/kill/
+//! delete, PID 1, hostname, mount table, exec, bad input, nothing left over.
+
+mod common;
+
+use common::{cgroup_dir, Bundle};
+use serde_json::json;
+
+#[test]
+fn container_is_pid1_with_own_hostname_and_mount_table() {
+    let b = Bundle::new(
+        "isolation",
+        &[
+            "sh",
+            "-c",
+            "echo pid=$$; hostname; cat /proc/self/mountinfo",
+        ],
+    );
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("isolation\n"), "{out}");
+    let host_hostname = nix::unistd::gethostname().expect("hostname");
+    assert_ne!(host_hostname.to_string_lossy(), "isolation");
+    // Only the container's own mount points are visible: / and what the
+    // spec mounts; no host path such as the bundle directory.
+    let mountpoints: Vec<&str> = out.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert!(mountpoints.contains(&"/"), "{out}");
+    assert!(mountpoints.contains(&"/proc"), "{out}");
+    for mp in &mountpoints {
+        assert!(
+            !mp.starts_with(b.path().to_str().expect("utf8")),
+            "host path {mp} visible in the container"
+        );
+        assert!(
+            !mp.starts_with("/work") && !mp.starts_with("/home"),
+            "host mount {mp} visible"
+        );
+    }
+}
+
+#[test]
+fn create_start_state_kill_delete_leave_nothing_behind() {
+    let b = Bundle::new("lifecycle", &["sleep", "1000"]);
+    let id = b.id("c");
+    let pidfile = b.path().join("init.pid");
+    b.ok(&[
+        "create",
+        "--bundle",
+        b.path().to_str().expect("utf8"),
+        "--pid-file",
+        pidfile.to_str().expect("utf8"),
+        &id,
+    ]);
+    let st = b.state_of(&id);
+    assert_eq!(st["status"], "created");
+    let pid = st["pid"].as_i64().expect("pid");
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).expect("pid file").trim(),
+        pid.to_string()
+    );
+    // The init is not the runtime CLI's child (the caller reaps it).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("ppid");
+    assert_ne!(ppid, std::process::id() as i32);
+    let cg = cgroup_dir("memory", &format!("/carapace/{id}"));
+    assert!(cg.exists(), "cgroup {} missing", cg.display());
+    b.ok(&["start", &id]);
+    assert_eq!(b.state_of(&id)["status"], "running");
+    // start twice is refused.
+    assert!(!b.rt(&["start", &id]).status.success());
+    // delete of a running container without --force is refused.
+    let o = b.rt(&["delete", &id]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("running"));
+    b.ok(&["kill", &id, "KILL"]);
+    b.wait_stopped(&id);
+    assert_eq!(b.state_of(&id)["pid"], 0);
+    b.ok(&["delete", &id]);
+    assert!(!b.state.join(&id).exists(), "state dir left behind");
+    for c in [
+        "memory", "cpu", "pids", "freezer", "devices", "cpuset", "blkio",
+    ] {
+        assert!(
+            !cgroup_dir(c, &format!("/carapace/{id}")).exists(),
+            "{c} cgroup left behind"
+        );
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || !common_alive(pid as i32));
+    // Deleting again: the container does not exist.
+    let o = b.rt(&["delete", &id]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}
+
+fn common_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[test]
+fn exec_joins_every_namespace_of_the_container() {
+    let b = Bundle::new("exec", &["sleep", "1000"]);
+    let id = b.id("c");
+    let pid = b.start_detached(&id);
+    let out = b.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "for n in ipc mnt net pid uts; do echo $n $(readlink /proc/self/ns/$n); done; echo me=$$",
+    ]);
+    for n in ["ipc", "mnt", "net", "pid", "uts"] {
+        let init_ns = std::fs::read_link(format!("/proc/{pid}/ns/{n}")).expect("ns link");
+        assert!(
+            out.contains(&format!("{n} {}", init_ns.display())),
+            "{n}: {out}"
+        );
+    }
+    assert!(!out.contains("me=1\n"), "exec must not be pid 1: {out}");
+    let o = b.rt(&["exec", &id, "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let o = b.rt(&["exec", &id, "no-such-binary"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-binary"));
+    b.destroy(&id);
+}
+
+#[test]
+fn joined_network_namespace_is_really_shared() {
+    let b = Bundle::new("joinns", &["sleep", "1000"]);
+    let a = b.id("a");
+    let pid_a = b.start_detached(&a);
+    let mut b2 = Bundle::new("joinns2", &["readlink", "/proc/self/ns/net"]);
+    let nss = b2.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    for n in nss.iter_mut() {
+        if n["type"] == "network" {
+            n["path"] = json!(format!("/proc/{pid_a}/ns/net"));
+        }
+    }
+    b2.write();
+    let (code, out, err) = b2.run(&b2.id("b"));
+    assert_eq!(code, 0, "{err}");
+    let want = std::fs::read_link(format!("/proc/{pid_a}/ns/net")).expect("ns");
+    assert_eq!(out.trim(), want.to_str().expect("utf8"));
+    b.destroy(&a);
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_leaves_nothing() {
+    let mut b = Bundle::new("badinput", &["true"]);
+    let id = b.id("c");
+    // Unknown container.
+    for args in [
+        vec!["state", "nope"],
+        vec!["start", "nope"],
+        vec!["kill", "nope", "KILL"],
+        vec!["delete", "nope"],
+    ] {
+        let o = b.rt(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // Invalid ID.
+    let o = b.rt(&[
+        "create",
+        "--bundle",
+        b.path().to_str().expect("utf8"),
+        "../escape",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid container id"));
+    // Bad signal.
+    let pid_id = b.id("sig");
+    b.config["process"]["args"] = json!(["sleep", "100"]);
+    b.start_detached(&pid_id);
+    let o = b.rt(&["kill", &pid_id, "SIGNOPE"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid signal"));
+    // Duplicate ID.
+    let o = b.rt(&[
+        "create",
+        "--bundle",
+        b.path().to_str().expect("utf8"),
+        &pid_id,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.destroy(&pid_id);
+    // Broken config.json.
+    std::fs::write(b.path().join("config.json"), "{not json").expect("write");
+    let o = b
+        .cmd()
+        .args(["create", "--bundle", b.path().to_str().expect("utf8"), &id])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+    assert!(!b.state.join(&id).exists());
+    // Missing rootfs.
+    b.config["root"]["path"] = json!("/nonexistent/rootfs");
+    let o = b.rt(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/rootfs"));
+    assert!(!b.state.join(&id).exists());
+    // Missing program: create fails, nothing is left (no state, no cgroup).
+    b.config["root"]["path"] = json!(common::shared_rootfs());
+    b.config["process"]["args"] = json!(["/bin/does-not-exist"]);
+    let o = b.rt(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does-not-exist"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!b.state.join(&id).exists(), "state left behind");
+    assert!(
+        !cgroup_dir("memory", &format!("/carapace/{id}")).exists(),
+        "cgroup left behind"
+    );
+}
+
+#[test]
+fn state_and_list_are_runc_shaped() {
+    let b = Bundle::new("statelist", &["sleep", "1000"]);
+    let id = b.id("c");
+    b.start_detached(&id);
+    let st = b.state_of(&id);
+    for k in [
+        "ociVersion",
+        "id",
+        "pid",
+        "status",
+        "bundle",
+        "rootfs",
+        "created",
+    ] {
+        assert!(st.get(k).is_some(), "missing {k} in {st}");
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&b.ok(&["list", "--format", "json"])).expect("json");
+    assert_eq!(list.as_array().map(|a| a.len()), Some(1));
+    let pids: Vec<i32> =
+        serde_json::from_str(&b.ok(&["ps", "--format", "json", &id])).expect("ps json");
+    assert_eq!(pids, vec![st["pid"].as_i64().expect("pid") as i32]);
+    b.destroy(&id);
+}

@@ -1,0 +1,308 @@
+//! Security behaviour of real containers: capabilities, read-only rootfs,
+//! masked and read-only paths, user namespaces, seccomp, oom_score_adj,
+//! and attempts at the known runtime escapes, which must fail.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::symlink;
+
+use common::Bundle;
+use serde_json::json;
+
+fn status_field(out: &str, key: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("{key} missing in {out}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+}
+
+#[test]
+fn capabilities_are_exactly_the_configured_sets() {
+    let mut b = Bundle::new("caps", &["grep", "^Cap", "/proc/self/status"]);
+    let set = json!(["CAP_NET_BIND_SERVICE", "CAP_CHOWN"]);
+    b.config["process"]["capabilities"] = json!({
+        "bounding": set, "effective": set, "permitted": set, "inheritable": [], "ambient": []
+    });
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    let want = (1u64 << 10) | 1; // NET_BIND_SERVICE (10) + CHOWN (0)
+    assert_eq!(status_field(&out, "CapEff:"), want, "{out}");
+    assert_eq!(status_field(&out, "CapPrm:"), want, "{out}");
+    assert_eq!(status_field(&out, "CapBnd:"), want, "{out}");
+    assert_eq!(status_field(&out, "CapInh:"), 0, "{out}");
+    assert_eq!(status_field(&out, "CapAmb:"), 0, "{out}");
+}
+
+#[test]
+fn non_root_user_and_groups_are_applied() {
+    let mut b = Bundle::new("user", &["sh", "-c", "id -u; id -g; id -G; umask"]);
+    b.config["process"]["user"] =
+        json!({"uid": 33, "gid": 33, "additionalGids": [44, 55], "umask": 23});
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "33");
+    assert_eq!(lines[1], "33");
+    assert!(lines[2].contains("44") && lines[2].contains("55"), "{out}");
+    assert_eq!(lines[3], "0027");
+}
+
+#[test]
+fn readonly_rootfs_masked_and_readonly_paths() {
+    let mut b = Bundle::new("ro", &["sh", "-c", "touch /newfile 2>&1; echo rc=$?; wc -c < /proc/kcore; ls /proc/acpi 2>&1 | wc -l; echo 1 > /proc/sys/kernel/domainname 2>&1; echo sys=$?"]);
+    b.config["root"]["readonly"] = json!(true);
+    b.config["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/acpi", "/does/not/exist"]);
+    b.config["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Read-only file system"),
+        "rootfs writable: {out}"
+    );
+    assert!(!out.contains("rc=0"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"0"), "kcore not masked: {out}");
+    assert!(
+        out.contains("sys=1") || out.contains("Read-only"),
+        "/proc/sys writable: {out}"
+    );
+    assert!(!common::shared_rootfs().join("newfile").exists());
+}
+
+#[test]
+fn user_namespace_maps_ids() {
+    let mut b = Bundle::new(
+        "userns",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+    );
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.write();
+    let id = b.id("c");
+    let (code, out, err) = b.run(&id);
+    assert_eq!(code, 0, "stderr: {err}");
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(maps[0], vec!["0", "100000", "65536"], "{out}");
+    assert_eq!(maps[1], vec!["0", "100000", "65536"], "{out}");
+    assert_eq!(out.lines().nth(2), Some("0"));
+    // Without mappings a new user namespace is refused up front.
+    b.config["linux"]["uidMappings"] = json!([]);
+    b.write();
+    let (code, _, err) = b.run(&b.id("nomap"));
+    assert_ne!(code, 0);
+    assert!(err.contains("uidMappings"), "{err}");
+}
+
+#[test]
+fn seccomp_denies_the_configured_syscall() {
+    let mut b = Bundle::new(
+        "seccomp",
+        &[
+            "sh",
+            "-c",
+            "mkdir /dev/sc-test 2>&1; echo rc=$?; echo still-alive",
+        ],
+    );
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    // Same with no_new_privs (the filter is then loaded right before exec).
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    b.write();
+    let (code, out, err) = b.run(&b.id("nnp"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // An unknown action is a config error reported by create.
+    b.config["linux"]["seccomp"]["defaultAction"] = json!("SCMP_ACT_BOGUS");
+    b.write();
+    let (code, _, err) = b.run(&b.id("bad"));
+    assert_ne!(code, 0);
+    assert!(err.contains("config") || err.contains("seccomp"), "{err}");
+}
+
+#[test]
+fn oom_score_adj_is_clamped_without_cap_sys_resource() {
+    let mut b = Bundle::new("oomadj", &["cat", "/proc/self/oom_score_adj"]);
+    b.config["process"]["oomScoreAdj"] = json!(-999);
+    b.write();
+    let log = b.path().join("log.json");
+    let o = b.rt(&[
+        "--log",
+        log.to_str().expect("utf8"),
+        "--log-format",
+        "json",
+        "run",
+        "--bundle",
+        b.path().to_str().expect("utf8"),
+        &b.id("c"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: i32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("number");
+    let have_sys_resource = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .expect("caps");
+    if have_sys_resource {
+        assert_eq!(got, -999);
+    } else {
+        let ours: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .expect("read")
+            .trim()
+            .parse()
+            .expect("num");
+        assert_eq!(got, ours.max(-999), "clamped to the caller's value");
+        let l = std::fs::read_to_string(&log).expect("log");
+        assert!(
+            l.contains("\"level\":\"warning\"") && l.contains("oom_score_adj"),
+            "{l}"
+        );
+    }
+    // A value above the caller's is always honoured exactly.
+    b.config["process"]["oomScoreAdj"] = json!(500);
+    b.write();
+    let (code, out, _) = b.run(&b.id("up"));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "500");
+}
+
+/// CVE-2021-30465 class: a symlink planted in the image must not redirect a
+/// mount outside the rootfs.
+#[test]
+fn mount_through_symlink_stays_inside_rootfs() {
+    let mut b = Bundle::new(
+        "symlinkmnt",
+        &["sh", "-c", "ls /evil/ >/dev/null; echo done"],
+    );
+    let rootfs = b.private_rootfs();
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("keep"), "host data").expect("write");
+    symlink(outside.path(), rootfs.join("evil")).expect("abs symlink");
+    symlink("../../../../../../../..", rootfs.join("up")).expect("rel symlink");
+    b.config["mounts"].as_array_mut().expect("mounts").push(
+        json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+    );
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": "/up/etc-over", "type": "tmpfs", "source": "tmpfs"}));
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    // Whether the runtime refuses or mounts inside, the host is untouched.
+    assert!(code == 0 || !err.is_empty(), "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("keep")).expect("host file"),
+        "host data"
+    );
+    assert!(
+        !std::path::Path::new("/etc-over").exists(),
+        "mount target created on the host"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(outside.path().to_str().expect("utf8")),
+        "mount landed on the host path"
+    );
+}
+
+/// CVE-2024-21626 class: an fd the caller leaks to the runtime (here a host
+/// directory) must not reach the container, even as its cwd.
+#[test]
+fn leaked_host_fd_does_not_reach_the_container() {
+    let host_dir = std::fs::File::open("/").expect("open /");
+    let raw = host_dir.as_raw_fd();
+    // Clear CLOEXEC so the runtime really inherits it.
+    nix::fcntl::fcntl(
+        &host_dir,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .expect("fcntl");
+    let mut b = Bundle::new(
+        "fdleak",
+        &["sh", "-c", "ls /proc/self/fd; echo ---; ls /proc/1/fd"],
+    );
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    for l in out.lines().filter(|l| *l != "---") {
+        let n: i32 = l.trim().parse().unwrap_or(0);
+        assert!(n <= 3, "fd {n} leaked into the container: {out}");
+    }
+    // As cwd: /proc/self/fd/N of the leaked fd must not become the cwd.
+    b.config["process"]["cwd"] = json!(format!("/proc/self/fd/{raw}"));
+    b.config["process"]["args"] = json!(["sh", "-c", "pwd; ls"]);
+    b.write();
+    let (code, out, _) = b.run(&b.id("cwd"));
+    assert!(
+        code != 0 || !out.contains("work"),
+        "host root reached through a leaked fd: {out}"
+    );
+    drop(host_dir);
+}
+
+/// CVE-2019-5736 class: a process in the container must not be able to
+/// overwrite the runtime binary through /proc/PID/exe of the runtime's
+/// processes (here the created container's init, before `start`).
+#[test]
+fn container_cannot_overwrite_the_runtime_binary() {
+    let bin = common::runtime_bin();
+    let before = std::fs::read(&bin).expect("read runtime");
+    let mut b = Bundle::new("exeattack", &["true"]);
+    // Give the attacker every capability we have (a privileged container).
+    let all: Vec<String> = caps::read(None, caps::CapSet::Permitted)
+        .expect("caps")
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    b.config["process"]["capabilities"] =
+        json!({"bounding": all, "effective": all, "permitted": all});
+    b.write();
+    let id = b.id("c");
+    b.ok(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    // The init (PID 1 in the container) is still the runtime: attack it.
+    let out = b.rt(&["exec", &id, "sh", "-c", "readlink /proc/1/exe; echo pwned > /proc/1/exe && echo WROTE; cat /proc/1/exe > /dev/null && echo READ"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("WROTE"),
+        "container wrote through /proc/1/exe: {text}"
+    );
+    let link = text.lines().next().unwrap_or("");
+    assert!(
+        link.is_empty() || link.contains("memfd:"),
+        "init runs the host binary, not a sealed copy: {link}"
+    );
+    assert_eq!(
+        std::fs::read(&bin).expect("read runtime"),
+        before,
+        "runtime binary changed"
+    );
+    b.destroy(&id);
+}
