@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything Carapace's build, tests and benchmarks need on a fresh
+# Debian 12 machine (run as root). Idempotent: skips what is present.
+set -euo pipefail
+pkgs=(
+    busybox-static        # test rootfs
+    protobuf-compiler     # CRI/ttrpc code generation
+    libseccomp-dev        # seccomp filters (libseccomp crate)
+    pkg-config
+    runc crun             # side-by-side benchmark peers
+    jq                    # scripts
+    iproute2 procps util-linux rsync
+)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "install-deps: cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+echo "install-deps: ok"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run every test of the project: formatting, lints, unit tests and the
+# kernel-level integration tests (these need root: namespaces, cgroups,
+# mounts). This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "hack/test.sh: the integration tests need root (namespaces, cgroups, mounts)" >&2
+    exit 1
+fi
+hack/install-deps.sh
+export CARAPACE_TEST_ROOTFS=${CARAPACE_TEST_ROOTFS:-$PWD/target/test-rootfs}
+hack/build-rootfs.sh "$CARAPACE_TEST_ROOTFS"
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
