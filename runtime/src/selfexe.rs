@@ -1,41 +1,198 @@
 //! CVE-2019-5736 defence: before any command that lets a process enter a
 //! container's namespaces (create, run, exec), the runtime re-executes
-//! itself from a sealed memfd copy. A container process that opens
-//! /proc/PID/exe of the runtime then reaches only that sealed copy, which the
-//! kernel refuses to write, never the binary on the host.
+//! itself from a copy the container cannot write, so a container process
+//! that reaches /proc/PID/exe of a runtime process (or execs it) can never
+//! overwrite the binary on the host.
+//!
+//! Preferred (runc ≥ 1.2 does the same): the binary's own directory as the
+//! lower layer of a read-only overlayfs mounted with the new mount API and
+//! never attached to any namespace; the binary is re-executed from there.
+//! No copy is made (page cache is shared with the real file) and writes
+//! through the mount fail with EROFS. Fallback where overlayfs or the mount
+//! API is missing: a sealed memfd copy (F_SEAL_WRITE and friends).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use crate::error::{Context, Error, Result};
 
-fn required() -> SealFlag {
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+fn required_seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
-/// Are we already running from a sealed copy?
-pub fn is_sealed() -> bool {
+/// Are we already running from a copy the container cannot write: a
+/// sealed memfd, or a file on a read-only overlayfs?
+pub fn is_protected() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
     };
-    match nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits).contains(required()),
-        Err(_) => false,
+    if let Ok(bits) = nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
+        return SealFlag::from_bits_truncate(bits).contains(required_seals());
+    }
+    let Ok(fs) = nix::sys::statfs::fstatfs(&exe) else {
+        return false;
+    };
+    let ro = nix::sys::statvfs::fstatvfs(&exe)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    fs.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC && ro
+}
+
+/// Re-exec from a protected copy unless already done. Returns only when
+/// already protected; otherwise it replaces the process (or fails).
+pub fn ensure_sealed() -> Result<()> {
+    if is_protected() {
+        return Ok(());
+    }
+    let fd = match overlay_copy() {
+        Ok(fd) => fd,
+        Err(e) => {
+            crate::logging::debug(&format!(
+                "read-only overlay of the runtime binary: {e}; using a sealed memfd"
+            ));
+            memfd_copy()?
+        }
+    };
+    reexec(fd.as_fd())
+}
+
+fn sys(ret: libc::c_long, what: &str) -> Result<RawFd> {
+    if ret < 0 {
+        Err(nix::Error::last()).ctx(|| what.to_string())
+    } else {
+        Ok(ret as RawFd)
     }
 }
 
-/// Re-exec from a sealed memfd copy unless already done. Returns only when
-/// already sealed; otherwise it replaces the process (or fails).
-pub fn ensure_sealed() -> Result<()> {
-    if is_sealed() {
-        return Ok(());
+/// Open the running binary through a detached read-only overlayfs.
+fn overlay_copy() -> Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    const MOUNT_ATTR_RDONLY: u32 = 0x1;
+    const MOUNT_ATTR_NODEV: u32 = 0x4;
+    let exe: PathBuf = std::fs::read_link("/proc/self/exe").ctx(|| "readlink /proc/self/exe")?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let name = exe
+        .file_name()
+        .ok_or_else(|| Error::Init(format!("runtime binary {} has no file name", exe.display())))?;
+    // overlayfs without an upper layer needs two non-overlapping lower
+    // layers: the binary's directory over an empty, detached tmpfs.
+    let empty = detached_mount("tmpfs", 0)?;
+    let lower = format!("{}:/proc/self/fd/{}", dir.display(), empty.as_raw_fd());
+    if lower.contains(',') {
+        return Err(Error::Unsupported(
+            "a ',' in the runtime binary's directory".into(),
+        ));
     }
+    let c = |s: &str| CString::new(s).map_err(|_| Error::InvalidArgument("NUL in path".into()));
+    let (ovl, key, value) = (c("overlay")?, c("lowerdir")?, c(&lower)?);
+    // SAFETY: fsopen with a valid C string; returns a new fd we own.
+    let fsfd = sys(
+        unsafe { libc::syscall(libc::SYS_fsopen, ovl.as_ptr(), FSOPEN_CLOEXEC) },
+        "fsopen overlay",
+    )?;
+    // SAFETY: the kernel just gave us fsfd.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd) };
+    // SAFETY: fsconfig on our fs context with valid key and value strings.
+    sys(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        },
+        "fsconfig lowerdir",
+    )?;
+    // SAFETY: fsconfig CMD_CREATE takes no key or value.
+    sys(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        },
+        "fsconfig create",
+    )?;
+    // SAFETY: fsmount of a created context; returns a detached mount fd.
+    let mnt = sys(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                fsfd.as_raw_fd(),
+                FSMOUNT_CLOEXEC,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+            )
+        },
+        "fsmount",
+    )?;
+    // SAFETY: a fresh fd from the kernel.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt) };
+    let f = nix::fcntl::openat(
+        mnt.as_fd(),
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {} in the read-only overlay", exe.display()))?;
+    Ok(f)
+}
+
+/// A new mount of `fstype` with default options, attached nowhere.
+fn detached_mount(fstype: &str, attrs: u32) -> Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    let t = CString::new(fstype).map_err(|_| Error::InvalidArgument("NUL in fs type".into()))?;
+    // SAFETY: fsopen with a valid C string; returns a new fd we own.
+    let fsfd = sys(
+        unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) },
+        "fsopen",
+    )?;
+    // SAFETY: the kernel just gave us fsfd.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd) };
+    // SAFETY: fsconfig CMD_CREATE takes no key or value.
+    sys(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        },
+        "fsconfig create",
+    )?;
+    // SAFETY: fsmount of a created context; returns a detached mount fd.
+    let m = sys(
+        unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) },
+        "fsmount",
+    )?;
+    // SAFETY: a fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(m) })
+}
+
+/// Copy the running binary into a sealed memfd.
+fn memfd_copy() -> Result<OwnedFd> {
     const MFD_EXEC: u32 = 0x10;
-    let name = c"carapace-runtime";
+    let name: &CStr = c"carapace-runtime";
     let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
     // Newer kernels want executable memfds asked for explicitly (MFD_EXEC);
     // older ones do not know the flag.
@@ -47,7 +204,12 @@ pub fn ensure_sealed() -> Result<()> {
     let mut src = File::open("/proc/self/exe").ctx(|| "open /proc/self/exe")?;
     let mut dst = File::from(fd);
     std::io::copy(&mut src, &mut dst).ctx(|| "copy the runtime binary into a memfd")?;
-    nix::fcntl::fcntl(dst.as_fd(), FcntlArg::F_ADD_SEALS(required())).ctx(|| "seal the memfd")?;
+    nix::fcntl::fcntl(dst.as_fd(), FcntlArg::F_ADD_SEALS(required_seals()))
+        .ctx(|| "seal the memfd")?;
+    Ok(dst.into())
+}
+
+fn reexec(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()))
         .collect::<Result<_, _>>()
@@ -60,7 +222,6 @@ pub fn ensure_sealed() -> Result<()> {
             CString::new(kv).ok()
         })
         .collect();
-    let _ = dst.as_raw_fd();
-    nix::unistd::fexecve(dst.as_fd(), &args, &env).ctx(|| "re-exec from the sealed memfd")?;
-    unreachable!("fexecve returned without error")
+    nix::unistd::fexecve(fd, &args, &env).ctx(|| "re-exec from the protected copy")?;
+    Err(Error::Init("fexecve returned".into()))
 }
