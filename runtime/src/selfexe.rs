@@ -21,8 +21,6 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use crate::error::{Context, Error, Result};
 
-const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
-
 fn required_seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
@@ -41,7 +39,7 @@ pub fn is_protected() -> bool {
     };
     let ro = nix::sys::statvfs::fstatvfs(&exe)
         .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    fs.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC && ro
+    fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC && ro
 }
 
 /// Re-exec from a protected copy unless already done. Returns only when
