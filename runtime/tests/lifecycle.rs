@@ -255,3 +255,42 @@ fn state_and_list_are_runc_shaped() {
     assert_eq!(pids, vec![st["pid"].as_i64().expect("pid") as i32]);
     b.destroy(&id);
 }
+
+#[test]
+fn foreground_run_forwards_signals_and_returns_the_exit_code() {
+    let b = Bundle::new("fwd", &["sh", "-c", "trap 'exit 3' TERM; sleep 100 & wait"]);
+    let id = b.id("c");
+    let mut child = b
+        .cmd()
+        .args(["run", "--bundle", b.path().to_str().expect("utf8"), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    // Wait until the container runs, then signal the runtime process.
+    let mut running = false;
+    for _ in 0..500 {
+        let o = b.rt(&["state", &id]);
+        if String::from_utf8_lossy(&o.stdout).contains("\"running\"") {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(running, "container never ran");
+    // The trap is installed by the shell right away, but give it a moment.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "SIGTERM not forwarded to the container"
+    );
+    // `run` deleted the container after it exited.
+    assert!(!b.state.join(&id).exists());
+}

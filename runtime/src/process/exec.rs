@@ -5,6 +5,9 @@
 //! close-on-exec: end-of-file means the exec succeeded.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use oci_spec::runtime::Process;
@@ -116,9 +119,39 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
     wait_forwarding(nix::unistd::Pid::from_raw(pid))
 }
 
-/// Wait for `pid` (our child via subreaping), reaping anything else that is
-/// reparented to us, and turn its end into a shell-style exit code.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Wait for `pid` (our child via subreaping), forwarding the signals a
+/// foreground `run`/`exec` receives to it (as runc does), reaping anything
+/// else that is reparented to us, and turn its end into a shell-style exit
+/// code.
 pub fn wait_forwarding(pid: nix::unistd::Pid) -> Result<i32> {
+    FORWARD_TO.store(pid.as_raw(), Ordering::Relaxed);
+    let act = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        // SAFETY: the handler only calls kill with an atomic pid.
+        let _ = unsafe { sigaction(s, &act) };
+    }
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(code),
