@@ -258,7 +258,14 @@ fn state_and_list_are_runc_shaped() {
 
 #[test]
 fn foreground_run_forwards_signals_and_returns_the_exit_code() {
-    let b = Bundle::new("fwd", &["sh", "-c", "trap 'exit 3' TERM; sleep 100 & wait"]);
+    let b = Bundle::new(
+        "fwd",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; touch /dev/shm/ready; sleep 100 & wait",
+        ],
+    );
     let id = b.id("c");
     let mut child = b
         .cmd()
@@ -267,19 +274,21 @@ fn foreground_run_forwards_signals_and_returns_the_exit_code() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn run");
-    // Wait until the container runs, then signal the runtime process.
-    let mut running = false;
-    for _ in 0..500 {
+    // Wait until the container's shell has installed its trap (it says so
+    // with a file we see through /proc/PID/root), then signal the runtime.
+    let mut ready = false;
+    for _ in 0..1000 {
         let o = b.rt(&["state", &id]);
-        if String::from_utf8_lossy(&o.stdout).contains("\"running\"") {
-            running = true;
-            break;
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let Some(pid) = st["pid"].as_i64().filter(|p| *p > 0) {
+            if std::path::Path::new(&format!("/proc/{pid}/root/dev/shm/ready")).exists() {
+                ready = true;
+                break;
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(running, "container never ran");
-    // The trap is installed by the shell right away, but give it a moment.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(ready, "container never became ready");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
