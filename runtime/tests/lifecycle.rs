@@ -303,3 +303,14 @@ fn foreground_run_forwards_signals_and_returns_the_exit_code() {
     // `run` deleted the container after it exited.
     assert!(!b.state.join(&id).exists());
 }
+
+#[test]
+fn container_process_starts_with_no_blocked_signals() {
+    // A foreground `run` blocks the signals it forwards; none of that may
+    // leak into the container's process.
+    let b = Bundle::new("sigmask", &["grep", "SigBlk", "/proc/self/status"]);
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    let mask = out.split_whitespace().nth(1).expect("mask");
+    assert_eq!(u64::from_str_radix(mask, 16).expect("hex"), 0, "{out}");
+}

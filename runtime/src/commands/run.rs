@@ -10,6 +10,7 @@ use crate::state::StateRoot;
 /// Run `run`.
 pub fn run(root: &StateRoot, o: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     if !detach {
+        crate::process::exec::block_forwarded_signals();
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::Init(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
     }

@@ -60,6 +60,7 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
         .transpose()?;
     let cg = st.cgroups()?;
     if !o.detach {
+        block_forwarded_signals();
         // The exec'd process is our grandchild; become its reaper so we can
         // wait for it once the middle child exits.
         nix::sys::prctl::set_child_subreaper(true)
@@ -121,6 +122,33 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
 
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
+/// The signals a foreground `run`/`exec` passes on to its process.
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+fn forwarded_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+/// Hold the forwarded signals until `wait_forwarding` knows whom to pass
+/// them to: without this, a signal that arrives after the process started
+/// but before the handlers exist would kill the runtime instead. The
+/// container's process clears its mask right before exec.
+pub fn block_forwarded_signals() {
+    let _ = forwarded_set().thread_block();
+}
+
 extern "C" fn forward(sig: libc::c_int) {
     let pid = FORWARD_TO.load(Ordering::Relaxed);
     if pid > 0 {
@@ -140,18 +168,13 @@ pub fn wait_forwarding(pid: nix::unistd::Pid) -> Result<i32> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
+    for s in FORWARDED {
         // SAFETY: the handler only calls kill with an atomic pid.
         let _ = unsafe { sigaction(s, &act) };
     }
+    // Signals that arrived since `block_forwarded_signals` are delivered
+    // (and forwarded) now.
+    let _ = forwarded_set().thread_unblock();
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(code),
