@@ -17,3 +17,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+echo "== cgroup v2 lane (qemu, Debian kernel, unified hierarchy only)"
+hack/test-v2.sh

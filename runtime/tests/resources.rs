@@ -9,14 +9,7 @@ use serde_json::json;
 
 /// The container's cgroup directory for `controller`, v1 or v2.
 fn cg(controller: &str, id: &str) -> std::path::PathBuf {
-    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false);
-    if v2 {
-        std::path::PathBuf::from(format!("/sys/fs/cgroup/carapace/{id}"))
-    } else {
-        common::cgroup_dir(controller, &format!("/carapace/{id}"))
-    }
+    common::cgroup_dir(controller, &format!("/carapace/{id}"))
 }
 
 fn read(p: std::path::PathBuf) -> String {
@@ -27,9 +20,7 @@ fn read(p: std::path::PathBuf) -> String {
 }
 
 fn is_v2() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
+    common::is_cgroup_v2()
 }
 
 #[test]

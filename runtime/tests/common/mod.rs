@@ -117,7 +117,17 @@ impl Bundle {
     /// Use a private copy of the rootfs (for tests that plant things in it).
     pub fn private_rootfs(&mut self) -> PathBuf {
         let p = self.dir.path().join("rootfs");
-        build_rootfs(&p);
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(shared_rootfs())
+            .arg(&p)
+            .output()
+            .expect("run cp");
+        assert!(
+            out.status.success(),
+            "copy rootfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.config["root"]["path"] = json!(p);
         self.write();
         p
@@ -245,9 +255,20 @@ impl Bundle {
     }
 }
 
-/// The cgroup v1 directory of `controller` for a container's cgroupsPath.
+/// Is the host on the unified (v2) hierarchy? (The qemu lane is.)
+pub fn is_cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The cgroup directory of `controller` (v1) or the single directory (v2)
+/// for a container's cgroupsPath.
 pub fn cgroup_dir(controller: &str, path: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join(path.trim_start_matches('/'))
+    let rel = path.trim_start_matches('/');
+    if is_cgroup_v2() {
+        Path::new("/sys/fs/cgroup").join(rel)
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller).join(rel)
+    }
 }
