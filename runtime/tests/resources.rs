@@ -198,8 +198,15 @@ fn hooks_run_at_their_stages_with_the_state() {
     let mut b = Bundle::new("hooks", &["true"]);
     let marks = b.path().join("marks");
     let hook = |stage: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > /dev/null; echo {stage} >> {}", marks.display())]});
+    // createContainer runs inside the container's mount namespace (before
+    // pivot_root, so host paths still resolve): it records the state it got.
+    let state_file = b.path().join("cc-state.json");
+    let cc =
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", state_file.display())]});
+
     b.config["hooks"] = json!({
         "createRuntime": [hook("createRuntime")],
+        "createContainer": [cc],
         "poststart": [hook("poststart")],
         "poststop": [hook("poststop")]
     });
@@ -210,6 +217,15 @@ fn hooks_run_at_their_stages_with_the_state() {
     assert_eq!(
         got.lines().collect::<Vec<_>>(),
         vec!["createRuntime", "poststart", "poststop"]
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).expect("createContainer state"))
+            .expect("json");
+    assert_eq!(st["id"], json!(b.id("c")));
+    assert_eq!(st["bundle"], json!(b.path()));
+    assert!(
+        st["pid"].as_i64().is_some_and(|p| p > 1),
+        "host pid expected: {st}"
     );
     // A failing createRuntime hook fails create and leaves nothing.
     b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hook-broke >&2; exit 1"]}]});

@@ -184,6 +184,8 @@ fn create_in(
     let offsets = super::time_offsets(&spec, &plan);
     let (parent_ch, child_ch) = Channel::pair()?;
     let cx = InitContext {
+        id: &o.id,
+        bundle,
         spec: &spec,
         plan: &plan,
         mounts: MountContext {

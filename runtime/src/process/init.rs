@@ -19,6 +19,10 @@ use crate::{console, hooks, syscall, sysctl};
 
 /// Everything the init needs, prepared by the parent before fork.
 pub struct InitContext<'a> {
+    /// The container's ID (for the state hooks receive).
+    pub id: &'a str,
+    /// The bundle path (for the state hooks receive).
+    pub bundle: &'a Path,
     /// The container's spec.
     pub spec: &'a Spec,
     /// Its namespace plan.
@@ -76,6 +80,12 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     let p = process(spec)?;
     let linux = spec.linux().as_ref();
     nix::sys::prctl::set_dumpable(false).ctx(|| "PR_SET_DUMPABLE")?;
+    if let Some(pid) = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+    {
+        HOST_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
     if !cx.plan.new.contains(nix::sched::CloneFlags::CLONE_NEWNS) {
         return Err(Error::InvalidArgument(
             "the container needs its own mount namespace".into(),
@@ -118,8 +128,7 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
         }
     }
     if let Some(h) = hooks.and_then(|h| h.create_container().as_ref()) {
-        let state = serde_json::json!({"ociVersion": spec.version(), "id": "", "status": "creating",
-            "pid": std::process::id(), "bundle": "", "annotations": spec.annotations().clone().unwrap_or_default()});
+        let state = hook_state(cx, "creating");
         hooks::run("createContainer", h, &state)?;
     }
     drop(root);
@@ -211,6 +220,22 @@ pub fn common_identity(
     Ok(())
 }
 
+/// The init's PID as the host sees it (what hook states carry), read from
+/// the host's /proc before pivot_root; getpid() inside says 1.
+static HOST_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The OCI state hooks that run inside the container receive on stdin.
+fn hook_state(cx: &InitContext<'_>, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": cx.spec.version(),
+        "id": cx.id,
+        "status": status,
+        "pid": HOST_PID.load(std::sync::atomic::Ordering::Relaxed),
+        "bundle": cx.bundle,
+        "annotations": cx.spec.annotations().clone().unwrap_or_default(),
+    })
+}
+
 fn set_oom_score_adj(ch: &Channel, want: i32, caller: i32) -> Result<()> {
     let path = "/proc/self/oom_score_adj";
     match std::fs::write(path, want.to_string()) {
@@ -298,7 +323,7 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
             .as_ref()
             .and_then(|h| h.start_container().as_ref())
         {
-            let state = serde_json::json!({"ociVersion": cx.spec.version(), "status": "running", "pid": std::process::id()});
+            let state = hook_state(cx, "running");
             hooks::run("startContainer", h, &state)?;
         }
         let p = process(cx.spec)?;
