@@ -386,5 +386,10 @@ elif [ $fail = 1 ]; then
 fi
 echo "  guest boot to tests: ${booted:-?} s (guest uptime); VM wall time: $vm_time s"
 echo "  lane wall time: $(elapsed "$lane_start") s; console log: $cache/last-console.log"
+# Individual test counts from the cargo test summaries inside the guest,
+# closed by the plain "N passed, N failed" line CI reads.
+read -r npass nfail < <(grep -aoE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' <<<"$clean" |
+    awk '{p += $4; f += $6} END {print p + 0, f + 0}')
 if [ $rc = 0 ]; then echo "vm-test: all ${#test_names[@]} test executable(s) passed"; else echo "vm-test: FAILED"; fi
+echo "vm-test: $npass passed, $nfail failed"
 exit $rc
