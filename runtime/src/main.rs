@@ -155,24 +155,8 @@ enum Cmd {
         /// LinuxResources JSON file, or - for stdin.
         #[arg(short, long)]
         resources: Option<PathBuf>,
-        #[arg(long)]
-        memory: Option<i64>,
-        #[arg(long = "memory-swap")]
-        memory_swap: Option<i64>,
-        #[arg(long = "memory-reservation")]
-        memory_reservation: Option<i64>,
-        #[arg(long = "cpu-shares")]
-        cpu_shares: Option<u64>,
-        #[arg(long = "cpu-quota")]
-        cpu_quota: Option<i64>,
-        #[arg(long = "cpu-period")]
-        cpu_period: Option<u64>,
-        #[arg(long = "cpuset-cpus")]
-        cpuset_cpus: Option<String>,
-        #[arg(long = "cpuset-mems")]
-        cpuset_mems: Option<String>,
-        #[arg(long = "pids-limit")]
-        pids_limit: Option<i64>,
+        #[command(flatten)]
+        flags: UpdateFlags,
         id: String,
     },
     /// Print what this runtime supports.
@@ -266,29 +250,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Cmd::Resume { id } => commands::pause::run(&root()?, &id, false),
         Cmd::Update {
             resources,
-            memory,
-            memory_swap,
-            memory_reservation,
-            cpu_shares,
-            cpu_quota,
-            cpu_period,
-            cpuset_cpus,
-            cpuset_mems,
-            pids_limit,
+            flags,
             id,
         } => {
-            let f = UpdateFlags {
-                memory,
-                memory_swap,
-                memory_reservation,
-                cpu_shares,
-                cpu_quota,
-                cpu_period,
-                cpuset_cpus,
-                cpuset_mems,
-                pids_limit,
-            };
-            let r = commands::update::resources(resources.as_deref(), &f)?;
+            let r = commands::update::resources(resources.as_deref(), &flags)?;
             commands::update::run(&root()?, &id, r)
         }
         Cmd::Features => commands::features::run(),

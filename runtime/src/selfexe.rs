@@ -70,10 +70,6 @@ fn sys(ret: libc::c_long, what: &str) -> Result<RawFd> {
 
 /// Open the running binary through a detached read-only overlayfs.
 fn overlay_copy() -> Result<OwnedFd> {
-    const FSOPEN_CLOEXEC: u32 = 1;
-    const FSCONFIG_SET_STRING: u32 = 1;
-    const FSCONFIG_CMD_CREATE: u32 = 6;
-    const FSMOUNT_CLOEXEC: u32 = 1;
     const MOUNT_ATTR_RDONLY: u32 = 0x1;
     const MOUNT_ATTR_NODEV: u32 = 0x4;
     let exe: PathBuf = std::fs::read_link("/proc/self/exe").ctx(|| "readlink /proc/self/exe")?;
@@ -83,64 +79,18 @@ fn overlay_copy() -> Result<OwnedFd> {
         .ok_or_else(|| Error::Init(format!("runtime binary {} has no file name", exe.display())))?;
     // overlayfs without an upper layer needs two non-overlapping lower
     // layers: the binary's directory over an empty, detached tmpfs.
-    let empty = detached_mount("tmpfs", 0)?;
+    let empty = detached_mount("tmpfs", &[], 0)?;
     let lower = format!("{}:/proc/self/fd/{}", dir.display(), empty.as_raw_fd());
     if lower.contains(',') {
         return Err(Error::Unsupported(
             "a ',' in the runtime binary's directory".into(),
         ));
     }
-    let c = |s: &str| CString::new(s).map_err(|_| Error::InvalidArgument("NUL in path".into()));
-    let (ovl, key, value) = (c("overlay")?, c("lowerdir")?, c(&lower)?);
-    // SAFETY: fsopen with a valid C string; returns a new fd we own.
-    let fsfd = sys(
-        unsafe { libc::syscall(libc::SYS_fsopen, ovl.as_ptr(), FSOPEN_CLOEXEC) },
-        "fsopen overlay",
+    let mnt = detached_mount(
+        "overlay",
+        &[("lowerdir", &lower)],
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
     )?;
-    // SAFETY: the kernel just gave us fsfd.
-    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd) };
-    // SAFETY: fsconfig on our fs context with valid key and value strings.
-    sys(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        },
-        "fsconfig lowerdir",
-    )?;
-    // SAFETY: fsconfig CMD_CREATE takes no key or value.
-    sys(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd.as_raw_fd(),
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        },
-        "fsconfig create",
-    )?;
-    // SAFETY: fsmount of a created context; returns a detached mount fd.
-    let mnt = sys(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsmount,
-                fsfd.as_raw_fd(),
-                FSMOUNT_CLOEXEC,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
-            )
-        },
-        "fsmount",
-    )?;
-    // SAFETY: a fresh fd from the kernel.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt) };
     let f = nix::fcntl::openat(
         mnt.as_fd(),
         name,
@@ -151,12 +101,15 @@ fn overlay_copy() -> Result<OwnedFd> {
     Ok(f)
 }
 
-/// A new mount of `fstype` with default options, attached nowhere.
-fn detached_mount(fstype: &str, attrs: u32) -> Result<OwnedFd> {
+/// A new mount of `fstype` with string `options`, attached nowhere
+/// (fsopen, fsconfig, fsmount).
+fn detached_mount(fstype: &str, options: &[(&str, &str)], attrs: u32) -> Result<OwnedFd> {
     const FSOPEN_CLOEXEC: u32 = 1;
+    const FSCONFIG_SET_STRING: u32 = 1;
     const FSCONFIG_CMD_CREATE: u32 = 6;
     const FSMOUNT_CLOEXEC: u32 = 1;
-    let t = CString::new(fstype).map_err(|_| Error::InvalidArgument("NUL in fs type".into()))?;
+    let c = |s: &str| CString::new(s).map_err(|_| Error::InvalidArgument(format!("NUL in {s:?}")));
+    let t = c(fstype)?;
     // SAFETY: fsopen with a valid C string; returns a new fd we own.
     let fsfd = sys(
         unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) },
@@ -164,6 +117,23 @@ fn detached_mount(fstype: &str, attrs: u32) -> Result<OwnedFd> {
     )?;
     // SAFETY: the kernel just gave us fsfd.
     let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd) };
+    for (k, v) in options {
+        let (key, value) = (c(k)?, c(v)?);
+        // SAFETY: fsconfig on our fs context with valid key and value strings.
+        sys(
+            unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fsfd.as_raw_fd(),
+                    FSCONFIG_SET_STRING,
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    0,
+                )
+            },
+            &format!("fsconfig {fstype} {k}"),
+        )?;
+    }
     // SAFETY: fsconfig CMD_CREATE takes no key or value.
     sys(
         unsafe {
@@ -176,7 +146,7 @@ fn detached_mount(fstype: &str, attrs: u32) -> Result<OwnedFd> {
                 0,
             )
         },
-        "fsconfig create",
+        &format!("fsconfig {fstype} create"),
     )?;
     // SAFETY: fsmount of a created context; returns a detached mount fd.
     let m = sys(

@@ -10,25 +10,34 @@ use crate::error::{Error, Result};
 use crate::state::{StateRoot, Status};
 
 /// The individual flags of `runc update`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct UpdateFlags {
-    /// `--memory` in bytes.
+    /// Memory limit in bytes.
+    #[arg(long)]
     pub memory: Option<i64>,
-    /// `--memory-swap` in bytes (memory + swap).
+    /// Memory + swap limit in bytes.
+    #[arg(long = "memory-swap")]
     pub memory_swap: Option<i64>,
-    /// `--memory-reservation` in bytes.
+    /// Memory soft limit in bytes.
+    #[arg(long = "memory-reservation")]
     pub memory_reservation: Option<i64>,
-    /// `--cpu-shares`.
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares")]
     pub cpu_shares: Option<u64>,
-    /// `--cpu-quota`.
+    /// CPU CFS quota in microseconds.
+    #[arg(long = "cpu-quota")]
     pub cpu_quota: Option<i64>,
-    /// `--cpu-period`.
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period")]
     pub cpu_period: Option<u64>,
-    /// `--cpuset-cpus`.
+    /// CPUs the container may use.
+    #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
-    /// `--cpuset-mems`.
+    /// Memory nodes the container may use.
+    #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
-    /// `--pids-limit`.
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit")]
     pub pids_limit: Option<i64>,
 }
 
