@@ -75,8 +75,34 @@ pub fn stage1(
         if let Some(offsets) = time_offsets {
             std::fs::write("/proc/self/timens_offsets", offsets).ctx(|| "write timens_offsets")?;
         }
-        let pid = fork_child(then)?;
-        ch.send(&Msg::InitPid(pid.as_raw()))?;
+        // The init shares our end of the channel. It must not speak
+        // (`Ready`, hook requests) before the parent knows its PID, or the
+        // parent would see `Ready` first: hold it on a pipe until
+        // `InitPid` is sent.
+        let (hold_r, hold_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe for the init")?;
+        let hold_w_raw = std::os::fd::AsRawFd::as_raw_fd(&hold_w);
+        let pid = fork_child(|| {
+            // The child's copy of the write end: closed so that stage1's
+            // death reads as end-of-file here.
+            let _ = nix::unistd::close(hold_w_raw);
+            let mut b = [0u8; 1];
+            // Only the byte means "go": end-of-file means stage1 died
+            // before reporting us, and the parent reports that failure.
+            loop {
+                match nix::unistd::read(&hold_r, &mut b) {
+                    Ok(1) => break,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => return 1,
+                }
+            }
+            then()
+        })?;
+        drop(hold_r);
+        let sent = ch.send(&Msg::InitPid(pid.as_raw()));
+        let _ = nix::unistd::write(&hold_w, &[1]);
+        drop(hold_w);
+        sent?;
         Ok(0)
     })();
     match r {
