@@ -1,11 +1,29 @@
-//! `carapace-shim`: the per-container shim. Not built yet (issue: per-container
-//! shim); until then it refuses to run rather than pretending to work.
+//! `carapace-shim`: the per-container shim binary. Installed as
+//! `containerd-shim-carapace-v2` it is also a containerd runtime
+//! (`io.containerd.carapace.v2`).
+
+use carapace_shim::service::Service;
+
+/// The runtime ID containerd knows this shim by.
+const RUNTIME_ID: &str = "io.containerd.carapace.v2";
 
 fn main() {
-    if std::env::args().any(|a| a == "--version" || a == "-v") {
+    if std::env::args().any(|a| a == "--version" || a == "-version" || a == "-v") {
         println!("carapace-shim {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    eprintln!("carapace-shim: not implemented yet");
-    std::process::exit(1);
+    // One thread: a shim per container is paid hundreds of times per node.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carapace-shim: start async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    rt.block_on(containerd_shim::asynchronous::run::<Service>(
+        RUNTIME_ID, None,
+    ));
 }

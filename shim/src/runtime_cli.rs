@@ -1,0 +1,376 @@
+//! Drives an OCI runtime through the runc command line. Any runc-compatible
+//! binary works: `carapace-runtime` by default, `runc` or `crun` when the
+//! caller names them, so the shim never links the runtime and the runtime
+//! never knows a shim exists.
+//!
+//! The shim is a subreaper whose SIGCHLD handler (in `containerd-shim`)
+//! reaps every child, so a runtime command's exit status cannot come from
+//! `waitpid` here: it is taken from the exit monitor, subscribed before the
+//! command is spawned so that no exit can be missed.
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
+use containerd_shim::monitor::{Subject, Topic};
+
+use crate::error::{Error, Result};
+
+/// The runtime binary the shim uses when the caller names none.
+pub const DEFAULT_BINARY: &str = "carapace-runtime";
+
+/// One runtime binary plus the global flags every call of it takes.
+#[derive(Clone, Debug)]
+pub struct RuntimeCli {
+    binary: PathBuf,
+    root: Option<PathBuf>,
+    systemd_cgroup: bool,
+    log: PathBuf,
+}
+
+/// File descriptors a runtime call hands on to the container (create, exec
+/// without a terminal): they become the process's stdin/stdout/stderr.
+#[derive(Debug, Default)]
+pub struct PassFds {
+    /// Read end the process gets as stdin.
+    pub stdin: Option<OwnedFd>,
+    /// Write end the process gets as stdout.
+    pub stdout: Option<OwnedFd>,
+    /// Write end the process gets as stderr.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl RuntimeCli {
+    /// `binary` is a path or a name looked up next to the shim's own binary
+    /// first (so an installed set of Carapace binaries finds its own
+    /// runtime), then on PATH. `log` is the runtime's `--log` file (JSON),
+    /// which is where a failing runtime's error message is read from.
+    pub fn new(binary: &str, root: Option<PathBuf>, systemd_cgroup: bool, log: PathBuf) -> Self {
+        RuntimeCli {
+            binary: resolve_binary(binary),
+            root,
+            systemd_cgroup,
+            log,
+        }
+    }
+
+    /// The binary in use, for messages.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// `create --bundle B --pid-file P [--console-socket S] ID`.
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        fds: PassFds,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "create".into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
+        if let Some(s) = console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        args.push(id.into());
+        self.run(args, Some(fds)).await.map(drop)
+    }
+
+    /// `exec --detach --process F --pid-file P [--tty --console-socket S] ID`.
+    pub async fn exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        fds: PassFds,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "exec".into(),
+            "--detach".into(),
+            "--process".into(),
+            process_file.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
+        if let Some(s) = console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        args.push(id.into());
+        self.run(args, Some(fds)).await.map(drop)
+    }
+
+    /// `start ID`: releases the created process into the user program.
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.run(vec!["start".into(), id.into()], None)
+            .await
+            .map(drop)
+    }
+
+    /// `kill [--all] ID SIGNAL`.
+    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["kill".into()];
+        if all {
+            args.push("--all".into());
+        }
+        args.push(id.into());
+        args.push(signal.to_string().into());
+        self.run(args, None).await.map(drop)
+    }
+
+    /// `delete [--force] ID`.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["delete".into()];
+        if force {
+            args.push("--force".into());
+        }
+        args.push(id.into());
+        self.run(args, None).await.map(drop)
+    }
+
+    /// `pause ID`.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.run(vec!["pause".into(), id.into()], None)
+            .await
+            .map(drop)
+    }
+
+    /// `resume ID`.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        self.run(vec!["resume".into(), id.into()], None)
+            .await
+            .map(drop)
+    }
+
+    /// `update --resources FILE ID`.
+    pub async fn update(&self, id: &str, resources_file: &Path) -> Result<()> {
+        self.run(
+            vec![
+                "update".into(),
+                "--resources".into(),
+                resources_file.into(),
+                id.into(),
+            ],
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ps --format json ID`: host PIDs of every process of the container.
+    pub async fn ps(&self, id: &str) -> Result<Vec<i32>> {
+        let out = self
+            .run(
+                vec!["ps".into(), "--format".into(), "json".into(), id.into()],
+                None,
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out);
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(trimmed).map_err(|e| Error::Runtime {
+            command: "ps".into(),
+            message: format!("unparsable output {trimmed:?}: {e}"),
+        })
+    }
+
+    fn command(&self, args: &[OsString]) -> Command {
+        let mut c = Command::new(&self.binary);
+        if let Some(root) = &self.root {
+            c.arg("--root").arg(root);
+        }
+        c.arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json");
+        if self.systemd_cgroup {
+            c.arg("--systemd-cgroup");
+        }
+        c.args(args);
+        c
+    }
+
+    /// Runs one command to completion. With `fds`, the runtime's stdio are
+    /// the container's (runc passes them on), so its error text comes from
+    /// the `--log` file only; without, stdout is returned and stderr kept
+    /// for the error.
+    async fn run(&self, args: Vec<OsString>, fds: Option<PassFds>) -> Result<Vec<u8>> {
+        let verb = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = self.command(&args);
+        let capture = fds.is_none();
+        match fds {
+            Some(f) => {
+                cmd.stdin(f.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stdout(f.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stderr(f.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+                cmd.stdout(Stdio::piped());
+                cmd.stderr(Stdio::piped());
+            }
+        }
+        let sub = monitor_subscribe(Topic::Pid)
+            .await
+            .map_err(Error::Monitor)?;
+        let spawned = cmd.spawn();
+        // The command holds its copies of the passed fds; ours close here so
+        // the container's pipes see end-of-file when the container is done.
+        drop(cmd);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = monitor_unsubscribe(sub.id).await;
+                return Err(Error::Spawn {
+                    binary: self.binary.clone(),
+                    source: e,
+                });
+            }
+        };
+        let pid = child.id() as i32;
+        let (out, err) = if capture {
+            let stdout = child.stdout.take();
+            let stderr = child.stderr.take();
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let mut err = Vec::new();
+                let t = std::thread::spawn(move || {
+                    let mut e = Vec::new();
+                    if let Some(mut s) = stderr {
+                        let _ = s.read_to_end(&mut e);
+                    }
+                    e
+                });
+                if let Some(mut s) = stdout {
+                    let _ = s.read_to_end(&mut out);
+                }
+                err = t.join().unwrap_or(err);
+                (out, err)
+            })
+            .await;
+            joined.unwrap_or_default()
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut rx = sub.rx;
+        let mut code = None;
+        while let Some(ev) = rx.recv().await {
+            if let Subject::Pid(p) = ev.subject {
+                if p == pid {
+                    code = Some(ev.exit_code);
+                    break;
+                }
+            }
+        }
+        let _ = monitor_unsubscribe(sub.id).await;
+        let code = code.ok_or_else(|| Error::Runtime {
+            command: verb.clone(),
+            message: "exit status lost (exit monitor closed)".into(),
+        })?;
+        if code != 0 {
+            let mut message = last_log_error(&self.log, log_offset).unwrap_or_default();
+            if message.is_empty() {
+                message = String::from_utf8_lossy(&err).trim().to_string();
+            }
+            if message.is_empty() {
+                message = format!("exited with status {code}");
+            }
+            return Err(Error::Runtime {
+                command: format!("{} {verb}", self.binary.display()),
+                message,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Finds `binary` when it is a bare name: beside our own executable, then
+/// on PATH (left to `execvp`).
+fn resolve_binary(binary: &str) -> PathBuf {
+    if binary.contains('/') {
+        return PathBuf::from(binary);
+    }
+    if let Ok(me) = std::env::current_exe() {
+        if let Some(dir) = me.parent() {
+            let beside = dir.join(binary);
+            if beside.is_file() {
+                return beside;
+            }
+        }
+    }
+    PathBuf::from(binary)
+}
+
+/// The message of the last error-level line the runtime wrote to its JSON
+/// log after `offset`: how runc (and carapace-runtime) report failures when
+/// their stderr belongs to the container.
+fn last_log_error(log: &Path, offset: u64) -> Option<String> {
+    let mut f = std::fs::File::open(log).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    parse_last_error(&text)
+}
+
+/// See [`last_log_error`]; split out to be tested without files.
+fn parse_last_error(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            matches!(
+                v.get("level").and_then(|l| l.as_str()),
+                Some("error" | "fatal")
+            )
+        })
+        .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_line_of_the_json_log_is_the_message() {
+        let log = r#"{"level":"warning","msg":"clamped","time":"t"}
+{"level":"error","msg":"first","time":"t"}
+not json
+{"level":"error","msg":"container \"x\" does not exist","time":"t"}
+{"level":"info","msg":"later","time":"t"}
+"#;
+        assert_eq!(
+            parse_last_error(log).as_deref(),
+            Some("container \"x\" does not exist")
+        );
+        assert_eq!(parse_last_error("{\"level\":\"info\",\"msg\":\"x\"}"), None);
+    }
+
+    #[test]
+    fn bare_names_fall_back_to_path_lookup() {
+        assert_eq!(
+            resolve_binary("/usr/sbin/runc"),
+            PathBuf::from("/usr/sbin/runc")
+        );
+        assert_eq!(
+            resolve_binary("no-such-runtime-binary"),
+            PathBuf::from("no-such-runtime-binary")
+        );
+    }
+}

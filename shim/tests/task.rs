@@ -1,0 +1,292 @@
+//! The shim driven over ttrpc as the daemon drives it: real busybox
+//! containers under carapace-runtime, output in CRI log files, execs,
+//! signals, exits and OOM kills reported as events, and the outcome still
+//! known after the shim itself is gone.
+
+mod common;
+
+use common::{records, Harness};
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::ttrpc::{self, Code};
+use containerd_shim_protos::types::task::Status;
+use serde_json::json;
+
+fn code(e: &ttrpc::Error) -> Code {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.code(),
+        _ => Code::UNKNOWN,
+    }
+}
+
+fn message(e: &ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn output_lands_in_the_cri_log_and_exit_is_reported() {
+    let mut h = Harness::new(
+        "crilog",
+        &[
+            "sh",
+            "-c",
+            "echo out-line; echo err-line >&2; printf tail; exit 3",
+        ],
+    )
+    .await;
+    let log = h.crilog("c.log");
+    let created = h.create(&log, &log, false).await.expect("create");
+    assert!(created.pid > 0);
+    h.event("/tasks/create").await;
+    assert_eq!(
+        h.state("").await.expect("state").status,
+        Status::CREATED.into()
+    );
+    h.start("").await.expect("start");
+    let w = h.wait("").await;
+    assert_eq!(w.exit_status, 3);
+    let ev = h.exit_event().await;
+    assert_eq!(ev.exit_status, 3);
+    assert_eq!(ev.pid, created.pid);
+    assert_eq!(ev.id, h.id);
+
+    let recs = records(&h.read("c.log"));
+    assert!(
+        recs.contains(&("stdout".into(), "F".into(), "out-line".into())),
+        "{recs:?}"
+    );
+    assert!(
+        recs.contains(&("stderr".into(), "F".into(), "err-line".into())),
+        "{recs:?}"
+    );
+    // Output that ends without a newline is a partial record, as containerd writes it.
+    assert!(
+        recs.contains(&("stdout".into(), "P".into(), "tail".into())),
+        "{recs:?}"
+    );
+    let st = h.state("").await.expect("state");
+    assert_eq!(st.status, Status::STOPPED.into());
+    assert_eq!(st.exit_status, 3);
+
+    let d = h.delete("").await.expect("delete");
+    assert_eq!(d.exit_status, 3);
+    h.event("/tasks/delete").await;
+    // Deleted: gone from the shim and from the runtime.
+    assert_eq!(
+        code(&h.state("").await.expect_err("state after delete")),
+        Code::NOT_FOUND
+    );
+    assert!(!h.bundle().join("state").join(&h.id).exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_line_longer_than_16k_is_split_into_partials() {
+    // 40000 'x' then a newline: P(16384) P(16384) F(7232).
+    let h = Harness::new(
+        "longline",
+        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo"],
+    )
+    .await;
+    let log = h.crilog("c.log");
+    h.create(&log, &log, false).await.expect("create");
+    h.start("").await.expect("start");
+    assert_eq!(h.wait("").await.exit_status, 0);
+    let recs = records(&h.read("c.log"));
+    let shape: Vec<(&str, usize)> = recs.iter().map(|r| (r.1.as_str(), r.2.len())).collect();
+    assert_eq!(
+        shape,
+        vec![("P", 16384), ("P", 16384), ("F", 7232)],
+        "{shape:?}"
+    );
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tty_output_is_logged_as_stdout() {
+    let mut h = Harness::new("tty", &["sh", "-c", "tty; echo on-the-tty >&2"]).await;
+    h.config["process"]["terminal"] = json!(true);
+    h.write_config();
+    let log = h.crilog("c.log");
+    h.create(&log, "", true).await.expect("create");
+    h.start("").await.expect("start");
+    assert_eq!(h.wait("").await.exit_status, 0);
+    let recs = records(&h.read("c.log"));
+    assert!(
+        recs.iter()
+            .any(|r| r.0 == "stdout" && r.2.starts_with("/dev/pts/")),
+        "{recs:?}"
+    );
+    assert!(
+        recs.iter().any(|r| r.0 == "stdout" && r.2 == "on-the-tty"),
+        "stderr of a tty is the tty: {recs:?}"
+    );
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exec_runs_in_the_container_with_its_own_exit_code() {
+    let mut h = Harness::new("exec", &["sleep", "1000"]).await;
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+
+    let out = h.crilog("exec.log");
+    h.exec("e1", &["sh", "-c", "hostname; exit 5"], &out, false)
+        .await
+        .expect("exec");
+    h.event("/tasks/exec-added").await;
+    let started = h.start("e1").await.expect("start exec");
+    assert!(started.pid > 0);
+    assert_eq!(h.wait("e1").await.exit_status, 5);
+    let recs = records(&h.read("exec.log"));
+    assert!(
+        recs.contains(&("stdout".into(), "F".into(), "exec".into())),
+        "exec sees the container's hostname: {recs:?}"
+    );
+    // Unknown exec IDs and duplicates are refused clearly.
+    let e = h.start("nope").await.expect_err("unknown exec");
+    assert_eq!(code(&e), Code::NOT_FOUND, "{e:?}");
+    let e = h
+        .exec("e1", &["true"], "", false)
+        .await
+        .expect_err("duplicate exec");
+    assert_eq!(code(&e), Code::ALREADY_EXISTS, "{e:?}");
+    let e = h
+        .exec("../escape", &["true"], "", false)
+        .await
+        .expect_err("bad exec id");
+    assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{e:?}");
+    h.delete("e1").await.expect("delete exec");
+
+    // A running container cannot be deleted; kill it and wait.
+    let e = h.delete("").await.expect_err("delete running");
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    h.kill("", 9).await.expect("kill");
+    assert_eq!(h.wait("").await.exit_status, 137);
+    h.exit_event().await;
+    // Killing a finished process says so.
+    let e = h.kill("", 9).await.expect_err("kill after exit");
+    assert_eq!(code(&e), Code::NOT_FOUND, "{e:?}");
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_twice_and_runtime_errors_are_reported() {
+    let h = Harness::new("errors", &["/no/such/binary"]).await;
+    let e = h
+        .create("", "", false)
+        .await
+        .expect_err("create with a missing executable");
+    // The runtime's own message reaches the caller.
+    assert!(
+        message(&e).contains("/no/such/binary"),
+        "runtime error lost: {e:?}"
+    );
+    // Nothing half-made remains: a second shim call finds no container.
+    assert_eq!(
+        code(&h.state("").await.expect_err("state")),
+        Code::NOT_FOUND
+    );
+
+    let h = Harness::new("twice", &["true"]).await;
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    let e = h.start("").await.expect_err("second start");
+    assert_eq!(code(&e), Code::FAILED_PRECONDITION, "{e:?}");
+    h.wait("").await;
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn oom_kill_is_reported() {
+    let mut h = Harness::new("oom", &["sh", "-c", "tail /dev/zero"]).await;
+    h.config["linux"]["resources"] = json!({"memory": {"limit": 16777216, "swap": 16777216}});
+    h.write_config();
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    let oom = h.event("/tasks/oom").await;
+    let oom = containerd_shim_protos::events::task::TaskOOM::parse_from_bytes(&oom.value)
+        .expect("decode TaskOOM");
+    assert_eq!(oom.container_id, h.id);
+    assert_eq!(h.wait("").await.exit_status, 137);
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn state_survives_a_reconnect_and_the_outcome_survives_the_shim() {
+    let mut h = Harness::new("restart", &["sh", "-c", "read x; exit 7"]).await;
+    // stdin from a FIFO we hold: the container waits for a line.
+    let fifo = h.bundle().join("stdin");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let req = api::CreateTaskRequest {
+        id: h.id.clone(),
+        bundle: h.bundle().to_string_lossy().into_owned(),
+        stdin: fifo.to_string_lossy().into_owned(),
+        options: Some(h.options()).into(),
+        ..Default::default()
+    };
+    let created = h
+        .client()
+        .create(common::ctx(), &req)
+        .await
+        .expect("create");
+    h.start("").await.expect("start");
+
+    // The daemon restarts: a new connection sees the same state.
+    h.reconnect().await;
+    let st = h.state("").await.expect("state");
+    assert_eq!(st.status, Status::RUNNING.into());
+    assert_eq!(st.pid, created.pid);
+
+    // Feed the line; the container exits 7 and the shim records it.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open stdin fifo");
+    std::io::Write::write_all(&mut w, b"go\n").expect("write stdin");
+    drop(w);
+    assert_eq!(h.wait("").await.exit_status, 7);
+
+    // The shim dies; `carapace-shim delete` still reports the outcome.
+    let shim = nix::unistd::Pid::from_raw(h.shim_pid());
+    nix::sys::signal::kill(shim, nix::sys::signal::Signal::SIGKILL).expect("kill shim");
+    let out = std::process::Command::new(common::shim_bin())
+        .args(["-namespace", common::NAMESPACE, "-id", &h.id])
+        .args(["-address", "/run/carapace-test-none.sock", "delete"])
+        .current_dir(h.bundle())
+        .output()
+        .expect("shim delete");
+    assert!(
+        out.status.success(),
+        "shim delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = api::DeleteResponse::parse_from_bytes(&out.stdout).expect("decode DeleteResponse");
+    assert_eq!(d.exit_status, 7);
+    assert_eq!(d.pid, created.pid);
+    assert!(!h.bundle().join("state").join(&h.id).exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_waits_for_the_container_then_exits() {
+    let h = Harness::new("shutdown", &["true"]).await;
+    h.create("", "", false).await.expect("create");
+    h.shutdown().await;
+    // Still serving: the container is held.
+    h.state("").await.expect("state after early shutdown");
+    h.start("").await.expect("start");
+    h.wait("").await;
+    h.delete("").await.expect("delete");
+    h.shutdown().await;
+    let pid = nix::unistd::Pid::from_raw(h.shim_pid());
+    let gone = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        nix::sys::signal::kill(pid, None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    });
+    assert!(gone, "shim still running after Shutdown");
+}
