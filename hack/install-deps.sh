@@ -7,7 +7,7 @@ pkgs=(
     protobuf-compiler     # CRI/ttrpc code generation
     libseccomp-dev        # seccomp filters (libseccomp crate)
     pkg-config
-    runc crun             # side-by-side benchmark peers
+    runc crun containerd  # side-by-side benchmark peers; containerd also runs the shim as its runtime in tests
     jq                    # scripts
     iproute2 procps util-linux rsync
 )

@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 timeout=600
 if [ "${1:-}" = "--timeout" ]; then timeout=${2:?--timeout needs seconds}; fi
 [ "$(id -u)" = 0 ] || { echo "hack/test-v2.sh: needs root" >&2; exit 1; }
-# Test executables (not the doc tests) of the cgroup-dependent crates, as
+# Test executables (not the doc tests) of the cgroup-dependent crates
+# (cgroups, runtime, shim), as
 # cargo lists them; the runtime's lib unit tests need no kernel and are
 # left to the host lane.
-mapfile -t exes < <(cargo test --no-run --message-format=json -p carapace-cgroups -p carapace-runtime 2>/dev/null \
+mapfile -t exes < <(cargo test --no-run --message-format=json -p carapace-cgroups -p carapace-runtime -p carapace-shim 2>/dev/null \
     | jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test == true) | .executable' \
     | sort -u)
 [ ${#exes[@]} -gt 0 ] || { echo "hack/test-v2.sh: no test executables built" >&2; exit 1; }
@@ -21,4 +22,8 @@ for e in "${exes[@]}"; do
     args+=("$e" --test-threads=2)
 done
 echo "cgroup v2 lane: ${#exes[@]} test executables"
-exec hack/vm-test.sh --timeout "$timeout" -- "${args[@]}"
+# The shim's tests drive carapace-runtime from the same build (found
+# beside their deps/ directory, not embedded), so ship it explicitly.
+cargo build -p carapace-runtime
+runtime_bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/carapace-runtime
+exec hack/vm-test.sh --timeout "$timeout" --add "$runtime_bin" -- "${args[@]}"

@@ -8,6 +8,7 @@ pub mod error;
 pub mod oom;
 pub mod process;
 pub mod runtime_cli;
+pub mod serve;
 pub mod service;
 pub mod stdio;
 pub mod task;

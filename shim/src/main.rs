@@ -2,6 +2,7 @@
 //! `containerd-shim-carapace-v2` it is also a containerd runtime
 //! (`io.containerd.carapace.v2`).
 
+use carapace_shim::serve;
 use carapace_shim::service::Service;
 
 /// The runtime ID containerd knows this shim by.
@@ -23,6 +24,19 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let args: Vec<_> = std::env::args_os().collect();
+    let flags = match containerd_shim::parse(&args[1..]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("carapace-shim: {e}");
+            std::process::exit(1);
+        }
+    };
+    if serve::is_server_mode(&flags) {
+        let code = rt.block_on(serve::serve(RUNTIME_ID, flags));
+        std::process::exit(code);
+    }
+    // start, delete and -info: containerd-shim's bootstrap.
     rt.block_on(containerd_shim::asynchronous::run::<Service>(
         RUNTIME_ID, None,
     ));
