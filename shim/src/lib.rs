@@ -5,8 +5,10 @@
 //! the containerd shim v2 Task API (ttrpc).
 pub mod crilog;
 pub mod error;
+pub mod io_service;
 pub mod oom;
 pub mod process;
+pub mod proto;
 pub mod runtime_cli;
 pub mod serve;
 pub mod service;

@@ -18,6 +18,8 @@ use containerd_shim_protos::ttrpc::r#async::Server;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::io_service::IoService;
+use crate::proto::io_ttrpc::create_io;
 use crate::service::Service;
 
 /// The Task service name of the current API (containerd 2.x).
@@ -67,8 +69,9 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
     let publisher = RemotePublisher::new(&ttrpc_address)
         .await
         .map_err(|e| format!("connect to events endpoint {ttrpc_address}: {e}"))?;
-    let task: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(shim.create_task_service(publisher).await);
+    let service = shim.create_task_service(publisher).await;
+    let io = create_io(Arc::new(IoService::new(service.clone())));
+    let task: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(service);
     let mut v2 = create_task(task.clone());
     if let Some(svc) = v2.remove(TASK_V3) {
         v2.insert(TASK_V2.to_string(), svc);
@@ -93,7 +96,8 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
         .bind(&format!("unix://{path}"))
         .map_err(|e| format!("listen on {path}: {e}"))?
         .register_service(create_task(task))
-        .register_service(v2);
+        .register_service(v2)
+        .register_service(io);
     server
         .start()
         .await

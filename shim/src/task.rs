@@ -342,7 +342,7 @@ impl Container {
 
 /// Starts the stdio of a process around a runtime call that creates it:
 /// pipes are made before the call, a pty arrives during it.
-async fn with_stdio<F, Fut>(spec: &IoSpec, call: F) -> Result<ProcessIo>
+async fn with_stdio<F, Fut>(spec: &IoSpec, call: F) -> Result<Arc<ProcessIo>>
 where
     F: FnOnce(Option<PathBuf>, PassFds) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -429,6 +429,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        io_spec.check()?;
         let mut st = self.inner.state.lock().await;
         if let Some(c) = &st.container {
             return Err(Error::AlreadyExists(format!(
@@ -463,7 +464,7 @@ impl TaskService {
         let pid = read_pid(&pid_file)?;
         let mut init = Proc::new("", io_spec.clone());
         init.pid = pid;
-        init.io = Some(Arc::new(io));
+        init.io = Some(io);
         if let Some(e) = take_early(&mut st.early_exits, pid) {
             init.set_exited(e);
         }
@@ -628,7 +629,7 @@ impl TaskService {
         let p = c.proc_mut(&req.exec_id)?;
         p.pid = pid;
         p.status = Status::RUNNING;
-        p.io = Some(Arc::new(io));
+        p.io = Some(io);
         drop(st);
         if let Some(e) = early {
             Inner::on_exit(&self.inner, pid, e).await;
@@ -679,15 +680,14 @@ impl TaskService {
         let file = c.bundle.join(format!("{}.process.json", req.exec_id));
         std::fs::write(&file, &spec.value)
             .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
-        let mut p = Proc::new(
-            &req.exec_id,
-            IoSpec {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: req.terminal,
-            },
-        );
+        let io_spec = IoSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        io_spec.check()?;
+        let mut p = Proc::new(&req.exec_id, io_spec);
         p.spec_file = Some(file);
         c.execs.insert(req.exec_id.clone(), p);
         drop(st);
@@ -942,7 +942,8 @@ impl TaskService {
         })
     }
 
-    async fn io_of(&self, id: &str, exec_id: &str) -> Result<Arc<ProcessIo>> {
+    /// The stdio of a process, for CloseIO, ResizePty and the Io service.
+    pub async fn io_of(&self, id: &str, exec_id: &str) -> Result<Arc<ProcessIo>> {
         let st = self.inner.state.lock().await;
         st.container(id)?
             .proc(exec_id)?
@@ -1058,7 +1059,7 @@ impl containerd_shim::Task for TaskService {
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
         if req.stdin {
-            self.io_of(&req.id, &req.exec_id).await?.close_stdin();
+            self.io_of(&req.id, &req.exec_id).await?.close_stdin().await;
         }
         Ok(api::Empty::new())
     }

@@ -90,6 +90,7 @@ pub struct Harness {
     pub events: mpsc::UnboundedReceiver<(String, Any)>,
     pub address: String,
     client: Option<TaskClient>,
+    raw: Option<Client>,
     _server: ttrpc::r#async::Server,
     shim_pid: Option<i32>,
 }
@@ -137,6 +138,7 @@ impl Harness {
             events,
             address: String::new(),
             client: None,
+            raw: None,
             _server: server,
             shim_pid: None,
         };
@@ -200,12 +202,20 @@ impl Harness {
         let c = Client::connect(&self.address)
             .await
             .expect("connect to shim");
-        self.client = Some(TaskClient::new(c));
+        self.client = Some(TaskClient::new(c.clone()));
+        self.raw = Some(c);
     }
 
     /// The Task API client.
     pub fn client(&self) -> &TaskClient {
         self.client.as_ref().expect("connected to the shim")
+    }
+
+    /// A client of the shim's own Io service.
+    pub fn io_client(&self) -> carapace_shim::proto::io_ttrpc::IoClient {
+        carapace_shim::proto::io_ttrpc::IoClient::new(
+            self.raw.clone().expect("connected to the shim"),
+        )
     }
 
     /// The shim's PID.
@@ -233,9 +243,21 @@ impl Harness {
         stderr: &str,
         terminal: bool,
     ) -> ttrpc::Result<api::CreateTaskResponse> {
+        self.create_with_stdin("", stdout, stderr, terminal).await
+    }
+
+    /// CreateTask with the given stdio, stdin included.
+    pub async fn create_with_stdin(
+        &self,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        terminal: bool,
+    ) -> ttrpc::Result<api::CreateTaskResponse> {
         let req = api::CreateTaskRequest {
             id: self.id.clone(),
             bundle: self.bundle().to_string_lossy().into_owned(),
+            stdin: stdin.into(),
             stdout: stdout.into(),
             stderr: stderr.into(),
             terminal,

@@ -1,6 +1,7 @@
 //! A process's stdio as the shim owns it: pipes (or a pty received over a
-//! console socket) between the container and the shim, and copy tasks from
-//! there to where the caller wants the bytes.
+//! console socket) between the container and the shim, copy tasks from
+//! there to where the caller wants the bytes, and attach clients that see
+//! the output live and write to stdin.
 //!
 //! The Task API names stdio destinations as strings. The shim accepts:
 //! * `""`: none (`/dev/null`);
@@ -8,26 +9,36 @@
 //! * `file:///PATH`: a plain file, appended to;
 //! * `crilog:///PATH` (stdout and/or stderr): the kubelet CRI log file,
 //!   written by the shim itself in the CRI format; the Carapace daemon uses
-//!   this, and both streams may name the same file.
+//!   this, and both streams may name the same file;
+//! * for stdin only, `attach:`: a stdin pipe held open by the shim and fed
+//!   only by Attach clients (CRI `stdin: true`).
+
+pub mod console;
+mod fanout;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::fcntl::OFlag;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::crilog::{CriLog, Stream};
 use crate::error::{Error, Result};
 use crate::runtime_cli::PassFds;
+pub use console::ConsoleSocket;
+use fanout::Fanout;
 
 /// URI scheme of a CRI log destination.
 pub const CRILOG_SCHEME: &str = "crilog://";
 /// URI scheme of a plain file destination.
 pub const FILE_SCHEME: &str = "file://";
+/// stdin value asking for a pipe fed by Attach clients only.
+pub const STDIN_ATTACH: &str = "attach:";
 
 /// How big a single read from a container pipe may be.
 const CHUNK: usize = 32 * 1024;
@@ -35,7 +46,7 @@ const CHUNK: usize = 32 * 1024;
 /// Where one output stream goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sink {
-    /// Discarded.
+    /// Discarded (attach clients may still see it).
     None,
     /// A FIFO the caller reads (containerd).
     Fifo(PathBuf),
@@ -69,10 +80,21 @@ pub fn parse_sink(s: &str) -> Result<Sink> {
     Ok(kind(PathBuf::from(path)))
 }
 
+/// Checks a stdin source: "", `attach:` or an absolute FIFO path.
+pub fn check_stdin(s: &str) -> Result<()> {
+    if s.is_empty() || s == STDIN_ATTACH || s.starts_with('/') {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "unsupported stdin {s:?}: use a FIFO path or {STDIN_ATTACH:?}"
+        )))
+    }
+}
+
 /// The stdio a process was created with, as the caller named it.
 #[derive(Clone, Debug, Default)]
 pub struct IoSpec {
-    /// stdin FIFO path or "".
+    /// stdin: "", a FIFO path, or `attach:`.
     pub stdin: String,
     /// stdout destination.
     pub stdout: String,
@@ -82,32 +104,101 @@ pub struct IoSpec {
     pub terminal: bool,
 }
 
-/// Copies in progress for one process, kept so the shim can close stdin,
-/// resize the pty, reopen the log and know when all output is flushed.
+impl IoSpec {
+    /// Validates every field before anything is created.
+    pub fn check(&self) -> Result<()> {
+        check_stdin(&self.stdin)?;
+        parse_sink(&self.stdout)?;
+        if !self.terminal {
+            parse_sink(&self.stderr)?;
+        }
+        Ok(())
+    }
+}
+
+/// The shim's side of a process's stdin.
+enum StdinWriter {
+    None,
+    Pipe(tokio::sync::Mutex<Option<pipe::Sender>>),
+    Console(Arc<AsyncFd<OwnedFd>>, AtomicBool),
+}
+
+/// Copies in progress for one process, kept so the shim can feed and close
+/// stdin, resize the pty, reopen the log, attach clients, and know when all
+/// output is flushed.
 pub struct ProcessIo {
-    stdin: Arc<Mutex<Option<StdinHandle>>>,
+    stdin: StdinWriter,
     console: Option<Arc<AsyncFd<OwnedFd>>>,
     logs: Vec<Arc<Mutex<CriLog>>>,
+    fanout: Arc<Fanout>,
     done: watch::Receiver<usize>,
     streams: usize,
 }
 
-/// What holds the container's stdin open: the shim's write end.
-enum StdinHandle {
-    Pipe(Arc<OwnedFd>),
-    Console,
+/// One attach client's view of a process's output.
+pub struct Attachment {
+    /// Output chunks, tagged by stream, until the output ends.
+    pub rx: mpsc::Receiver<fanout::Chunk>,
+    id: u64,
+    fanout: Arc<Fanout>,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.fanout.unsubscribe(self.id);
+    }
 }
 
 impl ProcessIo {
-    /// Closes the process's stdin (CloseIO): EOF for a pipe; for a pty,
-    /// stop copying input (the terminal stays for output).
-    pub fn close_stdin(&self) {
-        if let Ok(mut s) = self.stdin.lock() {
-            s.take();
+    /// Whether the process has a stdin the shim can write to.
+    pub fn has_stdin(&self) -> bool {
+        !matches!(self.stdin, StdinWriter::None)
+    }
+
+    /// Whether the process has a terminal.
+    pub fn has_terminal(&self) -> bool {
+        self.console.is_some()
+    }
+
+    /// Writes to the process's stdin (attach clients, the stdin FIFO).
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<()> {
+        match &self.stdin {
+            StdinWriter::None => Err(Error::FailedPrecondition(
+                "the process was created without stdin".into(),
+            )),
+            StdinWriter::Pipe(p) => {
+                let mut g = p.lock().await;
+                let w = g.as_mut().ok_or_else(|| {
+                    Error::FailedPrecondition("the process's stdin is closed".into())
+                })?;
+                w.write_all(data)
+                    .await
+                    .map_err(|e| Error::io("write to the process's stdin", e))
+            }
+            StdinWriter::Console(master, open) => {
+                if !open.load(Ordering::Relaxed) {
+                    return Err(Error::FailedPrecondition(
+                        "the process's stdin is closed".into(),
+                    ));
+                }
+                write_console(master, data).await
+            }
         }
     }
 
-    /// Sets the pty's window size (ResizePty).
+    /// Closes the process's stdin (CloseIO, stdin_once): EOF for a pipe;
+    /// for a pty, input stops (the terminal stays for output).
+    pub async fn close_stdin(&self) {
+        match &self.stdin {
+            StdinWriter::None => {}
+            StdinWriter::Pipe(p) => {
+                p.lock().await.take();
+            }
+            StdinWriter::Console(_, open) => open.store(false, Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the pty's window size (ResizePty, attach resize).
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
         let Some(master) = &self.console else {
             return Err(Error::FailedPrecondition(
@@ -131,14 +222,29 @@ impl ProcessIo {
 
     /// Reopens every CRI log file of the process (kubelet's rotation).
     pub fn reopen_logs(&self) -> Result<()> {
+        if self.logs.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the process does not write a CRI log".into(),
+            ));
+        }
         for l in &self.logs {
             let mut l = l
                 .lock()
-                .map_err(|_| Error::InvalidArgument("log writer poisoned".into()))?;
+                .map_err(|_| Error::FailedPrecondition("log writer poisoned".into()))?;
             l.reopen()
                 .map_err(|e| Error::io("reopen container log", std::io::Error::other(e)))?;
         }
         Ok(())
+    }
+
+    /// Subscribes to the output from now on; `None` once the output ended.
+    pub fn attach(&self, stdout: bool, stderr: bool) -> Option<Attachment> {
+        let (id, rx) = self.fanout.subscribe(stdout, stderr)?;
+        Some(Attachment {
+            rx,
+            id,
+            fanout: self.fanout.clone(),
+        })
     }
 
     /// Waits until every output stream reached end-of-file and was written.
@@ -165,6 +271,7 @@ enum Out {
 }
 
 fn open_sinks(spec: &IoSpec) -> Result<Sinks> {
+    spec.check()?;
     let so = parse_sink(&spec.stdout)?;
     let se = if spec.terminal {
         Sink::None
@@ -222,119 +329,123 @@ pub struct PreparedPipes {
     spec: IoSpec,
     sinks: Sinks,
     stdin_w: Option<OwnedFd>,
-    stdout_r: Option<OwnedFd>,
-    stderr_r: Option<OwnedFd>,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
 }
 
 /// Opens the destinations and makes the pipes for a non-terminal process.
+/// stdout and stderr always get pipes, so attach clients can see output
+/// even where the caller keeps no copy.
 pub fn prepare_pipes(spec: &IoSpec) -> Result<(PassFds, PreparedPipes)> {
     let sinks = open_sinks(spec)?;
     let mut fds = PassFds::default();
-    let mut p = PreparedPipes {
-        spec: spec.clone(),
-        sinks,
-        stdin_w: None,
-        stdout_r: None,
-        stderr_r: None,
-    };
+    let mut stdin_w = None;
     if !spec.stdin.is_empty() {
         let (r, w) = pipe_pair()?;
         fds.stdin = Some(r);
-        p.stdin_w = Some(w);
+        stdin_w = Some(w);
     }
-    if !matches!(p.sinks.stdout, Out::None) {
-        let (r, w) = pipe_pair()?;
-        fds.stdout = Some(w);
-        p.stdout_r = Some(r);
-    }
-    if !matches!(p.sinks.stderr, Out::None) {
-        let (r, w) = pipe_pair()?;
-        fds.stderr = Some(w);
-        p.stderr_r = Some(r);
-    }
-    Ok((fds, p))
+    let (stdout_r, w) = pipe_pair()?;
+    fds.stdout = Some(w);
+    let (stderr_r, w) = pipe_pair()?;
+    fds.stderr = Some(w);
+    Ok((
+        fds,
+        PreparedPipes {
+            spec: spec.clone(),
+            sinks,
+            stdin_w,
+            stdout_r,
+            stderr_r,
+        },
+    ))
 }
 
 impl PreparedPipes {
     /// Starts the copy tasks once the runtime holds the container's ends.
-    pub fn start(self) -> Result<ProcessIo> {
+    pub fn start(self) -> Result<Arc<ProcessIo>> {
+        let fanout = Arc::new(Fanout::default());
         let (done_tx, done) = watch::channel(0usize);
         let done_tx = Arc::new(done_tx);
-        let mut streams = 0;
         for (fd, out, stream) in [
             (self.stdout_r, self.sinks.stdout.clone(), Stream::Stdout),
             (self.stderr_r, self.sinks.stderr.clone(), Stream::Stderr),
         ] {
-            let Some(fd) = fd else { continue };
             let rx = pipe::Receiver::from_owned_fd(fd)
                 .map_err(|e| Error::io("watch container output pipe", e))?;
-            streams += 1;
             let done_tx = done_tx.clone();
+            let fanout = fanout.clone();
             tokio::spawn(async move {
-                copy_out(rx, out, stream).await;
+                copy_out(rx, out, stream, &fanout).await;
                 done_tx.send_modify(|n| *n += 1);
             });
         }
-        let stdin = Arc::new(Mutex::new(
-            self.stdin_w.map(|w| StdinHandle::Pipe(Arc::new(w))),
-        ));
-        if let Some(h) = lock_pipe(&stdin) {
-            let src = self.spec.stdin.clone();
-            let stdin = stdin.clone();
-            tokio::spawn(async move { copy_stdin_pipe(src, h, stdin).await });
-        }
-        Ok(ProcessIo {
+        let stdin = match self.stdin_w {
+            None => StdinWriter::None,
+            Some(w) => StdinWriter::Pipe(tokio::sync::Mutex::new(Some(
+                pipe::Sender::from_owned_fd(w)
+                    .map_err(|e| Error::io("watch container stdin pipe", e))?,
+            ))),
+        };
+        let io = Arc::new(ProcessIo {
             stdin,
             console: None,
             logs: self.sinks.logs,
+            fanout: fanout.clone(),
             done,
-            streams,
-        })
+            streams: 2,
+        });
+        finish_when_done(&io);
+        spawn_stdin_fifo(&self.spec.stdin, &io);
+        Ok(io)
     }
 }
 
-fn lock_pipe(stdin: &Arc<Mutex<Option<StdinHandle>>>) -> Option<Arc<OwnedFd>> {
-    match stdin.lock().ok()?.as_ref()? {
-        StdinHandle::Pipe(w) => Some(w.clone()),
-        StdinHandle::Console => None,
-    }
+/// Ends every attachment once all output streams ended.
+fn finish_when_done(io: &Arc<ProcessIo>) {
+    let mut done = io.done.clone();
+    let want = io.streams;
+    let fanout = io.fanout.clone();
+    tokio::spawn(async move {
+        let _ = done.wait_for(|n| *n >= want).await;
+        fanout.close();
+    });
 }
 
-/// Reads the caller's stdin FIFO and writes into the container's stdin
-/// pipe until the FIFO ends or CloseIO drops our handle.
-async fn copy_stdin_pipe(src: String, w: Arc<OwnedFd>, handle: Arc<Mutex<Option<StdinHandle>>>) {
-    let Ok(mut rx) = pipe::OpenOptions::new()
-        .read_write(false)
-        .open_receiver(&src)
-    else {
-        log::warn!("open stdin fifo {src} failed");
+/// Copies the caller's stdin FIFO into the process until it ends.
+fn spawn_stdin_fifo(src: &str, io: &Arc<ProcessIo>) {
+    if src.is_empty() || src == STDIN_ATTACH {
         return;
-    };
-    let Ok(dup) = w.try_clone() else { return };
-    drop(w);
-    let Ok(mut tx) = pipe::Sender::from_owned_fd(dup) else {
-        return;
-    };
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+    }
+    let src = src.to_string();
+    let io = Arc::downgrade(io);
+    tokio::spawn(async move {
+        let mut rx = match pipe::OpenOptions::new().open_receiver(&src) {
+            Ok(rx) => rx,
+            Err(e) => {
+                log::warn!("open stdin fifo {src}: {e}");
+                return;
+            }
         };
-        if handle.lock().map(|h| h.is_none()).unwrap_or(true) {
-            break;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let Some(io) = io.upgrade() else { return };
+            if io.write_stdin(&buf[..n]).await.is_err() {
+                return;
+            }
         }
-        if tx.write_all(&buf[..n]).await.is_err() {
-            break;
+        // The caller closed its end: so does the container's stdin.
+        if let Some(io) = io.upgrade() {
+            io.close_stdin().await;
         }
-    }
-    // Our duplicate closes here; the original closes with the handle.
-    if let Ok(mut h) = handle.lock() {
-        h.take();
-    }
+    });
 }
 
-async fn copy_out(mut rx: pipe::Receiver, out: Out, stream: Stream) {
+async fn copy_out(mut rx: pipe::Receiver, out: Out, stream: Stream, fanout: &Fanout) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match rx.read(&mut buf).await {
@@ -344,6 +455,7 @@ async fn copy_out(mut rx: pipe::Receiver, out: Out, stream: Stream) {
             Err(_) => break,
         };
         write_out(&out, stream, &buf[..n]).await;
+        fanout.send(stream, &buf[..n]);
     }
     finish_out(&out, stream);
 }
@@ -389,90 +501,9 @@ fn finish_out(out: &Out, stream: Stream) {
     }
 }
 
-/// A console socket the runtime connects to, to hand over the pty master
-/// of a process created with a terminal.
-pub struct ConsoleSocket {
-    path: PathBuf,
-    listener: tokio::net::UnixListener,
-}
-
-impl ConsoleSocket {
-    /// Binds a fresh socket in `dir`.
-    pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("console-{}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)
-            .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
-        Ok(ConsoleSocket { path, listener })
-    }
-
-    /// The socket's path, for `--console-socket`.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Accepts the runtime's connection and receives the pty master.
-    pub async fn receive(self) -> Result<OwnedFd> {
-        let r = self.receive_inner().await;
-        let _ = std::fs::remove_file(&self.path);
-        r
-    }
-
-    async fn receive_inner(&self) -> Result<OwnedFd> {
-        let (conn, _) = self
-            .listener
-            .accept()
-            .await
-            .map_err(|e| Error::io("accept on the console socket", e))?;
-        loop {
-            conn.readable()
-                .await
-                .map_err(|e| Error::io("console socket", e))?;
-            match conn.try_io(Interest::READABLE, || recv_fd(conn.as_raw_fd())) {
-                Ok(fd) => return Ok(fd),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(Error::io("receive the pty master", e)),
-            }
-        }
-    }
-}
-
-impl Drop for ConsoleSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(std::io::Error::from)?;
-    for c in msg.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                for &extra in &fds[1..] {
-                    let _ = nix::unistd::close(extra);
-                }
-                // SAFETY: SCM_RIGHTS installed this descriptor in our table
-                // for us; nothing else owns it.
-                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        "console socket message carried no file descriptor",
-    ))
-}
-
-/// Starts copying a pty master to the stdout destination and the stdin
-/// FIFO into the pty.
-pub fn start_console(spec: &IoSpec, master: OwnedFd) -> Result<ProcessIo> {
+/// Starts copying a pty master to the stdout destination and attach
+/// clients, and takes stdin from the FIFO or attach clients.
+pub fn start_console(spec: &IoSpec, master: OwnedFd) -> Result<Arc<ProcessIo>> {
     let sinks = open_sinks(spec)?;
     nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .map_err(|e| Error::io("pty master non-blocking", e.into()))?;
@@ -482,38 +513,36 @@ pub fn start_console(spec: &IoSpec, master: OwnedFd) -> Result<ProcessIo> {
         unsafe { AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE) }
             .map_err(|e| Error::io("watch the pty master", e.into_parts().1))?;
     let master = Arc::new(master);
+    let fanout = Arc::new(Fanout::default());
     let (done_tx, done) = watch::channel(0usize);
-    let mut streams = 0;
-    if !matches!(sinks.stdout, Out::None) {
-        streams = 1;
+    {
         let out = sinks.stdout.clone();
         let m = master.clone();
+        let fanout = fanout.clone();
         tokio::spawn(async move {
-            copy_console_out(m, out).await;
+            copy_console_out(m, out, &fanout).await;
             done_tx.send_modify(|n| *n += 1);
         });
     }
-    let stdin = Arc::new(Mutex::new(if spec.stdin.is_empty() {
-        None
+    let stdin = if spec.stdin.is_empty() {
+        StdinWriter::None
     } else {
-        Some(StdinHandle::Console)
-    }));
-    if !spec.stdin.is_empty() {
-        let src = spec.stdin.clone();
-        let m = master.clone();
-        let h = stdin.clone();
-        tokio::spawn(async move { copy_console_in(src, m, h).await });
-    }
-    Ok(ProcessIo {
+        StdinWriter::Console(master.clone(), AtomicBool::new(true))
+    };
+    let io = Arc::new(ProcessIo {
         stdin,
         console: Some(master),
         logs: sinks.logs,
+        fanout,
         done,
-        streams,
-    })
+        streams: 1,
+    });
+    finish_when_done(&io);
+    spawn_stdin_fifo(&spec.stdin, &io);
+    Ok(io)
 }
 
-async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out) {
+async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out, fanout: &Fanout) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let Ok(mut g) = afd.readable().await else {
@@ -522,7 +551,10 @@ async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out) {
         match g.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from))
         {
             Ok(Ok(0)) => break,
-            Ok(Ok(n)) => write_out(&out, Stream::Stdout, &buf[..n]).await,
+            Ok(Ok(n)) => {
+                write_out(&out, Stream::Stdout, &buf[..n]).await;
+                fanout.send(Stream::Stdout, &buf[..n]);
+            }
             // EIO: every slave end is closed (the process exited).
             Ok(Err(_)) => break,
             Err(_would_block) => continue,
@@ -531,38 +563,22 @@ async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out) {
     finish_out(&out, Stream::Stdout);
 }
 
-async fn copy_console_in(
-    src: String,
-    afd: Arc<AsyncFd<OwnedFd>>,
-    handle: Arc<Mutex<Option<StdinHandle>>>,
-) {
-    let Ok(mut rx) = pipe::OpenOptions::new().open_receiver(&src) else {
-        log::warn!("open stdin fifo {src} failed");
-        return;
-    };
-    let mut buf = vec![0u8; CHUNK];
-    'outer: loop {
-        let n = match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if handle.lock().map(|h| h.is_none()).unwrap_or(true) {
-            break;
-        }
-        let mut off = 0;
-        while off < n {
-            let Ok(mut g) = afd.writable().await else {
-                break 'outer;
-            };
-            match g.try_io(|fd| {
-                nix::unistd::write(fd.get_ref(), &buf[off..n]).map_err(std::io::Error::from)
-            }) {
-                Ok(Ok(w)) => off += w,
-                Ok(Err(_)) => break 'outer,
-                Err(_would_block) => continue,
-            }
+async fn write_console(afd: &AsyncFd<OwnedFd>, data: &[u8]) -> Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        let mut g = afd
+            .writable()
+            .await
+            .map_err(|e| Error::io("wait for the pty", e))?;
+        match g.try_io(|fd| {
+            nix::unistd::write(fd.get_ref(), &data[off..]).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(w)) => off += w,
+            Ok(Err(e)) => return Err(Error::io("write to the pty", e)),
+            Err(_would_block) => continue,
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -592,5 +608,18 @@ mod tests {
             parse_sink("relative/path"),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn stdin_sources_are_checked() {
+        assert!(check_stdin("").is_ok());
+        assert!(check_stdin(STDIN_ATTACH).is_ok());
+        assert!(check_stdin("/run/x/stdin").is_ok());
+        assert!(check_stdin("tcp://x").is_err());
+        let spec = IoSpec {
+            stdin: "relative".into(),
+            ..Default::default()
+        };
+        assert!(spec.check().is_err());
     }
 }
