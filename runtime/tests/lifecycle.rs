@@ -314,3 +314,76 @@ fn container_process_starts_with_no_blocked_signals() {
     let mask = out.split_whitespace().nth(1).expect("mask");
     assert_eq!(u64::from_str_radix(mask, 16).expect("hex"), 0, "{out}");
 }
+
+#[test]
+fn kill_all_reaches_processes_that_outlive_a_stopped_init() {
+    // No PID namespace of its own: the init's children survive it.
+    let mut b = Bundle::new("killall", &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    let ns: Vec<serde_json::Value> = b.config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["type"] != "pid")
+        .cloned()
+        .collect();
+    b.config["linux"]["namespaces"] = serde_json::json!(ns);
+    let id = b.id("c");
+    b.ok(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    let _cleanup = ForceDelete(&b, id.clone());
+    b.ok(&["start", &id]);
+    let procs = cgroup_dir("pids", &format!("/carapace/{id}")).join("cgroup.procs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let read_pids = || -> Vec<i32> {
+        std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    // busybox sh execs its last command: the init and the background sleep.
+    while read_pids().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "children never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let init = b.state_of(&id)["pid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill init");
+    b.wait_stopped(&id);
+    let left: Vec<i32> = read_pids()
+        .into_iter()
+        .filter(|p| common_alive(*p))
+        .collect();
+    assert!(
+        !left.is_empty(),
+        "nothing outlived the init: the test proves nothing"
+    );
+    // As runc: `kill --all` still signals them through the cgroup.
+    b.ok(&["kill", "--all", &id, "KILL"]);
+    while read_pids().iter().any(|p| common_alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kill --all left {:?}",
+            read_pids()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Without --all a stopped container is refused, as runc does.
+    assert!(!b.rt(&["kill", &id, "KILL"]).status.success());
+    b.ok(&["delete", &id]);
+}
+
+/// Deletes a container with --force when a test ends, passed or failed, so
+/// a failure leaves no process or cgroup behind.
+struct ForceDelete<'a>(&'a Bundle, String);
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.rt(&["delete", "--force", &self.1]);
+    }
+}

@@ -67,6 +67,10 @@ struct Container {
     init: Proc,
     execs: HashMap<String, Proc>,
     rootfs_mounted: bool,
+    /// The container shares a PID namespace (pod-wide, host, or another
+    /// container's): its processes do not die with its init, so the shim
+    /// kills them when the init exits, as containerd does.
+    kill_all_on_exit: bool,
 }
 
 /// The runtime a container is driven with, as persisted in the bundle.
@@ -217,6 +221,7 @@ impl Inner {
         let cid = c.id.clone();
         let bundle = c.bundle.clone();
         let is_init = c.init.pid == pid && c.init.exit().is_none();
+        let kill_all = (is_init && c.kill_all_on_exit).then(|| c.cli.clone());
         let exec_id = c
             .execs
             .values()
@@ -239,6 +244,11 @@ impl Inner {
             // Before anything is published: the exit must survive us.
             if let Err(err) = ExitFile::from_exit(pid, e).write(&bundle) {
                 log::error!("record init exit: {err}");
+            }
+        }
+        if let Some(cli) = kill_all {
+            if let Err(err) = cli.kill(&cid, 9, true).await {
+                log::warn!("kill the remaining processes of {cid}: {err}");
             }
         }
         if let Some(io) = io {
@@ -289,6 +299,29 @@ fn read_pid(path: &Path) -> Result<i32> {
     s.trim()
         .parse()
         .map_err(|_| Error::InvalidArgument(format!("pid file {} holds {s:?}", path.display())))
+}
+
+/// Whether the bundle's spec leaves the container without a PID namespace
+/// of its own (none requested, or one joined by path).
+fn shares_pid_namespace(bundle: &Path) -> bool {
+    let Some(spec) = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+    else {
+        return false;
+    };
+    let own = spec
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.get("type").and_then(|t| t.as_str()) == Some("pid")
+                    && n.get("path")
+                        .and_then(|p| p.as_str())
+                        .is_none_or(str::is_empty)
+            })
+        });
+    !own
 }
 
 /// Where console sockets go: a short path (sun_path is 108 bytes).
@@ -475,6 +508,7 @@ impl TaskService {
             init,
             execs: HashMap::new(),
             rootfs_mounted,
+            kill_all_on_exit: shares_pid_namespace(&bundle),
         });
         drop(st);
         self.watch_oom(&req.id, &bundle, choice.systemd_cgroup);

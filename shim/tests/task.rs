@@ -290,3 +290,59 @@ async fn shutdown_waits_for_the_container_then_exits() {
     });
     assert!(gone, "shim still running after Shutdown");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn processes_left_in_a_shared_pid_namespace_die_with_the_init() {
+    // No PID namespace of its own: the container's processes are host
+    // processes and would outlive its init.
+    let mut h = Harness::new(
+        "sharedpid",
+        &["sh", "-c", "sleep 1000 & echo $! > /dev/shm/bg.pid; exit 0"],
+    )
+    .await;
+    let ns: Vec<serde_json::Value> = h.config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["type"] != "pid")
+        .cloned()
+        .collect();
+    h.config["linux"]["namespaces"] = json!(ns);
+    // A writable /dev/shm to pass the background PID out through the bundle.
+    let shm = h.bundle().join("shm");
+    std::fs::create_dir_all(&shm).expect("mkdir shm");
+    h.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .retain(|m| m["destination"] != "/dev/shm");
+    h.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({
+            "destination": "/dev/shm", "type": "bind", "source": shm, "options": ["rbind", "rw"]
+        }));
+    h.write_config();
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    assert_eq!(h.wait("").await.exit_status, 0);
+    let bg: i32 = std::fs::read_to_string(shm.join("bg.pid"))
+        .expect("background pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let deadline = std::time::Instant::now() + common::HANG_GUARD;
+    loop {
+        let alive = std::fs::read_to_string(format!("/proc/{bg}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background process {bg} outlived the container's init"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.delete("").await.expect("delete");
+}

@@ -9,6 +9,15 @@ use crate::syscall;
 pub fn run(root: &StateRoot, id: &str, sig: &str, all: bool) -> Result<i32> {
     let signo = signal::parse(sig)?;
     let (st, status) = super::load(root, id)?;
+    if all && status == Status::Stopped {
+        // As runc: processes that outlived a stopped init (no PID namespace
+        // of its own) are still reachable through the cgroup.
+        let cg = st.cgroups()?;
+        if cg.exists() {
+            cg.kill_all(signo)?;
+        }
+        return Ok(0);
+    }
     if status == Status::Stopped || status == Status::Creating {
         return Err(Error::WrongState {
             id: id.into(),
