@@ -1,11 +1,103 @@
-//! `carapace`: the CRI daemon. Not built yet (issue: CRI daemon and pod
-//! sandboxes); until then it refuses to run rather than pretending to serve.
+//! `carapace`: the CRI daemon. `carapace` (or `carapace daemon`) serves
+//! the CRI socket; `carapace config default` prints the default config.
 
-fn main() {
-    if std::env::args().any(|a| a == "--version" || a == "-v") {
-        println!("carapace {}", env!("CARGO_PKG_VERSION"));
-        return;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use carapace_cri::config::{self, Config};
+use carapace_cri::daemon::Daemon;
+use carapace_cri::{logging, server};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "carapace",
+    version,
+    about = "Carapace: a Kubernetes CRI runtime"
+)]
+struct Cli {
+    /// Configuration file (TOML); missing at the default path means defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CRI socket (the default).
+    Daemon,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its default value and a comment.
+    Default,
+    /// Print the configuration in effect (file + defaults).
+    Show,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let explicit = cli.config.is_some();
+    let path = cli
+        .config
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    match cli.command.unwrap_or(Command::Daemon) {
+        Command::Config {
+            what: ConfigCommand::Default,
+        } => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Config {
+            what: ConfigCommand::Show,
+        } => {
+            let c = Config::load(&path, explicit)?;
+            print!("{}", toml::to_string(&c).context("encode config")?);
+            Ok(())
+        }
+        Command::Daemon => {
+            let c = Config::load(&path, explicit)?;
+            logging::init(&c.log.level, &c.log.format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
+            rt.block_on(run(c))
+        }
     }
-    eprintln!("carapace: the CRI daemon is not implemented yet");
-    std::process::exit(1);
+}
+
+async fn run(c: Config) -> anyhow::Result<()> {
+    let socket = c.socket.clone();
+    let listener = server::bind(&socket)?;
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
+    let daemon = Arc::new(Daemon::new(c));
+    server::serve(daemon, listener, &socket, shutdown_signal()).await?;
+    tracing::info!("carapace stopped; containers keep running");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop serving, leave every container running.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon can still be stopped by SIGKILL.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
 }

@@ -1,0 +1,310 @@
+//! The daemon's configuration (`/etc/carapace/config.toml`). Every key is
+//! optional and has the default `carapace config default` prints, so an
+//! empty file (or none) gives a working daemon.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the config file is read from when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/carapace/config.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// CRI unix socket kubelet and crictl connect to.
+    pub socket: PathBuf,
+    /// Persistent data: metadata store, images, container layers.
+    pub root: PathBuf,
+    /// Volatile state: shim sockets, pinned namespaces, bundles.
+    pub state: PathBuf,
+    /// cgroup driver: "cgroupfs" or "systemd".
+    pub cgroup_driver: String,
+    /// Runtime handler used when a pod names none.
+    pub default_runtime_handler: String,
+    /// Runtime handlers by name (the CRI `runtime_handler` of a pod).
+    pub runtime_handlers: BTreeMap<String, RuntimeHandler>,
+    /// Pod networking.
+    pub cni: Cni,
+    /// Image registries.
+    pub registry: Registry,
+    /// Daemon logging.
+    pub log: Log,
+    /// Exec/attach/port-forward streaming server.
+    pub streaming: Streaming,
+    /// Prometheus metrics endpoint.
+    pub metrics: Metrics,
+}
+
+/// One OCI runtime the daemon can run containers with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// runc-compatible binary (name on PATH or absolute path).
+    pub path: PathBuf,
+    /// Its `--root` state directory.
+    pub root: PathBuf,
+}
+
+/// CNI settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cni {
+    /// Directory of network configurations (first valid .conf/.conflist).
+    pub conf_dir: PathBuf,
+    /// Directories searched for plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registry {
+    /// Mirrors per registry host, tried in order before the host itself
+    /// (e.g. "docker.io" = ["http://127.0.0.1:5000"]).
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Hosts spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// error, warn, info, debug or trace (or a tracing filter directive).
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+/// Streaming server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Streaming {
+    /// Listen address; port 0 picks a free port.
+    pub address: String,
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Listen address of /metrics; empty turns it off.
+    pub address: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut handlers = BTreeMap::new();
+        handlers.insert(
+            "carapace".to_string(),
+            RuntimeHandler {
+                path: PathBuf::from("carapace-runtime"),
+                root: PathBuf::from("/run/carapace-runtime"),
+            },
+        );
+        Self {
+            socket: PathBuf::from("/run/carapace/carapace.sock"),
+            root: PathBuf::from("/var/lib/carapace"),
+            state: PathBuf::from("/run/carapace"),
+            cgroup_driver: "cgroupfs".into(),
+            default_runtime_handler: "carapace".into(),
+            runtime_handlers: handlers,
+            cni: Cni::default(),
+            registry: Registry::default(),
+            log: Log::default(),
+            streaming: Streaming::default(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl Default for Cni {
+    fn default() -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of our schema.
+    #[error("parse config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of its allowed set.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Load `path`; a missing file at the default path means all defaults,
+    /// a missing file given explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        let c: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        c.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        Ok(c)
+    }
+
+    /// Check values that have a fixed set.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["cgroupfs", "systemd"].contains(&self.cgroup_driver.as_str()) {
+            return Err(format!(
+                "cgroup_driver {:?}: want \"cgroupfs\" or \"systemd\"",
+                self.cgroup_driver
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(format!(
+                "log.format {:?}: want \"text\" or \"json\"",
+                self.log.format
+            ));
+        }
+        if !self
+            .runtime_handlers
+            .contains_key(&self.default_runtime_handler)
+        {
+            return Err(format!(
+                "default_runtime_handler {:?} is not in [runtime_handlers]",
+                self.default_runtime_handler
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The commented default configuration `carapace config default` prints.
+pub const DEFAULT_TOML: &str = r#"# Carapace daemon configuration. Every key is optional; these are the defaults.
+
+# CRI socket kubelet and crictl connect to (created with mode 0660).
+socket = "/run/carapace/carapace.sock"
+# Persistent data: metadata store, images, container layers.
+root = "/var/lib/carapace"
+# Volatile state: shim sockets, pinned namespaces, bundles.
+state = "/run/carapace"
+# "cgroupfs" or "systemd" (must match kubelet's --cgroup-driver).
+cgroup_driver = "cgroupfs"
+# Runtime handler for pods that name none.
+default_runtime_handler = "carapace"
+
+# OCI runtimes by handler name (a RuntimeClass's handler). Any
+# runc-compatible binary works, e.g.:
+#   [runtime_handlers.runc]
+#   path = "runc"
+#   root = "/run/carapace-runc"
+[runtime_handlers.carapace]
+path = "carapace-runtime"
+root = "/run/carapace-runtime"
+
+[cni]
+# First valid .conf/.conflist here configures pod networks.
+conf_dir = "/etc/cni/net.d"
+# Where plugin binaries are looked up (Debian installs them in /usr/lib/cni).
+bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[registry]
+# Hosts spoken to over plain HTTP.
+insecure = []
+
+# Mirrors per registry host, tried in order before the host itself:
+#   "docker.io" = ["http://127.0.0.1:5000"]
+[registry.mirrors]
+
+[log]
+# error, warn, info, debug, trace, or a tracing filter directive.
+level = "info"
+# "text" or "json".
+format = "text"
+
+[streaming]
+# Exec/attach/port-forward server; port 0 picks a free port.
+address = "127.0.0.1:0"
+
+[metrics]
+# Prometheus /metrics listen address; empty turns it off.
+address = ""
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_default_is_exactly_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).expect("default parses");
+        assert_eq!(parsed, Config::default());
+        assert!(parsed.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_file_means_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("").expect("empty");
+        assert_eq!(c, Config::default());
+        assert!(toml::from_str::<Config>("sokcet = \"/x\"").is_err());
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, "cgroup_driver = \"nope\"").expect("write");
+        let e = Config::load(&p, true).expect_err("invalid");
+        assert!(e.to_string().contains("cgroup_driver"), "{e}");
+        assert!(Config::load(&d.path().join("missing.toml"), true).is_err());
+        assert_eq!(
+            Config::load(&d.path().join("missing.toml"), false).expect("defaults"),
+            Config::default()
+        );
+    }
+}

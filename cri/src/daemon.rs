@@ -1,0 +1,38 @@
+//! What every CRI handler shares: the configuration and the daemon-wide
+//! state the runtime config calls change.
+
+use std::sync::RwLock;
+
+use crate::config::Config;
+
+/// The daemon's shared state, behind an `Arc` in every service.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The configuration the daemon started with.
+    pub config: Config,
+    /// The pod CIDR kubelet handed over with UpdateRuntimeConfig, passed
+    /// to CNI plugins that want it (host-local's `podCIDR` range).
+    pod_cidr: RwLock<String>,
+}
+
+impl Daemon {
+    /// A daemon for `config`.
+    pub fn new(config: Config) -> Self {
+        Daemon {
+            config,
+            pod_cidr: RwLock::new(String::new()),
+        }
+    }
+
+    /// The pod CIDR last set by kubelet ("" until then).
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Records a new pod CIDR.
+    pub fn set_pod_cidr(&self, cidr: &str) {
+        if let Ok(mut c) = self.pod_cidr.write() {
+            *c = cidr.to_string();
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! `carapace`: the CRI daemon kubelet, crictl and critest talk to over a
+//! unix socket. This crate holds the gRPC services (one file per CRI call
+//! as they grow), the daemon's configuration and the domain modules they
+//! call.
+
+pub mod cni;
+pub mod config;
+pub mod daemon;
+pub mod image_service;
+pub mod logging;
+pub mod runtime_service;
+pub mod server;

@@ -1,0 +1,249 @@
+//! The CRI RuntimeService: one file per call, each a thin handler that
+//! validates, translates and calls the domain modules. Calls not built yet
+//! answer `Unimplemented`, never a fake success.
+
+mod runtime_config;
+mod status;
+mod update_runtime_config;
+mod version;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use crate::daemon::Daemon;
+
+/// The RuntimeService of one daemon.
+#[derive(Clone)]
+pub struct RuntimeServiceImpl {
+    daemon: Arc<Daemon>,
+}
+
+impl RuntimeServiceImpl {
+    /// A service over the daemon's shared state.
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        RuntimeServiceImpl { daemon }
+    }
+}
+
+/// The honest answer of a call Carapace does not implement yet.
+fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "carapace does not implement {call} yet"
+    )))
+}
+
+/// The stream type of GetContainerEvents.
+pub type ContainerEventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeServiceImpl {
+    async fn version(
+        &self,
+        request: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        version::handle(request.into_inner()).map(Response::new)
+    }
+
+    async fn status(
+        &self,
+        request: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        status::handle(&self.daemon, request.into_inner()).map(Response::new)
+    }
+
+    async fn runtime_config(
+        &self,
+        request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        runtime_config::handle(&self.daemon, request.into_inner()).map(Response::new)
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        update_runtime_config::handle(&self.daemon, request.into_inner()).map(Response::new)
+    }
+
+    type GetContainerEventsStream = ContainerEventStream;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        unimplemented("RunPodSandbox")
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        unimplemented("StopPodSandbox")
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        unimplemented("RemovePodSandbox")
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        unimplemented("PodSandboxStatus")
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        unimplemented("ListPodSandbox")
+    }
+
+    async fn create_container(
+        &self,
+        _request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        unimplemented("CreateContainer")
+    }
+
+    async fn start_container(
+        &self,
+        _request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        unimplemented("StartContainer")
+    }
+
+    async fn stop_container(
+        &self,
+        _request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        unimplemented("StopContainer")
+    }
+
+    async fn remove_container(
+        &self,
+        _request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        unimplemented("RemoveContainer")
+    }
+
+    async fn list_containers(
+        &self,
+        _request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        unimplemented("ListContainers")
+    }
+
+    async fn container_status(
+        &self,
+        _request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        unimplemented("ContainerStatus")
+    }
+
+    async fn update_container_resources(
+        &self,
+        _request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        _request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        unimplemented("ExecSync")
+    }
+
+    async fn exec(
+        &self,
+        _request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        unimplemented("Exec")
+    }
+
+    async fn attach(
+        &self,
+        _request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        unimplemented("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        unimplemented("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        unimplemented("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _request: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        unimplemented("CheckpointContainer")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+}

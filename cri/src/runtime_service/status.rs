@@ -1,0 +1,188 @@
+//! `Status`: whether the runtime and the pod network are ready (kubelet
+//! marks the node NotReady otherwise), with the reasons a person needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use crate::cni;
+use crate::daemon::Daemon;
+
+/// CRI condition types.
+const RUNTIME_READY: &str = "RuntimeReady";
+const NETWORK_READY: &str = "NetworkReady";
+
+/// Answers Status from what is on disk now: the runtime binary of the
+/// default handler and the CNI configuration.
+pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse, Status> {
+    let cfg = &d.config;
+    let runtime = cfg
+        .runtime_handlers
+        .get(&cfg.default_runtime_handler)
+        .map(|h| h.path.clone());
+    let runtime_cond = match runtime.as_deref().map(find_binary) {
+        Some(Some(_)) => condition(RUNTIME_READY, true, "", ""),
+        Some(None) => condition(
+            RUNTIME_READY,
+            false,
+            "RuntimeBinaryMissing",
+            &format!(
+                "runtime binary {:?} of handler {:?} not found",
+                runtime.unwrap_or_default(),
+                cfg.default_runtime_handler
+            ),
+        ),
+        None => condition(
+            RUNTIME_READY,
+            false,
+            "RuntimeHandlerMissing",
+            &format!("no runtime handler {:?}", cfg.default_runtime_handler),
+        ),
+    };
+    let net = cni::find_conf(&cfg.cni.conf_dir);
+    let network_cond = match &net {
+        Ok(_) => condition(NETWORK_READY, true, "", ""),
+        Err(e) => condition(
+            NETWORK_READY,
+            false,
+            "NetworkPluginNotReady",
+            &format!("Network plugin returns error: {e}"),
+        ),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert(
+            "config".to_string(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        );
+        if let Ok(n) = &net {
+            info.insert(
+                "cniconfig".to_string(),
+                serde_json::json!({"path": n.path, "name": n.name, "plugins": n.plugins})
+                    .to_string(),
+            );
+        }
+        info.insert("podCIDR".to_string(), d.pod_cidr());
+    }
+    let runtime_handlers = cfg
+        .runtime_handlers
+        .keys()
+        .map(|name| cri::RuntimeHandler {
+            name: name.clone(),
+            // Neither is wired through CRI yet: say so.
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }),
+        })
+        .collect();
+    Ok(cri::StatusResponse {
+        status: Some(cri::RuntimeStatus {
+            conditions: vec![runtime_cond, network_cond],
+        }),
+        info,
+        runtime_handlers,
+        features: Some(cri::RuntimeFeatures {
+            supplemental_groups_policy: false,
+        }),
+    })
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
+    cri::RuntimeCondition {
+        r#type: kind.into(),
+        status: ok,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// Finds a runtime binary: a path as given, a bare name beside the
+/// daemon's own executable first, then on PATH.
+pub fn find_binary(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 || name.is_absolute() {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(std::env::split_paths(&path).map(|d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RuntimeHandler};
+
+    fn conds(r: &cri::StatusResponse) -> Vec<(String, bool, String)> {
+        r.status
+            .as_ref()
+            .map(|s| {
+                s.conditions
+                    .iter()
+                    .map(|c| (c.r#type.clone(), c.status, c.reason.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn network_is_not_ready_until_a_cni_config_exists() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut c = Config::default();
+        c.cni.conf_dir = dir.path().to_path_buf();
+        c.runtime_handlers.insert(
+            "carapace".into(),
+            RuntimeHandler {
+                path: "/bin/sh".into(),
+                root: "/run/x".into(),
+            },
+        );
+        let d = Daemon::new(c);
+        let r = handle(&d, cri::StatusRequest { verbose: true }).expect("status");
+        assert_eq!(
+            conds(&r),
+            [
+                ("RuntimeReady".to_string(), true, String::new()),
+                (
+                    "NetworkReady".to_string(),
+                    false,
+                    "NetworkPluginNotReady".to_string()
+                )
+            ]
+        );
+        assert!(r.info.contains_key("config"));
+        std::fs::write(
+            dir.path().join("10-pods.conflist"),
+            r#"{"name":"pods","plugins":[{"type":"bridge"}]}"#,
+        )
+        .expect("write");
+        let r = handle(&d, cri::StatusRequest { verbose: false }).expect("status");
+        assert!(conds(&r).iter().all(|c| c.1), "{:?}", conds(&r));
+        assert!(r.info.is_empty());
+        assert_eq!(r.runtime_handlers.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_runtime_binary_is_reported() {
+        let mut c = Config::default();
+        c.runtime_handlers.insert(
+            "carapace".into(),
+            RuntimeHandler {
+                path: "/no/such/runtime".into(),
+                root: "/run/x".into(),
+            },
+        );
+        let r = handle(&Daemon::new(c), Default::default()).expect("status");
+        assert_eq!(
+            conds(&r)[0],
+            ("RuntimeReady".into(), false, "RuntimeBinaryMissing".into())
+        );
+    }
+}

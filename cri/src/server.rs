@@ -1,0 +1,115 @@
+//! The CRI socket: created safely (a live daemon's socket is never stolen),
+//! served by tonic, removed on graceful shutdown.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::daemon::Daemon;
+use crate::image_service::ImageServiceImpl;
+use crate::runtime_service::RuntimeServiceImpl;
+
+/// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another daemon answers on the socket: refuse to take it over.
+    #[error("another daemon is serving on {0}")]
+    InUse(PathBuf),
+    /// A file that is not a socket is in the way.
+    #[error("{0} exists and is not a socket: refusing to replace it")]
+    NotASocket(PathBuf),
+    /// Creating, binding or serving failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// tonic failed while serving.
+    #[error("serve gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
+    let path = path.to_path_buf();
+    move |source| ServerError::Io { what, path, source }
+}
+
+/// Binds the CRI socket at `path`: parent created, a stale socket (nobody
+/// answers) replaced, a live one refused, mode 0660.
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create socket directory", dir))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !md.file_type().is_socket() {
+                return Err(ServerError::NotASocket(path.to_path_buf()));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServerError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io("remove stale socket", path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("inspect socket", path)(e)),
+    }
+    let l = UnixListener::bind(path).map_err(io("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(io("chmod socket", path))?;
+    Ok(l)
+}
+
+/// Serves both CRI services on `listener` until `shutdown` resolves, then
+/// removes the socket. Containers are not touched: they outlive the daemon.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(daemon));
+    let image = ImageServiceServer::new(ImageServiceImpl);
+    let r = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
+        .add_service(runtime)
+        .add_service(image)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(socket);
+    r.map_err(ServerError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stale_sockets_are_replaced_live_ones_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("sub/dir/c.sock");
+        let l = bind(&p).expect("bind fresh");
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, SOCKET_MODE);
+        assert!(matches!(bind(&p), Err(ServerError::InUse(_))));
+        drop(l);
+        // The socket file stays behind, nobody answers: replaced.
+        let _l = bind(&p).expect("rebind over a stale socket");
+        let f = d.path().join("file");
+        std::fs::write(&f, "x").expect("write");
+        assert!(matches!(bind(&f), Err(ServerError::NotASocket(_))));
+    }
+}

@@ -1,0 +1,178 @@
+//! The daemon itself over its socket: Version, Status, RuntimeConfig,
+//! UpdateRuntimeConfig, honest Unimplemented answers, the socket's
+//! permissions and life cycle.
+
+use std::os::unix::fs::PermissionsExt;
+
+use carapace_e2e::Daemon;
+use k8s_cri::v1 as cri;
+
+#[tokio::test(flavor = "current_thread")]
+async fn version_and_runtime_config_answer_over_the_socket() {
+    let d = Daemon::start("cgroup_driver = \"cgroupfs\"");
+    let mut rt = d.runtime().await;
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("version")
+        .into_inner();
+    assert_eq!(v.runtime_name, "carapace");
+    assert_eq!(v.runtime_api_version, "v1");
+    let c = rt
+        .runtime_config(cri::RuntimeConfigRequest::default())
+        .await
+        .expect("runtime config")
+        .into_inner();
+    assert_eq!(
+        c.linux.expect("linux").cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+    let mode = std::fs::metadata(d.socket())
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn network_becomes_ready_when_a_cni_config_appears() {
+    let d = Daemon::start("");
+    let mut rt = d.runtime().await;
+    let ready = |s: &cri::StatusResponse, kind: &str| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.r#type == kind))
+            .map(|c| (c.status, c.reason.clone()))
+    };
+    let s = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(ready(&s, "RuntimeReady"), Some((true, String::new())));
+    assert_eq!(
+        ready(&s, "NetworkReady"),
+        Some((false, "NetworkPluginNotReady".to_string()))
+    );
+    assert!(s.info.contains_key("config"), "{:?}", s.info.keys());
+    std::fs::write(
+        d.cni_dir().join("10-pods.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"pods","plugins":[{"type":"bridge"}]}"#,
+    )
+    .expect("write conflist");
+    let s = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(ready(&s, "NetworkReady"), Some((true, String::new())));
+    assert!(s.runtime_handlers.iter().any(|h| h.name == "carapace"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pod_cidr_updates_are_validated() {
+    let d = Daemon::start("");
+    let mut rt = d.runtime().await;
+    let req = |cidr: &str| cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    };
+    rt.update_runtime_config(req("10.88.0.0/16"))
+        .await
+        .expect("valid CIDR");
+    let e = rt
+        .update_runtime_config(req("10.88.0.0/40"))
+        .await
+        .expect_err("invalid CIDR");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let s = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        s.info.get("podCIDR").map(String::as_str),
+        Some("10.88.0.0/16")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_not_built_yet_say_unimplemented() {
+    let d = Daemon::start("");
+    let mut rt = d.runtime().await;
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .await
+        .expect_err("RunPodSandbox is not built yet");
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
+    let mut img = d.images().await;
+    let e = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .expect_err("ListImages is not built yet");
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+}
+
+#[test]
+fn sigterm_stops_serving_and_removes_the_socket() {
+    let mut d = Daemon::start("");
+    let st = d.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(st.success(), "exit status {st}:\n{}", d.log());
+    assert!(!d.socket().exists(), "socket left behind");
+    // A stale socket (daemon killed) is replaced on the next start.
+    d.spawn();
+    d.stop(nix::sys::signal::Signal::SIGKILL);
+    assert!(d.socket().exists());
+    d.spawn();
+    // A second daemon on a live socket refuses, leaving the first alone.
+    let out = std::process::Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .output()
+        .expect("second daemon");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another daemon is serving"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::os::unix::net::UnixStream::connect(d.socket()).is_ok());
+}
+
+#[test]
+fn bad_config_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "cgroup_driver = \"nope\"\n").expect("write");
+    let out = std::process::Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .expect("run carapace");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cgroup_driver"), "{err}");
+    // `config default` prints a config that loads back as the defaults.
+    let out = std::process::Command::new(carapace_e2e::daemon_bin())
+        .args(["config", "default"])
+        .output()
+        .expect("config default");
+    assert!(out.status.success());
+    std::fs::write(&p, &out.stdout).expect("write default");
+    let shown = std::process::Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(&p)
+        .args(["config", "show"])
+        .output()
+        .expect("config show");
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+}
