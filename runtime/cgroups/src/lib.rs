@@ -24,6 +24,7 @@ mod fs;
 mod manager;
 mod mountinfo;
 mod path;
+pub mod stats;
 mod v1;
 mod v2;
 
@@ -32,6 +33,7 @@ pub use devices::{apply_device_rules_v2, attached_device_filters};
 pub use error::Error;
 pub use manager::{detect, Manager, CGROUP_ROOT};
 pub use path::{expand_slice, is_systemd_form, systemd_unit_name, DEFAULT_PARENT, DEFAULT_SLICE};
+pub use stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
 
 /// Which cgroup version a host (or a [`Manager`]) uses; decides which files
 /// exist and how resources are spelled.

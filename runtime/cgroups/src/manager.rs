@@ -7,6 +7,7 @@ use oci_spec::runtime::LinuxResources;
 
 use crate::error::Error;
 use crate::mountinfo::{self, Mount};
+use crate::stats::{self, Stats};
 use crate::{fs, path, v1, v2, Hierarchy};
 
 /// Where cgroup hierarchies are mounted on every distribution we target.
@@ -358,6 +359,31 @@ impl Manager {
     /// there is still something for [`Manager::destroy`] to remove.
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| fs::exists(d))
+    }
+
+    /// A snapshot of the cgroup's CPU, memory, pids and hugetlb usage, the
+    /// same on v1 and v2: what the shim's containerd `Stats` call and the CRI
+    /// daemon's ContainerStats/PodSandboxStats report. See [`Stats`] for
+    /// which file feeds which field.
+    ///
+    /// A controller that is not mounted (v1) or not enabled (v2), or a file
+    /// this kernel lacks, leaves its fields None; a file that exists but
+    /// cannot be read or parsed is an error naming it. A cgroup that does
+    /// not exist (in no hierarchy, on v1) is [`Error::Open`] with ENOENT.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        match self.hierarchy {
+            Hierarchy::V2 => stats::read_v2(&stats::Kernel, &self.v2_dir()?),
+            Hierarchy::V1 => {
+                let dirs = stats::V1Dirs {
+                    cpuacct: self.path_for("cpuacct"),
+                    cpu: self.path_for("cpu"),
+                    memory: self.path_for("memory"),
+                    pids: self.path_for("pids"),
+                    hugetlb: self.path_for("hugetlb"),
+                };
+                stats::read_v1(&stats::Kernel, &dirs)
+            }
+        }
     }
 
     /// How many processes the kernel OOM-killed in this cgroup: how the shim
