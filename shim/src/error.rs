@@ -46,6 +46,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Reading the container's cgroup failed.
+    #[error("container cgroup: {0}")]
+    Cgroup(#[from] carapace_cgroups::Error),
     /// The exit monitor of `containerd-shim` failed.
     #[error("exit monitor: {0}")]
     Monitor(containerd_shim::Error),
@@ -70,9 +73,11 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
-            Error::Runtime { .. } | Error::Spawn { .. } | Error::Io { .. } | Error::Monitor(_) => {
-                Code::INTERNAL
-            }
+            Error::Runtime { .. }
+            | Error::Spawn { .. }
+            | Error::Io { .. }
+            | Error::Cgroup(_)
+            | Error::Monitor(_) => Code::INTERNAL,
         }
     }
 }

@@ -12,5 +12,6 @@ pub mod proto;
 pub mod runtime_cli;
 pub mod serve;
 pub mod service;
+pub mod stats;
 pub mod stdio;
 pub mod task;

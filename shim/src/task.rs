@@ -71,6 +71,8 @@ struct Container {
     /// container's): its processes do not die with its init, so the shim
     /// kills them when the init exits, as containerd does.
     kill_all_on_exit: bool,
+    /// The container's cgroup (OOM watch, Stats), when it could be named.
+    cgroup: Option<carapace_cgroups::Manager>,
 }
 
 /// The runtime a container is driven with, as persisted in the bundle.
@@ -324,6 +326,26 @@ fn shares_pid_namespace(bundle: &Path) -> bool {
     !own
 }
 
+/// The container's cgroup as its spec names it (`linux.cgroupsPath`, or
+/// the runtime's default for the ID).
+fn container_cgroup(id: &str, bundle: &Path, systemd: bool) -> Option<carapace_cgroups::Manager> {
+    let cgroups_path = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .and_then(|v| {
+            v.pointer("/linux/cgroupsPath")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        });
+    match carapace_cgroups::Manager::new(cgroups_path.as_deref(), id, systemd) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!("cgroup of {id}: {e}");
+            None
+        }
+    }
+}
+
 /// Where console sockets go: a short path (sun_path is 108 bytes).
 fn console_dir() -> PathBuf {
     std::env::temp_dir()
@@ -495,6 +517,7 @@ impl TaskService {
             }
         };
         let pid = read_pid(&pid_file)?;
+        let cgroup = container_cgroup(&req.id, &bundle, choice.systemd_cgroup);
         let mut init = Proc::new("", io_spec.clone());
         init.pid = pid;
         init.io = Some(io);
@@ -509,9 +532,12 @@ impl TaskService {
             execs: HashMap::new(),
             rootfs_mounted,
             kill_all_on_exit: shares_pid_namespace(&bundle),
+            cgroup: cgroup.clone(),
         });
         drop(st);
-        self.watch_oom(&req.id, &bundle, choice.systemd_cgroup);
+        if let Some(mgr) = cgroup {
+            self.watch_oom(&req.id, mgr);
+        }
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {
@@ -538,22 +564,7 @@ impl TaskService {
     }
 
     /// Reports every OOM kill in the container's cgroup as TaskOOM.
-    fn watch_oom(&self, id: &str, bundle: &Path, systemd: bool) {
-        let cgroups_path = std::fs::read(bundle.join("config.json"))
-            .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-            .and_then(|v| {
-                v.pointer("/linux/cgroupsPath")
-                    .and_then(|p| p.as_str())
-                    .map(str::to_string)
-            });
-        let mgr = match carapace_cgroups::Manager::new(cgroups_path.as_deref(), id, systemd) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("no OOM watch for {id}: {e}");
-                return;
-            }
-        };
+    fn watch_oom(&self, id: &str, mgr: carapace_cgroups::Manager) {
         let mut rx = match crate::oom::watch(mgr) {
             Ok(rx) => rx,
             Err(e) => {
@@ -1143,12 +1154,20 @@ impl containerd_shim::Task for TaskService {
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        Err(Error::Unimplemented(
-            "Stats is not implemented by carapace-shim yet; read the container's cgroup".into(),
-        )
-        .into())
+        let mgr = {
+            let st = self.inner.state.lock().await;
+            st.container(&req.id)?.cgroup.clone().ok_or_else(|| {
+                Error::FailedPrecondition(format!("container {:?} has no known cgroup", req.id))
+            })?
+        };
+        let stats = mgr.stats().map_err(Error::from)?;
+        let any = crate::stats::to_any(&stats, mgr.hierarchy())?;
+        Ok(api::StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
     }
 }
 

@@ -158,6 +158,61 @@ fn ctr_runs_a_container_with_the_carapace_shim() {
         ctd.log()
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+    // A long-running task: containerd decodes our Stats (cgroup metrics),
+    // then kills and deletes it through the shim.
+    let bg = format!("{id}-bg");
+    let out = ctd.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.carapace.v2",
+        "carapace.test/busybox:latest",
+        &bg,
+        "sleep",
+        "1000",
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr run -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctd.ctr(&["task", "metrics", &bg]);
+    assert!(
+        out.status.success(),
+        "ctr task metrics: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ctd.log()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("memory.usage_in_bytes") || text.contains("memory.current"),
+        "{text}"
+    );
+    let out = ctd.ctr(&["task", "kill", "--signal", "SIGKILL", &bg]);
+    assert!(
+        out.status.success(),
+        "ctr task kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + common::HANG_GUARD;
+    loop {
+        let out = ctd.ctr(&["task", "delete", &bg]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task never stopped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = ctd.ctr(&["containers", "delete", &bg]);
+    assert!(
+        out.status.success(),
+        "ctr containers delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --rm deleted the container: no task, no container left.
     let out = ctd.ctr(&["containers", "list", "--quiet"]);
     assert_eq!(

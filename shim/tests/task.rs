@@ -346,3 +346,60 @@ async fn processes_left_in_a_shared_pid_namespace_die_with_the_init() {
     }
     h.delete("").await.expect("delete");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn stats_report_the_cgroup_as_containerd_metrics() {
+    let mut h = Harness::new("stats", &["sleep", "1000"]).await;
+    h.config["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "pids": {"limit": 50}});
+    h.write_config();
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    let r = h
+        .client()
+        .stats(
+            common::ctx(),
+            &api::StatsRequest {
+                id: h.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("stats");
+    let any = r.stats.into_option().expect("metrics");
+    match carapace_cgroups::detect().expect("cgroup version") {
+        carapace_cgroups::Hierarchy::V1 => {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&any.value)
+                .expect("decode v1 metrics");
+            assert_eq!(m.memory.usage.limit, 67108864);
+            assert!(m.memory.usage.usage > 0);
+            assert_eq!(m.pids.limit, 50);
+            assert!(m.pids.current >= 1);
+        }
+        carapace_cgroups::Hierarchy::V2 => {
+            assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+            let m =
+                containerd_shim_protos::cgroups_v2::metrics::Metrics::parse_from_bytes(&any.value)
+                    .expect("decode v2 metrics");
+            assert_eq!(m.memory.usage_limit, 67108864);
+            assert!(m.memory.usage > 0);
+            assert_eq!(m.pids.limit, 50);
+            assert!(m.pids.current >= 1);
+        }
+    }
+    h.kill("", 9).await.expect("kill");
+    h.wait("").await;
+    h.delete("").await.expect("delete");
+    let e = h
+        .client()
+        .stats(
+            common::ctx(),
+            &api::StatsRequest {
+                id: h.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("stats after delete");
+    assert_eq!(code(&e), Code::NOT_FOUND);
+}
