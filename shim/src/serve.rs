@@ -70,6 +70,7 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect to events endpoint {ttrpc_address}: {e}"))?;
     let service = shim.create_task_service(publisher).await;
+    let idle_check = service.clone();
     let io = create_io(Arc::new(IoService::new(service.clone())));
     let task: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(service);
     let mut v2 = create_task(task.clone());
@@ -109,8 +110,14 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
         tokio::select! {
             _ = &mut exit => break,
             _ = sigchld.recv() => reap().await,
-            // The container's fate is not tied to ours: keep serving.
-            _ = sigterm.recv() => log::debug!("SIGTERM ignored while holding a container"),
+            // The container's fate is not tied to the caller's: keep
+            // serving while one is held; an idle shim just goes.
+            _ = sigterm.recv() => {
+                if idle_check.is_idle().await {
+                    break;
+                }
+                log::debug!("SIGTERM ignored while holding a container");
+            }
             _ = sigint.recv() => {}
             _ = sigpipe.recv() => {}
         }

@@ -196,6 +196,11 @@ impl TaskService {
         });
     }
 
+    /// Whether the shim holds no container (none created, or deleted).
+    pub async fn is_idle(&self) -> bool {
+        self.inner.state.lock().await.container.is_none()
+    }
+
     async fn publish(&self, topic: &str, ev: Box<dyn MessageDyn>) {
         publish(&self.inner, topic, ev).await;
     }

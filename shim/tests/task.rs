@@ -403,3 +403,33 @@ async fn stats_report_the_cgroup_as_containerd_metrics() {
         .expect_err("stats after delete");
     assert_eq!(code(&e), Code::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn sigterm_stops_an_idle_shim_but_not_one_holding_a_container() {
+    let h = Harness::new("sigterm", &["sleep", "1000"]).await;
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    let shim = nix::unistd::Pid::from_raw(h.shim_pid());
+    nix::sys::signal::kill(shim, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    // Still serving: the container is held.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        h.state("").await.expect("state").status,
+        Status::RUNNING.into()
+    );
+    h.kill("", 9).await.expect("kill");
+    h.wait("").await;
+    h.delete("").await.expect("delete");
+    nix::sys::signal::kill(shim, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = std::time::Instant::now() + common::HANG_GUARD;
+    while std::fs::read_to_string(format!("/proc/{shim}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle shim ignored SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
