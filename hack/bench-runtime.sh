@@ -32,13 +32,15 @@ bin_of() { case $1 in carapace) echo "$carapace";; *) command -v "$1";; esac; }
 for r in "${runtimes[@]}"; do  # warm-up
     "$(bin_of "$r")" --root "$work/state-$r" run --bundle "$work" "warm-$r" >/dev/null
 done
+# Times are microseconds from bash itself ($EPOCHREALTIME): a `date` per
+# sample would add a fork+exec (1-3 ms here) to every measurement.
 for i in $(seq 1 "$n"); do
     for r in "${runtimes[@]}"; do
         b=$(bin_of "$r")
-        t0=$(date +%s%N)
+        t0=${EPOCHREALTIME/./}
         "$b" --root "$work/state-$r" run --bundle "$work" "b$i" >/dev/null
-        t1=$(date +%s%N)
-        times[$r]+="$(( (t1 - t0) / 1000 )) "
+        t1=${EPOCHREALTIME/./}
+        times[$r]+="$(( t1 - t0 )) "
     done
 done
 stat() { tr ' ' '\n' | grep . | sort -n | awk -v q="$1" '{a[NR]=$1} END {i=int(NR*q+0.999); if(i<1)i=1; printf "%.2f", a[i]/1000}'; }
