@@ -27,7 +27,7 @@ for e in "${exes[@]}"; do
 done
 echo "cgroup v2 lane: ${#exes[@]} test executables"
 # The shim's tests drive carapace-runtime from the same build (found
-# beside their deps/ directory, not embedded), so ship it explicitly.
+# beside their deps/ directory, not embedded) and Debian's runc: ship both.
 cargo build -p carapace-runtime
 runtime_bin=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/debug/carapace-runtime
-exec hack/vm-test.sh --timeout "$timeout" --add "$runtime_bin" -- "${args[@]}"
+exec hack/vm-test.sh --timeout "$timeout" --add "$runtime_bin" --add /usr/sbin/runc -- "${args[@]}"

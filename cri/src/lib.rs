@@ -6,6 +6,7 @@
 pub mod cni;
 pub mod config;
 pub mod daemon;
+pub mod grpc;
 pub mod image_service;
 pub mod logging;
 pub mod runtime_service;

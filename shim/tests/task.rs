@@ -433,3 +433,77 @@ async fn sigterm_stops_an_idle_shim_but_not_one_holding_a_container() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn runc_drives_the_container_when_the_options_name_it() {
+    let runc = std::path::Path::new("/usr/sbin/runc");
+    assert!(
+        runc.is_file(),
+        "runc missing: install Debian's runc (hack/install-deps.sh)"
+    );
+    let h = Harness::new("runc", &["sh", "-c", "echo via-runc; exit 6"]).await;
+    let log = h.crilog("c.log");
+    let req = api::CreateTaskRequest {
+        id: h.id.clone(),
+        bundle: h.bundle().to_string_lossy().into_owned(),
+        stdout: log.clone(),
+        stderr: log,
+        options: Some(h.options_for(runc)).into(),
+        ..Default::default()
+    };
+    h.client()
+        .create(common::ctx(), &req)
+        .await
+        .expect("create with runc");
+    h.start("").await.expect("start");
+    assert_eq!(h.wait("").await.exit_status, 6);
+    let recs = records(&h.read("c.log"));
+    assert!(
+        recs.contains(&("stdout".into(), "F".into(), "via-runc".into())),
+        "{recs:?}"
+    );
+    // runc, not carapace-runtime, holds the state.
+    assert!(h
+        .bundle()
+        .join("state")
+        .join(&h.id)
+        .join("state.json")
+        .exists());
+    h.delete("").await.expect("delete");
+    assert!(!h.bundle().join("state").join(&h.id).exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_vanished_log_directory_does_not_stall_the_container() {
+    let h = Harness::new(
+        "vanished",
+        &[
+            "sh",
+            "-c",
+            "read x; i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; exit 0",
+        ],
+    )
+    .await;
+    let logdir = h.bundle().join("logs");
+    std::fs::create_dir_all(&logdir).expect("mkdir logs");
+    let log = format!("crilog://{}", logdir.join("c.log").display());
+    h.create_with_stdin("attach:", &log, &log, false)
+        .await
+        .expect("create");
+    h.start("").await.expect("start");
+    // kubelet's pod log directory disappears under the running container.
+    std::fs::remove_dir_all(&logdir).expect("remove log dir");
+    let stream = h.io_client().attach(common::ctx()).await.expect("attach");
+    stream
+        .send(&carapace_shim::proto::io::AttachInput {
+            id: h.id.clone(),
+            stdin: true,
+            stdin_data: b"go\n".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("release the container");
+    // It writes all its output and exits; nothing blocks on the lost file.
+    assert_eq!(h.wait("").await.exit_status, 0);
+    h.delete("").await.expect("delete");
+}

@@ -5,15 +5,11 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
+use crate::grpc::unimplemented;
+
 /// The ImageService of one daemon.
 #[derive(Clone, Default)]
 pub struct ImageServiceImpl;
-
-fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "carapace does not implement {call} yet"
-    )))
-}
 
 #[tonic::async_trait]
 impl ImageService for ImageServiceImpl {

@@ -14,6 +14,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::grpc::unimplemented;
+
 use crate::daemon::Daemon;
 
 /// The RuntimeService of one daemon.
@@ -27,13 +29,6 @@ impl RuntimeServiceImpl {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         RuntimeServiceImpl { daemon }
     }
-}
-
-/// The honest answer of a call Carapace does not implement yet.
-fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "carapace does not implement {call} yet"
-    )))
 }
 
 /// The stream type of GetContainerEvents.

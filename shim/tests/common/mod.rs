@@ -225,8 +225,13 @@ impl Harness {
 
     /// Runtime options naming our carapace-runtime and a private root.
     pub fn options(&self) -> Any {
+        self.options_for(&runtime_bin())
+    }
+
+    /// Runtime options naming `binary` and a private root.
+    pub fn options_for(&self, binary: &Path) -> Any {
         let o = Options {
-            binary_name: runtime_bin().to_string_lossy().into_owned(),
+            binary_name: binary.to_string_lossy().into_owned(),
             root: self.bundle().join("state").to_string_lossy().into_owned(),
             ..Default::default()
         };
