@@ -9,5 +9,6 @@ pub mod daemon;
 pub mod grpc;
 pub mod image_service;
 pub mod logging;
+pub mod namespaces;
 pub mod runtime_service;
 pub mod server;
