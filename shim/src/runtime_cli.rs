@@ -78,10 +78,7 @@ impl RuntimeCli {
             "--pid-file".into(),
             pid_file.into(),
         ];
-        if let Some(s) = console_socket {
-            args.push("--console-socket".into());
-            args.push(s.into());
-        }
+        push_console(&mut args, console_socket);
         args.push(id.into());
         self.run(args, Some(fds)).await.map(drop)
     }
@@ -103,10 +100,7 @@ impl RuntimeCli {
             "--pid-file".into(),
             pid_file.into(),
         ];
-        if let Some(s) = console_socket {
-            args.push("--console-socket".into());
-            args.push(s.into());
-        }
+        push_console(&mut args, console_socket);
         args.push(id.into());
         self.run(args, Some(fds)).await.map(drop)
     }
@@ -298,6 +292,14 @@ impl RuntimeCli {
             });
         }
         Ok(out)
+    }
+}
+
+/// Adds `--console-socket S` for a process created with a terminal.
+fn push_console(args: &mut Vec<OsString>, console_socket: Option<&Path>) {
+    if let Some(s) = console_socket {
+        args.push("--console-socket".into());
+        args.push(s.into());
     }
 }
 

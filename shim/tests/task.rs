@@ -280,15 +280,7 @@ async fn shutdown_waits_for_the_container_then_exits() {
     h.wait("").await;
     h.delete("").await.expect("delete");
     h.shutdown().await;
-    let pid = nix::unistd::Pid::from_raw(h.shim_pid());
-    let gone = (0..600).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        nix::sys::signal::kill(pid, None).is_err()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-    });
-    assert!(gone, "shim still running after Shutdown");
+    common::wait_gone(h.shim_pid(), "the shim after Shutdown").await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -330,20 +322,7 @@ async fn processes_left_in_a_shared_pid_namespace_die_with_the_init() {
         .trim()
         .parse()
         .expect("pid");
-    let deadline = std::time::Instant::now() + common::HANG_GUARD;
-    loop {
-        let alive = std::fs::read_to_string(format!("/proc/{bg}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false);
-        if !alive {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "background process {bg} outlived the container's init"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::wait_gone(bg, "a background process outliving the container's init").await;
     h.delete("").await.expect("delete");
 }
 
@@ -354,17 +333,7 @@ async fn stats_report_the_cgroup_as_containerd_metrics() {
     h.write_config();
     h.create("", "", false).await.expect("create");
     h.start("").await.expect("start");
-    let r = h
-        .client()
-        .stats(
-            common::ctx(),
-            &api::StatsRequest {
-                id: h.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("stats");
+    let r = h.stats().await.expect("stats");
     let any = r.stats.into_option().expect("metrics");
     match carapace_cgroups::detect().expect("cgroup version") {
         carapace_cgroups::Hierarchy::V1 => {
@@ -390,17 +359,7 @@ async fn stats_report_the_cgroup_as_containerd_metrics() {
     h.kill("", 9).await.expect("kill");
     h.wait("").await;
     h.delete("").await.expect("delete");
-    let e = h
-        .client()
-        .stats(
-            common::ctx(),
-            &api::StatsRequest {
-                id: h.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect_err("stats after delete");
+    let e = h.stats().await.expect_err("stats after delete");
     assert_eq!(code(&e), Code::NOT_FOUND);
 }
 
@@ -421,17 +380,7 @@ async fn sigterm_stops_an_idle_shim_but_not_one_holding_a_container() {
     h.wait("").await;
     h.delete("").await.expect("delete");
     nix::sys::signal::kill(shim, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    let deadline = std::time::Instant::now() + common::HANG_GUARD;
-    while std::fs::read_to_string(format!("/proc/{shim}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "idle shim ignored SIGTERM"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::wait_gone(shim.as_raw(), "an idle shim after SIGTERM").await;
 }
 
 #[tokio::test(flavor = "current_thread")]

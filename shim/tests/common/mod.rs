@@ -382,6 +382,15 @@ impl Harness {
         format!("crilog://{}", self.bundle().join(name).display())
     }
 
+    /// Stats of the container.
+    pub async fn stats(&self) -> ttrpc::Result<api::StatsResponse> {
+        let req = api::StatsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.client().stats(ctx(), &req).await
+    }
+
     /// Shutdown; the shim exits when it holds no container.
     pub async fn shutdown(&self) {
         let req = api::ShutdownRequest {
@@ -419,6 +428,25 @@ impl Drop for Harness {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Waits (bounded by the hang guard) until `pid` is no longer alive.
+pub async fn wait_gone(pid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} ({pid}) still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
