@@ -105,6 +105,18 @@ pub struct IoSpec {
 }
 
 impl IoSpec {
+    /// The stdio a Create or Exec request names, validated.
+    pub fn checked(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<IoSpec> {
+        let spec = IoSpec {
+            stdin: stdin.into(),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            terminal,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+
     /// Validates every field before anything is created.
     pub fn check(&self) -> Result<()> {
         check_stdin(&self.stdin)?;

@@ -12,15 +12,23 @@ pub(super) fn read_pid(path: &Path) -> Result<i32> {
         .map_err(|_| Error::InvalidArgument(format!("pid file {} holds {s:?}", path.display())))
 }
 
-/// Whether the bundle's spec leaves the container without a PID namespace
-/// of its own (none requested, or one joined by path).
-pub(super) fn shares_pid_namespace(bundle: &Path) -> bool {
-    let Some(spec) = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-    else {
-        return false;
-    };
+/// Reads the bundle's config.json once for everything the shim needs
+/// from it; the runtime validates the rest.
+fn read_bundle_spec(bundle: &Path) -> Result<serde_json::Value> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "bundle {} has no readable config.json: {e}",
+            bundle.display()
+        ))
+    })?;
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+}
+
+/// Whether the spec leaves the container without a PID namespace of its
+/// own (none requested, or one joined by path).
+pub(super) fn shares_pid_namespace(spec: &serde_json::Value) -> bool {
     let own = spec
         .pointer("/linux/namespaces")
         .and_then(|n| n.as_array())
@@ -39,18 +47,11 @@ pub(super) fn shares_pid_namespace(bundle: &Path) -> bool {
 /// the runtime's default for the ID).
 pub(super) fn container_cgroup(
     id: &str,
-    bundle: &Path,
+    spec: &serde_json::Value,
     systemd: bool,
 ) -> Option<carapace_cgroups::Manager> {
-    let cgroups_path = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-        .and_then(|v| {
-            v.pointer("/linux/cgroupsPath")
-                .and_then(|p| p.as_str())
-                .map(str::to_string)
-        });
-    match carapace_cgroups::Manager::new(cgroups_path.as_deref(), id, systemd) {
+    let cgroups_path = spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str());
+    match carapace_cgroups::Manager::new(cgroups_path, id, systemd) {
         Ok(m) => Some(m),
         Err(e) => {
             log::warn!("cgroup of {id}: {e}");
@@ -145,21 +146,10 @@ impl TaskService {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
-        if !bundle.join("config.json").is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "bundle {} has no config.json",
-                bundle.display()
-            )));
-        }
+        let spec = read_bundle_spec(&bundle)?;
         let opts = parse_options(req.options.as_ref())?;
         let choice = RuntimeChoice::from_options(opts.as_ref(), &self.inner.namespace);
-        let io_spec = IoSpec {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        io_spec.check()?;
+        let io_spec = IoSpec::checked(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let mut st = self.inner.state.lock().await;
         if let Some(c) = &st.container {
             return Err(Error::AlreadyExists(format!(
@@ -192,7 +182,7 @@ impl TaskService {
             }
         };
         let pid = read_pid(&pid_file)?;
-        let cgroup = container_cgroup(&req.id, &bundle, choice.systemd_cgroup);
+        let cgroup = container_cgroup(&req.id, &spec, choice.systemd_cgroup);
         let mut init = Proc::new("", io_spec.clone());
         init.pid = pid;
         init.io = Some(io);
@@ -206,7 +196,7 @@ impl TaskService {
             init,
             execs: HashMap::new(),
             rootfs_mounted,
-            kill_all_on_exit: shares_pid_namespace(&bundle),
+            kill_all_on_exit: shares_pid_namespace(&spec),
             cgroup: cgroup.clone(),
         });
         drop(st);

@@ -5,6 +5,8 @@ use super::*;
 impl TaskService {
     pub(super) async fn do_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
         check_name("exec", &req.exec_id)?;
+        // Everything about the request is checked before a file is written.
+        let io_spec = IoSpec::checked(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let mut st = self.inner.state.lock().await;
         let c = st.container_mut(&req.id)?;
         if !c.init.is_live() || c.init.status == Status::CREATED {
@@ -33,13 +35,6 @@ impl TaskService {
         let file = c.bundle.join(format!("{}.process.json", req.exec_id));
         std::fs::write(&file, &spec.value)
             .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
-        let io_spec = IoSpec {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        io_spec.check()?;
         let mut p = Proc::new(&req.exec_id, io_spec);
         p.spec_file = Some(file);
         c.execs.insert(req.exec_id.clone(), p);
