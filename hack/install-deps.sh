@@ -10,6 +10,8 @@ pkgs=(
     runc crun containerd  # side-by-side benchmark peers; containerd also runs the shim as its runtime in tests
     jq                    # scripts
     iproute2 procps util-linux rsync
+    file                  # infra tests check the binary is static
+    containernetworking-plugins iptables  # pod networking (bridge, host-local, loopback, portmap)
 )
 missing=()
 for p in "${pkgs[@]}"; do
