@@ -3,12 +3,12 @@
 //! as they grow), the daemon's configuration and the domain modules they
 //! call.
 
-pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod grpc;
 pub mod image_service;
 pub mod logging;
 pub mod namespaces;
+pub mod network;
 pub mod runtime_service;
 pub mod server;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use crate::cni;
+use crate::network;
 use crate::daemon::Daemon;
 
 /// CRI condition types.
@@ -41,7 +41,7 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
             &format!("no runtime handler {:?}", cfg.default_runtime_handler),
         ),
     };
-    let net = cni::find_conf(&cfg.cni.conf_dir);
+    let net = network::find_conf(&cfg.cni.conf_dir);
     let network_cond = match &net {
         Ok(_) => condition(NETWORK_READY, true, "", ""),
         Err(e) => condition(
