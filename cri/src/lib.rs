@@ -5,10 +5,14 @@
 
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod grpc;
 pub mod image_service;
 pub mod logging;
 pub mod namespaces;
 pub mod network;
 pub mod runtime_service;
+pub mod sandbox;
 pub mod server;
+pub mod shim_client;
+pub mod store;

@@ -1,12 +1,18 @@
 //! `carapace`: the CRI daemon. `carapace` (or `carapace daemon`) serves
 //! the CRI socket; `carapace config default` prints the default config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use carapace_cri::config::{self, Config};
 use carapace_cri::daemon::Daemon;
+use carapace_cri::events::EventsServer;
+use carapace_cri::runtime_service::status::find_binary;
+use carapace_cri::sandbox::recover::recover;
+use carapace_cri::sandbox::registry::Paths;
+use carapace_cri::sandbox::Sandboxes;
+use carapace_cri::store::Store;
 use carapace_cri::{logging, server};
 use clap::{Parser, Subcommand};
 
@@ -79,10 +85,39 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
-    let daemon = Arc::new(Daemon::new(c));
-    server::serve(daemon, listener, &socket, shutdown_signal()).await?;
+    let (sandboxes, _events) = match open(c).await {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e);
+        }
+    };
+    server::serve(sandboxes, listener, &socket, shutdown_signal()).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
+}
+
+/// A helper binary of the daemon: beside it, or on PATH.
+fn helper(name: &str) -> anyhow::Result<PathBuf> {
+    find_binary(Path::new(name)).with_context(|| {
+        format!("{name} not found beside the daemon or on PATH: install it with the daemon")
+    })
+}
+
+/// Opens the store, starts the events endpoint and recovers every pod.
+async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
+    let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
+    let events = EventsServer::start(&c.state.join("events.sock")).await?;
+    let paths = Paths {
+        shim: helper("carapace-shim")?,
+        infra: helper("carapace-infra")?,
+        pods: c.state.join("pods"),
+        shim_sockets: c.state.join("s"),
+        events_address: events.address().to_string(),
+    };
+    let sandboxes = Arc::new(Sandboxes::new(Arc::new(Daemon::new(c)), store, paths));
+    recover(&sandboxes).await?;
+    Ok((sandboxes, events))
 }
 
 /// SIGTERM or SIGINT: stop serving, leave every container running.

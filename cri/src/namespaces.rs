@@ -80,6 +80,11 @@ pub enum NsError {
 pub struct Setup {
     /// The pod's hostname, set in its new UTS namespace.
     pub hostname: Option<String>,
+    /// Namespaced sysctls to set in the new namespace of their kind
+    /// (`net.*` in the network namespace, IPC ones in the IPC namespace),
+    /// by dotted name. Each is written while the helper thread is in the
+    /// new namespace: /proc/sys resolves to the opener's namespaces.
+    pub sysctls: Vec<(Kind, String, String)>,
 }
 
 /// Namespaces pinned under one directory: `<dir>/net`, `<dir>/ipc`,
@@ -209,6 +214,12 @@ fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
         source,
     })?;
     let hostname = setup.hostname.clone();
+    let sysctls: Vec<(String, String)> = setup
+        .sysctls
+        .iter()
+        .filter(|(k, _, _)| *k == kind)
+        .map(|(_, n, v)| (n.clone(), v.clone()))
+        .collect();
     let t = target.clone();
     let r = std::thread::spawn(move || -> Result<(), NsError> {
         nix::sched::unshare(kind.flag()).map_err(|errno| NsError::Sys {
@@ -228,6 +239,14 @@ fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
                 }
             }
             Kind::Ipc => {}
+        }
+        for (name, value) in &sysctls {
+            let path = PathBuf::from(format!("/proc/sys/{}", name.replace('.', "/")));
+            std::fs::write(&path, value).map_err(|source| NsError::Io {
+                what: "set sysctl",
+                path,
+                source,
+            })?;
         }
         let src = PathBuf::from(format!(
             "/proc/self/task/{}/ns/{}",

@@ -11,9 +11,9 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::daemon::Daemon;
 use crate::image_service::ImageServiceImpl;
 use crate::runtime_service::RuntimeServiceImpl;
+use crate::sandbox::Sandboxes;
 
 /// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -76,12 +76,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 /// Serves both CRI services on `listener` until `shutdown` resolves, then
 /// removes the socket. Containers are not touched: they outlive the daemon.
 pub async fn serve(
-    daemon: Arc<Daemon>,
+    sandboxes: Arc<Sandboxes>,
     listener: UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(daemon));
+    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(sandboxes));
     let image = ImageServiceServer::new(ImageServiceImpl);
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))

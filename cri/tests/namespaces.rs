@@ -64,6 +64,14 @@ fn pod_namespaces_are_new_pinned_and_set_up() {
         &[Kind::Net, Kind::Ipc, Kind::Uts],
         &Setup {
             hostname: Some("pod-a".into()),
+            sysctls: vec![
+                (
+                    Kind::Net,
+                    "net.ipv4.ip_unprivileged_port_start".into(),
+                    "81".into(),
+                ),
+                (Kind::Ipc, "kernel.shmmni".into(), "1234".into()),
+            ],
         },
     )
     .expect("create namespaces");
@@ -85,6 +93,14 @@ fn pod_namespaces_are_new_pinned_and_set_up() {
     assert_eq!(lines.len(), 2, "more than lo in the pod: {out}");
     assert!(lines[1].contains(": lo:"), "{out}");
     assert!(lines[1].contains(",UP"), "lo is down: {out}");
+    // The pod's sysctls are set in its namespaces, not the host's.
+    let out = inside(
+        &p,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni",
+    );
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["81", "1234"]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/shmmni").expect("host shmmni");
+    assert_ne!(host.trim(), "1234", "the sysctl leaked to the host");
 
     // A restarted daemon finds the same namespaces by path.
     let again = Pinned::open(&dir).expect("open pinned");
@@ -139,6 +155,7 @@ fn a_file_that_is_not_a_namespace_is_refused() {
         &[Kind::Net, Kind::Uts],
         &Setup {
             hostname: Some("x".repeat(100)),
+            ..Setup::default()
         },
     )
     .expect_err("hostname too long");

@@ -2,8 +2,13 @@
 //! validates, translates and calls the domain modules. Calls not built yet
 //! answer `Unimplemented`, never a fake success.
 
+mod list_pod_sandbox;
+mod pod_sandbox_status;
+mod remove_pod_sandbox;
+mod run_pod_sandbox;
 mod runtime_config;
-mod status;
+pub mod status;
+mod stop_pod_sandbox;
 mod update_runtime_config;
 mod version;
 
@@ -17,17 +22,22 @@ use tonic::{Request, Response, Status};
 use crate::grpc::unimplemented;
 
 use crate::daemon::Daemon;
+use crate::sandbox::Sandboxes;
 
 /// The RuntimeService of one daemon.
 #[derive(Clone)]
 pub struct RuntimeServiceImpl {
     daemon: Arc<Daemon>,
+    sandboxes: Arc<Sandboxes>,
 }
 
 impl RuntimeServiceImpl {
-    /// A service over the daemon's shared state.
-    pub fn new(daemon: Arc<Daemon>) -> Self {
-        RuntimeServiceImpl { daemon }
+    /// A service over the daemon's shared state and its pods.
+    pub fn new(sandboxes: Arc<Sandboxes>) -> Self {
+        RuntimeServiceImpl {
+            daemon: sandboxes.daemon.clone(),
+            sandboxes,
+        }
     }
 }
 
@@ -76,37 +86,43 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        unimplemented("RunPodSandbox")
+        run_pod_sandbox::handle(&self.sandboxes, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        unimplemented("StopPodSandbox")
+        stop_pod_sandbox::handle(&self.sandboxes, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        unimplemented("RemovePodSandbox")
+        remove_pod_sandbox::handle(&self.sandboxes, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        unimplemented("PodSandboxStatus")
+        pod_sandbox_status::handle(&self.sandboxes, request.into_inner()).map(Response::new)
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        unimplemented("ListPodSandbox")
+        list_pod_sandbox::handle(&self.sandboxes, request.into_inner()).map(Response::new)
     }
 
     async fn create_container(

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use crate::network;
 use crate::daemon::Daemon;
+use crate::network;
 
 /// CRI condition types.
 const RUNTIME_READY: &str = "RuntimeReady";

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -38,6 +39,7 @@ pub struct Daemon {
     /// Root of every directory the daemon uses.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    bridge: Option<String>,
 }
 
 impl Daemon {
@@ -52,13 +54,19 @@ impl Daemon {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("cni")).expect("mkdir cni");
+        std::fs::create_dir_all(dir.path().join("cnibin")).expect("mkdir cnibin");
         let config = format!(
             "socket = \"{0}/c.sock\"\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{extra}\n\
-             [cni]\nconf_dir = \"{0}/cni\"\n",
+             [runtime_handlers.carapace]\npath = \"carapace-runtime\"\nroot = \"{0}/runtime\"\n\
+             [cni]\nconf_dir = \"{0}/cni\"\nbin_dirs = [\"{0}/cnibin\", \"/usr/lib/cni\"]\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon {
+            dir,
+            child: None,
+            bridge: None,
+        };
         d.spawn();
         d
     }
@@ -151,9 +159,254 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Whatever the test did, leave no pod behind: remove them through
+        // the daemon (a thread of its own: this may run inside a runtime),
+        // then sweep what a dead daemon could not.
+        if self.child.is_some() {
+            let sock = self.socket();
+            let _ = std::thread::spawn(move || remove_all_pods(&sock)).join();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        sweep(self.dir.path());
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", b]).output();
+        }
     }
+}
+
+/// Removes every pod of the daemon at `sock` (best effort, bounded).
+fn remove_all_pods(sock: &Path) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let sock = sock.to_path_buf();
+    rt.block_on(async move {
+        let fut = async {
+            let ch = Endpoint::try_from("http://[::]:50051")
+                .ok()?
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let sock = sock.clone();
+                    async move {
+                        tokio::net::UnixStream::connect(sock)
+                            .await
+                            .map(TokioIo::new)
+                    }
+                }))
+                .await
+                .ok()?;
+            let mut rt = RuntimeServiceClient::new(ch);
+            let pods = rt
+                .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .items;
+            for p in pods {
+                let _ = rt
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: p.id,
+                    })
+                    .await;
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(HANG_GUARD, fut).await;
+    });
+}
+
+/// Kills processes rooted or working under `dir` (shims, infra
+/// processes: all started by the test's daemon) and unmounts everything
+/// mounted below it.
+fn sweep(dir: &Path) {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let under = |link: &str| {
+            std::fs::read_link(entry.path().join(link))
+                .map(|p| p.starts_with(dir))
+                .unwrap_or(false)
+        };
+        if under("cwd") || under("root") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.reverse();
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    // Pod cgroups the daemon made (no cgroup_parent given): deepest first.
+    for pod in std::fs::read_dir(dir.join("state/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = pod.file_name().to_string_lossy().into_owned();
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let pod_cg = h.path().join("carapace").join(format!("pod-{id}"));
+            let _ = std::fs::remove_dir(pod_cg.join(&id));
+            let _ = std::fs::remove_dir(&pod_cg);
+        }
+    }
+}
+
+/// Distinguishes the networks of the daemons one test binary starts.
+static NETWORK_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Daemon {
+    /// A daemon whose CNI conf dir holds a bridge + host-local + portmap
+    /// network of its own (a private bridge and /24, removed on drop),
+    /// with `extra_plugins` (JSON objects) appended to the chain.
+    pub fn start_with_network(extra: &str, extra_plugins: &[serde_json::Value]) -> Daemon {
+        let seq = NETWORK_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        let bridge = format!("cb{}x{seq}", pid % 100000);
+        let octet = (pid.wrapping_mul(7).wrapping_add(seq)) % 250 + 1;
+        let mut d = Daemon::start(extra);
+        let mut plugins = vec![
+            serde_json::json!({
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("10.97.{octet}.0/24")}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": d.dir.path().join("ipam"),
+                }
+            }),
+            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        ];
+        plugins.extend(extra_plugins.iter().cloned());
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("e2e-{seq}"),
+            "plugins": plugins,
+        });
+        std::fs::write(
+            d.cni_dir().join("10-e2e.conflist"),
+            serde_json::to_vec_pretty(&conf).expect("json"),
+        )
+        .expect("write conflist");
+        d.bridge = Some(bridge);
+        d
+    }
+
+    /// The gateway address of the network of [`Daemon::start_with_network`].
+    pub fn gateway(&self) -> String {
+        let conf: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.cni_dir().join("10-e2e.conflist")).expect("read conflist"),
+        )
+        .expect("conflist json");
+        let subnet = conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+            .as_str()
+            .expect("subnet")
+            .to_string();
+        subnet.replace(".0/24", ".1")
+    }
+
+    /// The directory of extra CNI plugins (first in bin_dirs).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.path().join("cnibin")
+    }
+
+    /// The daemon's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+}
+
+/// A pod config as kubelet sends it: metadata, a log directory, labels.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The verbose `info` document of a pod's status.
+pub async fn pod_info(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> (cri::PodSandboxStatus, serde_json::Value) {
+    let r = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("pod sandbox status")
+        .into_inner();
+    let info = serde_json::from_str(r.info.get("info").expect("info key")).expect("info json");
+    (r.status.expect("status"), info)
+}
+
+/// Runs `f` on a thread inside the network namespace at `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = std::fs::File::open(netns).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// The inode of a namespace file (its identity).
+pub fn ns_inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).expect("stat namespace").ino()
+}
+
+/// Mount points under `dir` now.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_string)
+        .collect()
 }

@@ -1,0 +1,96 @@
+//! The pod cgroup: the `cgroup_parent` kubelet names (its
+//! `kubepods/<qos>/pod<uid>` layout, which kubelet itself usually creates)
+//! or, when none is given, one of the daemon's own per pod. Containers and
+//! the infra process get cgroups below it.
+
+use carapace_cgroups::Manager;
+
+use super::SandboxError;
+
+/// Where pods without a `cgroup_parent` go.
+const DEFAULT_PARENT: &str = "/carapace";
+
+/// The pod cgroup path for a pod config's `cgroup_parent` ("" for none).
+pub fn pod_path(cgroup_parent: &str, id: &str) -> String {
+    if cgroup_parent.is_empty() {
+        format!("{DEFAULT_PARENT}/pod-{id}")
+    } else {
+        cgroup_parent.to_string()
+    }
+}
+
+/// The `linux.cgroupsPath` of a process `id` in the pod cgroup: a plain
+/// path with the cgroupfs driver, the `slice:prefix:name` form with the
+/// systemd driver.
+pub fn child_path(pod: &str, id: &str, systemd: bool) -> String {
+    if systemd {
+        format!("{pod}:carapace:{id}")
+    } else {
+        format!("{}/{id}", pod.trim_end_matches('/'))
+    }
+}
+
+fn manager(pod: &str) -> Result<Manager, SandboxError> {
+    // A bare slice name (systemd driver) is a path systemd would make.
+    let path = if pod.ends_with(".slice") && !pod.contains('/') {
+        carapace_cgroups::expand_slice(pod).map_err(|source| SandboxError::Cgroup {
+            path: pod.to_string(),
+            source,
+        })?
+    } else {
+        pod.to_string()
+    };
+    Manager::new(Some(&path), "pod", false).map_err(|source| SandboxError::Cgroup {
+        path: pod.to_string(),
+        source,
+    })
+}
+
+/// Whether the pod cgroup exists already (kubelet made it).
+pub fn exists(pod: &str) -> Result<bool, SandboxError> {
+    Ok(manager(pod)?.exists())
+}
+
+/// Creates the pod cgroup unless it exists; whether it was created (and
+/// so is the daemon's to remove).
+pub fn ensure(pod: &str) -> Result<bool, SandboxError> {
+    let m = manager(pod)?;
+    if m.exists() {
+        return Ok(false);
+    }
+    m.create().map_err(|source| SandboxError::Cgroup {
+        path: pod.to_string(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// Removes the pod cgroup (with anything left below it); a missing one is
+/// fine.
+pub fn remove(pod: &str) -> Result<(), SandboxError> {
+    manager(pod)?
+        .destroy()
+        .map_err(|source| SandboxError::Cgroup {
+            path: pod.to_string(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_and_child_paths_follow_the_driver() {
+        assert_eq!(pod_path("", "abc"), "/carapace/pod-abc");
+        assert_eq!(pod_path("/kubepods/pod1", "abc"), "/kubepods/pod1");
+        assert_eq!(
+            child_path("/kubepods/pod1/", "c1", false),
+            "/kubepods/pod1/c1"
+        );
+        assert_eq!(
+            child_path("kubepods-pod1.slice", "c1", true),
+            "kubepods-pod1.slice:carapace:c1"
+        );
+    }
+}

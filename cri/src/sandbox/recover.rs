@@ -1,0 +1,61 @@
+//! Restart recovery: load every sandbox record and bring each to a state
+//! that is true again — a pod caught half-created is rolled back, one
+//! caught half-removed is removed, a Ready pod whose infra shim still runs
+//! is watched again, and one whose infra is gone turns NotReady.
+
+use std::sync::Arc;
+
+use containerd_shim_protos::api;
+
+use crate::shim_client::Shim;
+use crate::store::Kind;
+
+use super::registry::Sandboxes;
+use super::{infra, remove, Phase, SandboxError, SandboxRecord};
+
+/// Recovers every stored sandbox. A pod that cannot be recovered is kept
+/// (and logged), never dropped: RemovePodSandbox can still clean it.
+pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
+    let records: Vec<(String, SandboxRecord)> = s.store.list(Kind::Sandbox)?;
+    for (id, mut rec) in records {
+        let name = SandboxRecord::name_key(&rec.config);
+        match rec.phase {
+            Phase::Creating | Phase::Removing => {
+                tracing::info!(pod = %id, phase = ?rec.phase, "finishing interrupted pod sandbox operation");
+                let phase = rec.phase;
+                if let Err(e) = remove::teardown(s, &mut rec).await {
+                    tracing::error!(pod = %id, error = %e, "cleanup after restart failed; kept for RemovePodSandbox");
+                    rec.phase = Phase::Removing;
+                    let _ = s.reserve_name(&name, &id);
+                    s.insert(rec);
+                } else {
+                    tracing::info!(pod = %id, ?phase, "interrupted pod sandbox cleaned up");
+                }
+            }
+            Phase::Ready => {
+                let alive = match Shim::connect(&rec.shim_address).await {
+                    Ok(shim) => match shim.state(&rec.id, "").await {
+                        Ok(st) => st.status.enum_value() == Ok(api::Status::RUNNING),
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if !alive {
+                    tracing::info!(pod = %id, "infra process gone while the daemon was down: pod is NotReady");
+                    rec.phase = Phase::NotReady;
+                    s.store.put(Kind::Sandbox, &id, &rec)?;
+                }
+                let _ = s.reserve_name(&name, &id);
+                let sb = s.insert(rec);
+                if alive {
+                    infra::watch(s.clone(), sb);
+                }
+            }
+            Phase::NotReady => {
+                let _ = s.reserve_name(&name, &id);
+                s.insert(rec);
+            }
+        }
+    }
+    Ok(())
+}

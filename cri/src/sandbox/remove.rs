@@ -1,0 +1,59 @@
+//! RemovePodSandbox, and the teardown every failure path shares: undo
+//! whatever a record says was made — infra and shim, CNI attachment, shm,
+//! pinned namespaces, pod cgroup, pod directory — each step idempotent, so
+//! a teardown interrupted by a crash is simply run again.
+
+use std::sync::Arc;
+
+use crate::namespaces::Pinned;
+use crate::store::Kind;
+
+use super::registry::Sandboxes;
+use super::{cgroup, infra, shm, stop, Phase, SandboxError, SandboxRecord};
+
+/// Removes the pod `id`: stops it if needed, tears everything down and
+/// forgets it. Removing an unknown pod is not an error (kubelet retries
+/// removals); the caller maps NotFound as it wants.
+pub async fn remove(s: &Arc<Sandboxes>, id: &str) -> Result<(), SandboxError> {
+    let sb = s.get(id)?;
+    let _op = sb.op.lock().await;
+    let mut rec = sb.record();
+    if rec.phase == Phase::Ready {
+        stop::stop_locked(s, &sb, &mut rec).await?;
+    }
+    rec.phase = Phase::Removing;
+    s.save(&sb, rec.clone())?;
+    teardown(s, &mut rec).await?;
+    s.forget(&rec);
+    Ok(())
+}
+
+/// Undoes everything `rec` records, then deletes the record. On error the
+/// record stays (with what is already undone marked), to be retried.
+pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), SandboxError> {
+    infra::stop(s, rec).await?;
+    rec.shim_address.clear();
+    if rec.network_attached {
+        stop::network_down(s, rec).await?;
+        rec.network_attached = false;
+        s.store.put(Kind::Sandbox, &rec.id, rec)?;
+    }
+    shm::unmount(&rec.dir.join("shm"))?;
+    Pinned::open(&rec.dir.join("ns"))
+        .and_then(|p| p.remove())
+        .or_else(|e| match e {
+            // A pin that is no longer a namespace is a plain file to delete.
+            crate::namespaces::NsError::NotPinned(_) => Ok(()),
+            e => Err(e),
+        })?;
+    if rec.cgroup_created {
+        cgroup::remove(&rec.cgroup_parent)?;
+    }
+    match std::fs::remove_dir_all(&rec.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SandboxError::io("remove", &rec.dir, e)),
+    }
+    s.store.delete(Kind::Sandbox, &rec.id)?;
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! RunPodSandbox: validate, reserve the name, record the pod, then make
+//! its namespaces, shm, cgroup, network, files and infra process — each
+//! step recorded first, and everything undone if any step fails.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::namespaces::{Kind, Pinned, Setup};
+use crate::network;
+use crate::runtime_service::status::find_binary;
+use crate::store::Kind as StoreKind;
+
+use super::record::{host_network, ns_options};
+use super::registry::{Sandbox, Sandboxes};
+use super::spec::InfraSpec;
+use super::{cgroup, files, infra, remove, shm, stop, sysctl, Phase, SandboxError, SandboxRecord};
+
+/// A new random ID: 64 hex digits, as containerd's.
+pub fn new_id() -> Result<String, SandboxError> {
+    let mut b = [0u8; 32];
+    let path = "/dev/urandom";
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| SandboxError::io("read", path, e))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Now, in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Checks what kubelet must send: metadata with name, namespace and uid.
+fn validate(c: &cri::PodSandboxConfig) -> Result<(), SandboxError> {
+    let Some(m) = &c.metadata else {
+        return Err(SandboxError::InvalidArgument(
+            "pod sandbox config has no metadata".into(),
+        ));
+    };
+    for (what, v) in [
+        ("name", &m.name),
+        ("namespace", &m.namespace),
+        ("uid", &m.uid),
+    ] {
+        if v.is_empty() {
+            return Err(SandboxError::InvalidArgument(format!(
+                "pod sandbox metadata {what} is empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a new pod; its ID.
+pub async fn run(
+    s: &Arc<Sandboxes>,
+    config: cri::PodSandboxConfig,
+    runtime_handler: &str,
+) -> Result<String, SandboxError> {
+    validate(&config)?;
+    let cfg = &s.daemon.config;
+    let handler_name = if runtime_handler.is_empty() {
+        cfg.default_runtime_handler.clone()
+    } else {
+        runtime_handler.to_string()
+    };
+    let handler = cfg.runtime_handlers.get(&handler_name).ok_or_else(|| {
+        SandboxError::InvalidArgument(format!(
+            "no runtime handler {handler_name:?} is configured (have: {})",
+            cfg.runtime_handlers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let runtime_binary = find_binary(&handler.path).ok_or_else(|| {
+        SandboxError::FailedPrecondition(format!(
+            "runtime binary {} of handler {handler_name:?} not found",
+            handler.path.display()
+        ))
+    })?;
+    let opts = ns_options(&config);
+    let host_net = host_network(&opts);
+    let mut own = Vec::new();
+    if !host_net {
+        own.extend([Kind::Net, Kind::Uts]);
+    }
+    if opts.ipc != cri::NamespaceMode::Node as i32 {
+        own.push(Kind::Ipc);
+    }
+    let sysctls = config
+        .linux
+        .as_ref()
+        .map(|l| sysctl::classify(&l.sysctls, &own))
+        .transpose()
+        .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?
+        .unwrap_or_default();
+    let net_conf = if host_net {
+        None
+    } else {
+        Some(network::find_conf(&cfg.cni.conf_dir).map_err(|e| {
+            SandboxError::FailedPrecondition(format!("cni plugin not initialized: {e}"))
+        })?)
+    };
+
+    let id = new_id()?;
+    let name = SandboxRecord::name_key(&config);
+    s.reserve_name(&name, &id)?;
+    let dir = s.paths.pods.join(&id);
+    let pod_cgroup = cgroup::pod_path(
+        config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or(""),
+        &id,
+    );
+    let systemd = cfg.cgroup_driver == "systemd";
+    let mut rec = SandboxRecord {
+        id: id.clone(),
+        runtime_handler: handler_name,
+        runtime_binary,
+        runtime_root: handler.root.clone(),
+        phase: Phase::Creating,
+        created_at: now_ns(),
+        netns: (!host_net).then(|| dir.join("ns").join(Kind::Net.name())),
+        ips: Vec::new(),
+        network_attached: false,
+        cni_result: None,
+        infra_cgroup: cgroup::child_path(&pod_cgroup, &id, systemd),
+        cgroup_parent: pod_cgroup,
+        cgroup_created: false,
+        shim_address: String::new(),
+        infra_pid: 0,
+        exit: None,
+        dir,
+        config,
+    };
+    // Recorded before anything is made: a crash from here on is rolled
+    // back on restart.
+    if let Err(e) = s.store.put(StoreKind::Sandbox, &id, &rec) {
+        s.release_name(&name, &id);
+        return Err(e.into());
+    }
+    let sb = s.insert(rec.clone());
+    let op = sb.op.lock().await;
+    let built = build(s, &sb, &mut rec, &own, sysctls, net_conf).await;
+    drop(op);
+    match built {
+        Ok(()) => {
+            infra::watch(s.clone(), sb);
+            tracing::info!(pod = %id, name = %name, ips = ?rec.ips, "pod sandbox ready");
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(pod = %id, error = %e, "pod sandbox failed; cleaning up");
+            rec.phase = Phase::Removing;
+            let _ = s.save(&sb, rec.clone());
+            if let Err(te) = remove::teardown(s, &mut rec).await {
+                // The record stays for RemovePodSandbox or the next start.
+                tracing::error!(pod = %id, error = %te, "cleanup of failed pod sandbox");
+                let _ = s.save(&sb, rec.clone());
+                return Err(e);
+            }
+            s.forget(&rec);
+            Err(e)
+        }
+    }
+}
+
+/// The steps of RunPodSandbox after the record exists.
+async fn build(
+    s: &Sandboxes,
+    sb: &Sandbox,
+    rec: &mut SandboxRecord,
+    own: &[Kind],
+    sysctls: Vec<(Kind, String, String)>,
+    net_conf: Option<network::NetworkConf>,
+) -> Result<(), SandboxError> {
+    let meta = rec.config.metadata.clone().unwrap_or_default();
+    let hostname = if rec.config.hostname.is_empty() {
+        meta.name.clone()
+    } else {
+        rec.config.hostname.clone()
+    };
+    let host_net = rec.netns.is_none();
+    let ns_dir = rec.dir.join("ns");
+    let pinned = Pinned::create(
+        &ns_dir,
+        own,
+        &Setup {
+            hostname: (!host_net).then(|| hostname.clone()),
+            sysctls,
+        },
+    )?;
+    if own.contains(&Kind::Ipc) {
+        shm::mount(&rec.dir.join("shm"))?;
+    }
+    // Recorded before it is made, so a crash cannot leak it.
+    let will_create = !cgroup::exists(&rec.cgroup_parent)?;
+    if will_create {
+        rec.cgroup_created = true;
+        s.save(sb, rec.clone())?;
+        cgroup::ensure(&rec.cgroup_parent)?;
+    }
+    if let Some(conf) = net_conf {
+        rec.network_attached = true;
+        s.save(sb, rec.clone())?;
+        let added = match network::add(
+            &conf,
+            &s.daemon.config.cni.bin_dirs,
+            &stop::pod_network(s, rec),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                // These are found before any plugin runs: no DEL is owed.
+                if matches!(
+                    e,
+                    network::CniError::PluginNotFound { .. }
+                        | network::CniError::BadConfig { .. }
+                        | network::CniError::BadArg { .. }
+                ) {
+                    rec.network_attached = false;
+                }
+                return Err(e.into());
+            }
+        };
+        rec.ips = added.ips;
+        rec.cni_result = Some(added.result);
+        s.save(sb, rec.clone())?;
+    }
+    write_files(rec, &hostname, host_net)?;
+    let pid_mode = ns_options(&rec.config).pid;
+    let spec = InfraSpec {
+        binary: s.paths.infra.clone(),
+        net: pinned.path(Kind::Net),
+        ipc: pinned.path(Kind::Ipc),
+        uts: pinned.path(Kind::Uts),
+        new_pid: pid_mode != cri::NamespaceMode::Node as i32,
+        cgroups_path: rec.infra_cgroup.clone(),
+    };
+    infra::start(s, sb, rec, &spec).await?;
+    rec.phase = Phase::Ready;
+    s.save(sb, rec.clone())?;
+    Ok(())
+}
+
+/// hostname, hosts and resolv.conf in the pod directory.
+fn write_files(rec: &SandboxRecord, hostname: &str, host_net: bool) -> Result<(), SandboxError> {
+    let host_hosts = PathBuf::from("/etc/hosts");
+    let host_resolv = PathBuf::from("/etc/resolv.conf");
+    let read = |p: &PathBuf| files::read_host(p).map_err(|e| SandboxError::io("read", p, e));
+    let hosts = files::hosts(host_net, &read(&host_hosts)?, hostname, &rec.ips);
+    let resolv = files::resolv_conf(rec.config.dns_config.as_ref(), &read(&host_resolv)?);
+    let host_name = if host_net {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        hostname.to_string()
+    };
+    for (name, text) in [
+        ("hostname", format!("{host_name}\n")),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let p = rec.dir.join(name);
+        std::fs::write(&p, text).map_err(|e| SandboxError::io("write", &p, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! StopPodSandbox: stop the pod's containers, its infra, and take it off
+//! the network. Idempotent, and safe on a pod that was only half created.
+
+use std::sync::Arc;
+
+use crate::network::{self, PodNetwork};
+
+use super::registry::{Sandbox, Sandboxes};
+use super::{infra, Phase, SandboxError, SandboxRecord};
+
+/// Stops the pod `id`.
+pub async fn stop(s: &Arc<Sandboxes>, id: &str) -> Result<(), SandboxError> {
+    let sb = s.get(id)?;
+    let _op = sb.op.lock().await;
+    let mut rec = sb.record();
+    stop_locked(s, &sb, &mut rec).await
+}
+
+/// Stop with the pod's operation lock held.
+pub async fn stop_locked(
+    s: &Sandboxes,
+    sb: &Sandbox,
+    rec: &mut SandboxRecord,
+) -> Result<(), SandboxError> {
+    // Containers are stopped here once they exist (the container service).
+    infra::stop(s, rec).await?;
+    rec.shim_address.clear();
+    if rec.phase == Phase::Ready {
+        rec.phase = Phase::NotReady;
+    }
+    s.save(sb, rec.clone())?;
+    if rec.network_attached {
+        network_down(s, rec).await?;
+        rec.network_attached = false;
+        s.save(sb, rec.clone())?;
+    }
+    Ok(())
+}
+
+/// What the CNI plugins are told about `rec`'s pod.
+pub fn pod_network(s: &Sandboxes, rec: &SandboxRecord) -> PodNetwork {
+    let m = rec.config.metadata.clone().unwrap_or_default();
+    PodNetwork {
+        id: rec.id.clone(),
+        netns: rec.netns.clone().unwrap_or_default(),
+        ifname: "eth0".into(),
+        pod_name: m.name,
+        pod_namespace: m.namespace,
+        pod_uid: m.uid,
+        port_mappings: rec
+            .config
+            .port_mappings
+            .iter()
+            .map(|p| network::PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: match p.protocol {
+                    1 => "udp".into(),
+                    2 => "sctp".into(),
+                    _ => "tcp".into(),
+                },
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
+        pod_cidr: s.daemon.pod_cidr(),
+    }
+}
+
+/// CNI DEL for the pod, with the ADD result when there is one.
+pub async fn network_down(s: &Sandboxes, rec: &SandboxRecord) -> Result<(), SandboxError> {
+    let conf = network::find_conf(&s.daemon.config.cni.conf_dir)?;
+    network::del(
+        &conf,
+        &s.daemon.config.cni.bin_dirs,
+        &pod_network(s, rec),
+        rec.cni_result.as_ref(),
+    )
+    .await?;
+    Ok(())
+}

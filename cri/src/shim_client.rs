@@ -1,0 +1,401 @@
+//! The daemon's side of a container's shim: starting `carapace-shim` for a
+//! bundle (the containerd shim v2 `start` protocol), and the Task API calls
+//! the daemon makes over its ttrpc socket. The shim outlives the daemon, so
+//! a restarted daemon reconnects by address.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::shim_async::{Client, TaskClient};
+use containerd_shim_protos::ttrpc;
+
+/// The containerd namespace the daemon's shims run in (as containerd's CRI
+/// plugin uses).
+pub const NAMESPACE: &str = "k8s.io";
+
+/// Hang guard on calls that should answer promptly; not a performance bound.
+const CALL_GUARD: Duration = Duration::from_secs(60);
+
+/// Why a shim could not be started or answered badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// The shim binary could not be run.
+    #[error("run {binary}: {source}")]
+    Spawn {
+        /// The shim binary.
+        binary: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `start` failed; its stderr says why.
+    #[error("shim start for {id} failed: {message}")]
+    Start {
+        /// The container or sandbox ID.
+        id: String,
+        /// The shim's stderr, or its exit status.
+        message: String,
+    },
+    /// Its socket could not be connected.
+    #[error("connect to shim {address}: {source}")]
+    Connect {
+        /// The shim's address.
+        address: String,
+        /// ttrpc's error.
+        source: ttrpc::Error,
+    },
+    /// A Task call failed.
+    #[error("shim {method}: {message}")]
+    Call {
+        /// The Task method.
+        method: &'static str,
+        /// The gRPC status code the shim answered with (or Unknown).
+        code: ttrpc::Code,
+        /// The shim's message.
+        message: String,
+    },
+}
+
+impl ShimError {
+    /// Whether the shim said the task or process does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ShimError::Call {
+                code: ttrpc::Code::NOT_FOUND,
+                ..
+            }
+        )
+    }
+
+    /// Whether the shim is gone (its socket refuses or the connection
+    /// dropped): its container exited with it.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            ShimError::Connect { .. } => true,
+            ShimError::Call { code, message, .. } => {
+                *code == ttrpc::Code::UNAVAILABLE
+                    || message.contains("ocket")
+                    || message.contains("closed")
+                    || message.contains("Broken pipe")
+            }
+            _ => false,
+        }
+    }
+}
+
+fn call_err(method: &'static str, e: ttrpc::Error) -> ShimError {
+    match e {
+        ttrpc::Error::RpcStatus(s) => ShimError::Call {
+            method,
+            code: s.code(),
+            message: s.message,
+        },
+        other => ShimError::Call {
+            method,
+            code: ttrpc::Code::UNAVAILABLE,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// How to start a shim.
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    /// The `carapace-shim` binary.
+    pub binary: &'a Path,
+    /// Container or sandbox ID (the shim's `-id`).
+    pub id: &'a str,
+    /// The bundle directory (`start` runs there).
+    pub bundle: &'a Path,
+    /// The daemon's CRI socket: mixed into the shim's socket name.
+    pub daemon_address: &'a Path,
+    /// The daemon's events endpoint (`unix://…`), TTRPC_ADDRESS.
+    pub events_address: &'a str,
+    /// Where shim sockets live.
+    pub socket_dir: &'a Path,
+}
+
+/// Runs `carapace-shim … start` in the bundle and returns the address it
+/// answers on. The shim detaches itself; this returns once it listens.
+pub async fn launch(l: &Launch<'_>) -> Result<String, ShimError> {
+    let out = tokio::process::Command::new(l.binary)
+        .args(["-namespace", NAMESPACE, "-id", l.id, "-address"])
+        .arg(l.daemon_address)
+        .args(["-publish-binary", "/bin/false", "start"])
+        .current_dir(l.bundle)
+        .env("TTRPC_ADDRESS", l.events_address)
+        .env("CARAPACE_SHIM_SOCKET_DIR", l.socket_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|source| ShimError::Spawn {
+            binary: l.binary.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !text.starts_with("unix://") {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(ShimError::Start {
+            id: l.id.to_string(),
+            message: if err.is_empty() {
+                format!("{} (output {text:?})", out.status)
+            } else {
+                err
+            },
+        });
+    }
+    Ok(text)
+}
+
+/// Which OCI runtime the shim drives, and its state root.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// runc-compatible binary.
+    pub binary: PathBuf,
+    /// Its `--root`.
+    pub root: PathBuf,
+}
+
+/// A process's stdio as the shim takes it ("" for none).
+#[derive(Clone, Debug, Default)]
+pub struct Stdio {
+    /// stdin source.
+    pub stdin: String,
+    /// stdout sink (FIFO path, `file://`, `crilog://`).
+    pub stdout: String,
+    /// stderr sink.
+    pub stderr: String,
+    /// Whether the process has a terminal.
+    pub terminal: bool,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exit {
+    /// Exit status (128 + signal when killed).
+    pub status: u32,
+    /// When, in nanoseconds since the epoch.
+    pub at_ns: i64,
+}
+
+fn exit_of(
+    status: u32,
+    at: Option<&containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>,
+) -> Exit {
+    Exit {
+        status,
+        at_ns: at
+            .map(|t| t.seconds.saturating_mul(1_000_000_000) + i64::from(t.nanos))
+            .unwrap_or(0),
+    }
+}
+
+/// A connection to one shim.
+#[derive(Clone)]
+pub struct Shim {
+    address: String,
+    task: TaskClient,
+}
+
+impl std::fmt::Debug for Shim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shim")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(CALL_GUARD.as_nanos() as i64)
+}
+
+impl Shim {
+    /// Connects to the shim at `address`.
+    pub async fn connect(address: &str) -> Result<Shim, ShimError> {
+        let c = Client::connect(address)
+            .await
+            .map_err(|source| ShimError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
+        Ok(Shim {
+            address: address.to_string(),
+            task: TaskClient::new(c),
+        })
+    }
+
+    /// The address connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Creates the bundle's init process (`runtime create`); its PID.
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: &Stdio,
+        runtime: &RuntimeOptions,
+    ) -> Result<u32, ShimError> {
+        let o = Options {
+            binary_name: runtime.binary.to_string_lossy().into_owned(),
+            root: runtime.root.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = o.write_to_bytes().map_err(|e| ShimError::Call {
+            method: "Create",
+            code: ttrpc::Code::INTERNAL,
+            message: format!("encode options: {e}"),
+        })?;
+        let req = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
+            options: Some(any).into(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .create(ctx(), &req)
+            .await
+            .map_err(|e| call_err("Create", e))?;
+        Ok(r.pid)
+    }
+
+    /// Starts a created process (`exec_id` "" for the init); its PID.
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+        let req = api::StartRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .start(ctx(), &req)
+            .await
+            .map_err(|e| call_err("Start", e))?;
+        Ok(r.pid)
+    }
+
+    /// Sends `signal` to a process (to every process of the container with
+    /// `all`).
+    pub async fn kill(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ShimError> {
+        let req = api::KillRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.task
+            .kill(ctx(), &req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("Kill", e))
+    }
+
+    /// Waits for a process to exit, however long that takes.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+        let req = api::WaitRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .wait(ttrpc::context::Context::default(), &req)
+            .await
+            .map_err(|e| call_err("Wait", e))?;
+        Ok(exit_of(r.exit_status, r.exited_at.as_ref()))
+    }
+
+    /// The state of a process: running (with its PID) or its exit.
+    pub async fn state(&self, id: &str, exec_id: &str) -> Result<api::StateResponse, ShimError> {
+        let req = api::StateRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .state(ctx(), &req)
+            .await
+            .map_err(|e| call_err("State", e))
+    }
+
+    /// Deletes a stopped process (`runtime delete` for the init).
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .delete(ctx(), &req)
+            .await
+            .map_err(|e| call_err("Delete", e))?;
+        Ok(exit_of(r.exit_status, r.exited_at.as_ref()))
+    }
+
+    /// Asks the shim to exit (it does once it holds no process).
+    pub async fn shutdown(&self, id: &str) -> Result<(), ShimError> {
+        let req = api::ShutdownRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        match self.task.shutdown(ctx(), &req).await {
+            Ok(_) => Ok(()),
+            // The shim exits while answering: a dropped connection is success.
+            Err(e) => {
+                let e = call_err("Shutdown", e);
+                if e.is_gone() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Runs `carapace-shim delete` for a bundle whose shim is gone: the shim's
+/// cleanup path (force-deletes the runtime's container, reports its exit).
+pub async fn cleanup(l: &Launch<'_>) -> Result<(), ShimError> {
+    let out = tokio::process::Command::new(l.binary)
+        .args(["-namespace", NAMESPACE, "-id", l.id, "-address"])
+        .arg(l.daemon_address)
+        .args(["-bundle"])
+        .arg(l.bundle)
+        .arg("delete")
+        .current_dir(l.bundle)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|source| ShimError::Spawn {
+            binary: l.binary.to_path_buf(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ShimError::Start {
+            id: l.id.to_string(),
+            message: format!("delete: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        })
+    }
+}
