@@ -104,6 +104,19 @@ fn helper(name: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// Where shims put their sockets: `<state>/s`, unless a socket path
+/// there (`<dir>/<64 hex digits>`) would not fit in a unix socket address
+/// (107 bytes); then the default state's, as containerd keeps its shim
+/// sockets in /run/containerd/s whatever its state dir.
+fn shim_socket_dir(state: &Path) -> PathBuf {
+    let dir = state.join("s");
+    if dir.as_os_str().len() + 1 + 64 <= 107 {
+        dir
+    } else {
+        PathBuf::from("/run/carapace/s")
+    }
+}
+
 /// Opens the store, starts the events endpoint and recovers every pod.
 async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
     let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
@@ -112,7 +125,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
         shim: helper("carapace-shim")?,
         infra: helper("carapace-infra")?,
         pods: c.state.join("pods"),
-        shim_sockets: c.state.join("s"),
+        shim_sockets: shim_socket_dir(&c.state),
         events_address: events.address().to_string(),
     };
     let sandboxes = Arc::new(Sandboxes::new(Arc::new(Daemon::new(c)), store, paths));

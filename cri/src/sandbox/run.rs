@@ -191,6 +191,9 @@ async fn build(
     };
     let host_net = rec.netns.is_none();
     let ns_dir = rec.dir.join("ns");
+    let t = std::time::Instant::now();
+    let pod_id = rec.id.clone();
+    let step = |what: &str| tracing::debug!(pod = %pod_id, step = what, ms = t.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
     let pinned = Pinned::create(
         &ns_dir,
         own,
@@ -199,9 +202,11 @@ async fn build(
             sysctls,
         },
     )?;
+    step("namespaces");
     if own.contains(&Kind::Ipc) {
         shm::mount(&rec.dir.join("shm"))?;
     }
+    step("shm");
     // Recorded before it is made, so a crash cannot leak it.
     let will_create = !cgroup::exists(&rec.cgroup_parent)?;
     if will_create {
@@ -209,35 +214,6 @@ async fn build(
         s.save(sb, rec.clone())?;
         cgroup::ensure(&rec.cgroup_parent)?;
     }
-    if let Some(conf) = net_conf {
-        rec.network_attached = true;
-        s.save(sb, rec.clone())?;
-        let added = match network::add(
-            &conf,
-            &s.daemon.config.cni.bin_dirs,
-            &stop::pod_network(s, rec),
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                // These are found before any plugin runs: no DEL is owed.
-                if matches!(
-                    e,
-                    network::CniError::PluginNotFound { .. }
-                        | network::CniError::BadConfig { .. }
-                        | network::CniError::BadArg { .. }
-                ) {
-                    rec.network_attached = false;
-                }
-                return Err(e.into());
-            }
-        };
-        rec.ips = added.ips;
-        rec.cni_result = Some(added.result);
-        s.save(sb, rec.clone())?;
-    }
-    write_files(rec, &hostname, host_net)?;
     let pid_mode = ns_options(&rec.config).pid;
     let spec = InfraSpec {
         binary: s.paths.infra.clone(),
@@ -247,9 +223,55 @@ async fn build(
         new_pid: pid_mode != cri::NamespaceMode::Node as i32,
         cgroups_path: rec.infra_cgroup.clone(),
     };
-    infra::start(s, sb, rec, &spec).await?;
+    // The infra only joins the pinned namespaces; it does not need the
+    // network configured. So CNI ADD and the infra's start run at once:
+    // a pod is ready in the longer of the two, not their sum.
+    if net_conf.is_some() {
+        rec.network_attached = true;
+        s.save(sb, rec.clone())?;
+    }
+    let pod_net = stop::pod_network(s, rec);
+    let network = async {
+        match &net_conf {
+            Some(conf) => network::add(conf, &s.daemon.config.cni.bin_dirs, &pod_net)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    // The infra side records its shim address in its own copy (network
+    // state is only written after both finish).
+    let mut infra_rec = rec.clone();
+    let (net_r, infra_r) = tokio::join!(network, infra::start(s, sb, &mut infra_rec, &spec));
+    rec.shim_address = infra_rec.shim_address;
+    rec.infra_pid = infra_rec.infra_pid;
+    match net_r {
+        Ok(Some(added)) => {
+            rec.ips = added.ips;
+            rec.cni_result = Some(added.result);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            // These are found before any plugin runs: no DEL is owed.
+            if matches!(
+                e,
+                network::CniError::PluginNotFound { .. }
+                    | network::CniError::BadConfig { .. }
+                    | network::CniError::BadArg { .. }
+            ) {
+                rec.network_attached = false;
+            }
+            s.save(sb, rec.clone())?;
+            return Err(e.into());
+        }
+    }
+    s.save(sb, rec.clone())?;
+    infra_r?;
+    step("network and infra");
+    write_files(rec, &hostname, host_net)?;
     rec.phase = Phase::Ready;
     s.save(sb, rec.clone())?;
+    step("ready");
     Ok(())
 }
 

@@ -23,18 +23,30 @@ pub async fn stop_locked(
     rec: &mut SandboxRecord,
 ) -> Result<(), SandboxError> {
     // Containers are stopped here once they exist (the container service).
-    infra::stop(s, rec).await?;
-    rec.shim_address.clear();
-    if rec.phase == Phase::Ready {
-        rec.phase = Phase::NotReady;
+    // Then the infra and the network go at once: neither needs the other.
+    let mut infra_rec = rec.clone();
+    let snapshot = rec.clone();
+    let network = async {
+        if snapshot.network_attached {
+            network_down(s, &snapshot).await
+        } else {
+            Ok(())
+        }
+    };
+    let (infra_r, net_r) = tokio::join!(infra::stop(s, &mut infra_rec), network);
+    if infra_r.is_ok() {
+        rec.shim_address.clear();
+        rec.exit = infra_rec.exit;
+        if rec.phase == Phase::Ready {
+            rec.phase = Phase::NotReady;
+        }
+    }
+    if net_r.is_ok() {
+        rec.network_attached = false;
     }
     s.save(sb, rec.clone())?;
-    if rec.network_attached {
-        network_down(s, rec).await?;
-        rec.network_attached = false;
-        s.save(sb, rec.clone())?;
-    }
-    Ok(())
+    infra_r?;
+    net_r
 }
 
 /// What the CNI plugins are told about `rec`'s pod.

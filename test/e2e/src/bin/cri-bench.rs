@@ -1,0 +1,98 @@
+//! `cri-bench`: times CRI calls against any CRI socket (Carapace or
+//! containerd), the same requests for both, for hack/bench-cri.sh.
+//!
+//! Usage: cri-bench SOCKET N
+//! Runs N pods one after another; for each, times RunPodSandbox, then
+//! StopPodSandbox + RemovePodSandbox. Prints one line per measure:
+//! `<name> <median ms> <p95 ms>`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Endpoint, Uri};
+
+fn pod(i: usize) -> cri::PodSandboxConfig {
+    let name = format!("bench-{}-{i}", std::process::id());
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("uid-{name}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: name,
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// `q`-quantile (nearest rank) of sorted milliseconds.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name} {:.2} {:.2}",
+        quantile(&ms, 0.5),
+        quantile(&ms, 0.95)
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(sock), Some(n)) = (args.get(1), args.get(2)) else {
+        bail!("usage: cri-bench SOCKET N");
+    };
+    let n: usize = n.parse().context("N must be a number")?;
+    if n == 0 {
+        bail!("N must be at least 1");
+    }
+    let sock = PathBuf::from(sock);
+    let ch = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let sock = sock.clone();
+            async move {
+                tokio::net::UnixStream::connect(sock)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+        .context("connect to the CRI socket")?;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let (mut run, mut teardown) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let t = Instant::now();
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod(i)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("RunPodSandbox: {:?}: {}", s.code(), s.message()))?
+            .into_inner()
+            .pod_sandbox_id;
+        run.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .context("StopPodSandbox")?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .context("RemovePodSandbox")?;
+        teardown.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report("run_pod_sandbox", run);
+    report("stop_remove_pod_sandbox", teardown);
+    Ok(())
+}
