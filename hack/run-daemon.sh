@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set this machine up as a Carapace node and run the CRI daemon in the
+# foreground on /run/carapace/carapace.sock (Ctrl-C or SIGTERM stops it;
+# pods keep running and are picked up again on the next start):
+#   * installs what the daemon needs (hack/install-deps.sh: CNI plugins,
+#     iptables, runc/crun for other runtime handlers, …);
+#   * builds the release binaries (carapace, carapace-shim, carapace-runtime,
+#     carapace-infra sit side by side in target/release);
+#   * writes a default pod network (bridge cni0 + host-local 10.88.0.0/16 +
+#     portmap) to /etc/cni/net.d if that directory holds no network yet;
+#   * starts the daemon with /etc/carapace/config.toml if present.
+# Usage: sudo hack/run-daemon.sh [carapace arguments…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run-daemon: needs root (namespaces, mounts, cgroups, CNI)" >&2; exit 1; }
+hack/install-deps.sh
+cargo build --release -p carapace -p carapace-shim -p carapace-runtime -p carapace-infra
+confdir=/etc/cni/net.d
+mkdir -p "$confdir"
+if ! ls "$confdir"/*.conf "$confdir"/*.conflist "$confdir"/*.json >/dev/null 2>&1; then
+    cat > "$confdir/10-carapace.conflist" <<'CNI'
+{
+  "cniVersion": "1.0.0",
+  "name": "carapace",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.88.0.0/16"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+CNI
+    echo "run-daemon: wrote the default pod network to $confdir/10-carapace.conflist"
+fi
+exec target/release/carapace "$@"
