@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(c: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
@@ -92,7 +93,7 @@ async fn run(c: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    server::serve(sandboxes, listener, &socket, shutdown_signal()).await?;
+    server::serve(sandboxes, listener, &socket, shutdown).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
 }
@@ -133,19 +134,17 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
     Ok((sandboxes, events))
 }
 
-/// SIGTERM or SIGINT: stop serving, leave every container running.
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT: stop serving, leave every container running. The
+/// handlers are installed when this is called (before the socket is
+/// bound), so a signal that arrives during start-up is not fatal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the daemon can still be stopped by SIGKILL.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

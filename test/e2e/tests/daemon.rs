@@ -105,11 +105,11 @@ async fn calls_not_built_yet_say_unimplemented() {
     let d = Daemon::start("");
     let mut rt = d.runtime().await;
     let e = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .create_container(cri::CreateContainerRequest::default())
         .await
-        .expect_err("RunPodSandbox is not built yet");
+        .expect_err("CreateContainer is not built yet");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
+    assert!(e.message().contains("CreateContainer"), "{}", e.message());
     let mut img = d.images().await;
     let e = img
         .list_images(cri::ListImagesRequest::default())
