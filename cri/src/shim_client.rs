@@ -228,6 +228,19 @@ impl Shim {
         })
     }
 
+    /// The shim's own PID (the Task API's Connect).
+    pub async fn pid(&self, id: &str) -> Result<u32, ShimError> {
+        let req = api::ConnectRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .connect(ctx(), &req)
+            .await
+            .map(|r| r.shim_pid)
+            .map_err(|e| call_err("Connect", e))
+    }
+
     /// The address connected to.
     pub fn address(&self) -> &str {
         &self.address

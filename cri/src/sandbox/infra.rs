@@ -73,13 +73,15 @@ pub fn address(rec: &SandboxRecord) -> Option<String> {
 /// Stops and deletes the infra and ends its shim. Idempotent: a shim that
 /// is gone is cleaned up with `carapace-shim delete` (which force-deletes
 /// the runtime's container); no shim at all is fine.
-pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), SandboxError> {
+pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>, SandboxError> {
     let Some(address) = address(rec) else {
-        return Ok(());
+        return Ok(None);
     };
     let bundle = rec.bundle();
+    let mut shim_pid = None;
     match Shim::connect(&address).await {
         Ok(shim) => {
+            shim_pid = shim.pid(&rec.id).await.ok();
             match shim.kill(&rec.id, "", SIGKILL, true).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() || is_not_running(&e) => {}
@@ -104,7 +106,45 @@ pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), SandboxE
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(())
+    Ok(shim_pid)
+}
+
+/// Makes sure nothing of `rec`'s infra survives, whatever state its shim
+/// was left in — a daemon killed while the shim was still creating the
+/// infra leaves a shim that answers NotFound now and creates the process a
+/// moment later. After the graceful [`stop`]: the shim is killed if it
+/// still runs, every process left in the infra's cgroup is killed until
+/// none is left, and the runtime's record of the container is deleted.
+/// Used by teardown (removal, rollback, recovery), not by StopPodSandbox.
+pub async fn reap(rec: &SandboxRecord, shim_pid: Option<u32>) {
+    if let Some(pid) = shim_pid.filter(|p| *p > 0) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(rec.id.as_str()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Ok(m) = carapace_cgroups::Manager::new(Some(&rec.infra_cgroup), &rec.id, false) {
+        for _ in 0..500 {
+            match m.pids() {
+                Ok(p) if !p.is_empty() => {
+                    let _ = m.kill_all(nix::sys::signal::Signal::SIGKILL as i32);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                _ => break,
+            }
+        }
+    }
+    let _ = tokio::process::Command::new(&rec.runtime_binary)
+        .arg("--root")
+        .arg(&rec.runtime_root)
+        .args(["delete", "--force", &rec.id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
 }
 
 /// Whether the shim refused a kill because the process already exited.

@@ -31,7 +31,8 @@ pub async fn remove(s: &Arc<Sandboxes>, id: &str) -> Result<(), SandboxError> {
 /// Undoes everything `rec` records, then deletes the record. On error the
 /// record stays (with what is already undone marked), to be retried.
 pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), SandboxError> {
-    infra::stop(s, rec).await?;
+    let shim_pid = infra::stop(s, rec).await?;
+    infra::reap(rec, shim_pid).await;
     rec.shim_address.clear();
     if rec.network_attached {
         stop::network_down(s, rec).await?;

@@ -34,6 +34,7 @@ pub async fn stop_locked(
         }
     };
     let (infra_r, net_r) = tokio::join!(infra::stop(s, &mut infra_rec), network);
+    let infra_r = infra_r.map(|_| ());
     if infra_r.is_ok() {
         rec.shim_address.clear();
         rec.exit = infra_rec.exit;
