@@ -11,6 +11,8 @@ fi
 hack/install-deps.sh
 export CARAPACE_TEST_ROOTFS=${CARAPACE_TEST_ROOTFS:-$PWD/target/test-rootfs}
 hack/build-rootfs.sh "$CARAPACE_TEST_ROOTFS"
+# The image tests pull from local registries filled with the test images.
+hack/registry.sh start
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod grpc;
+pub mod image;
 pub mod image_service;
 pub mod logging;
 pub mod namespaces;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use carapace_cri::config::{self, Config};
 use carapace_cri::daemon::Daemon;
 use carapace_cri::events::EventsServer;
+use carapace_cri::image::Images;
 use carapace_cri::runtime_service::status::find_binary;
 use carapace_cri::sandbox::recover::recover;
 use carapace_cri::sandbox::registry::Paths;
@@ -86,14 +87,14 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
-    let (sandboxes, _events) = match open(c).await {
+    let (sandboxes, images, _events) = match open(c).await {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
         }
     };
-    server::serve(sandboxes, listener, &socket, shutdown).await?;
+    server::serve(sandboxes, images, listener, &socket, shutdown).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
 }
@@ -119,8 +120,9 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
 }
 
 /// Opens the store, starts the events endpoint and recovers every pod.
-async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
+async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, Arc<Images>, EventsServer)> {
     let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
+    let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
     let paths = Paths {
         shim: helper("carapace-shim")?,
@@ -131,7 +133,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, EventsServer)> {
     };
     let sandboxes = Arc::new(Sandboxes::new(Arc::new(Daemon::new(c)), store, paths));
     recover(&sandboxes).await?;
-    Ok((sandboxes, events))
+    Ok((sandboxes, images, events))
 }
 
 /// SIGTERM or SIGINT: stop serving, leave every container running. The

@@ -11,6 +11,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::image::Images;
 use crate::image_service::ImageServiceImpl;
 use crate::runtime_service::RuntimeServiceImpl;
 use crate::sandbox::Sandboxes;
@@ -77,12 +78,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 /// removes the socket. Containers are not touched: they outlive the daemon.
 pub async fn serve(
     sandboxes: Arc<Sandboxes>,
+    images: Arc<Images>,
     listener: UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(sandboxes));
-    let image = ImageServiceServer::new(ImageServiceImpl);
+    let image = ImageServiceServer::new(ImageServiceImpl::new(images));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
         .add_service(runtime)

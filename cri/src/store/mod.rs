@@ -20,6 +20,8 @@ pub enum Kind {
     Sandbox,
     /// Containers by container ID.
     Container,
+    /// Images by image ID (config digest).
+    Image,
 }
 
 impl Kind {
@@ -27,11 +29,12 @@ impl Kind {
         match self {
             Kind::Sandbox => TableDefinition::new("sandboxes"),
             Kind::Container => TableDefinition::new("containers"),
+            Kind::Image => TableDefinition::new("images"),
         }
     }
 
-    fn all() -> [Kind; 2] {
-        [Kind::Sandbox, Kind::Container]
+    fn all() -> [Kind; 3] {
+        [Kind::Sandbox, Kind::Container, Kind::Image]
     }
 }
 

@@ -410,3 +410,30 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The test registries' state directory (hack/registry.sh's default).
+pub const REGISTRY_DIR: &str = "/var/tmp/carapace-registry";
+
+/// Fails with instructions unless both test registries answer.
+pub fn require_registry() {
+    for port in [5000, 5001] {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        assert!(
+            ok,
+            "the test registry on 127.0.0.1:{port} is not up: run `sudo hack/registry.sh start` \
+             (hack/test.sh does)"
+        );
+    }
+}
+
+/// The digest hack/registry.sh recorded for `name` (busybox, layered, …).
+pub fn registry_digest(name: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(REGISTRY_DIR).join("digests"))
+        .expect("registry digests file: run `sudo hack/registry.sh start`");
+    text.lines()
+        .find_map(|l| {
+            let (n, d) = l.split_once(' ')?;
+            (n == name).then(|| d.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no digest for {name} in the registry digests file"))
+}

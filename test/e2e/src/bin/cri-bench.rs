@@ -1,10 +1,12 @@
 //! `cri-bench`: times CRI calls against any CRI socket (Carapace or
 //! containerd), the same requests for both, for hack/bench-cri.sh.
 //!
-//! Usage: cri-bench SOCKET N
-//! Runs N pods one after another; for each, times RunPodSandbox, then
-//! StopPodSandbox + RemovePodSandbox. Prints one line per measure:
-//! `<name> <median ms> <p95 ms>`.
+//! Usage: cri-bench SOCKET N            (pods)
+//!        cri-bench SOCKET N pull IMAGE (image pulls)
+//! Pods: runs N pods one after another; for each, times RunPodSandbox,
+//! then StopPodSandbox + RemovePodSandbox.
+//! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
+//! Prints one line per measure: `<name> <median ms> <p95 ms>`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,6 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Endpoint, Uri};
 
@@ -67,6 +70,39 @@ async fn main() -> anyhow::Result<()> {
         }))
         .await
         .context("connect to the CRI socket")?;
+    if args.get(3).map(String::as_str) == Some("pull") {
+        let image = args.get(4).context("pull needs an IMAGE")?;
+        let mut img = ImageServiceClient::new(ch);
+        let spec = Some(cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        });
+        let mut times = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let id = img
+                .pull_image(cri::PullImageRequest {
+                    image: spec.clone(),
+                    auth: None,
+                    sandbox_config: None,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("PullImage: {:?}: {}", s.code(), s.message()))?
+                .into_inner()
+                .image_ref;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            img.remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .context("RemoveImage")?;
+        }
+        report("pull_image", times);
+        return Ok(());
+    }
     let mut rt = RuntimeServiceClient::new(ch);
     let (mut run, mut teardown) = (Vec::new(), Vec::new());
     for i in 0..n {

@@ -1,0 +1,141 @@
+//! Why an image operation failed, and the gRPC code for it.
+
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// An image operation's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reference does not parse.
+    #[error("invalid image reference {reference:?}: {message}")]
+    InvalidReference {
+        /// What was given.
+        reference: String,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// A digest is not `sha256:<64 hex>`.
+    #[error("invalid digest {0:?}")]
+    InvalidDigest(String),
+    /// No image matches.
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    /// The registry refused or failed.
+    #[error("pull {reference}: {message}")]
+    Registry {
+        /// The reference being pulled (and from where).
+        reference: String,
+        /// The registry's or client's error.
+        message: String,
+    },
+    /// No manifest for this platform in an index.
+    #[error("image {reference} has no manifest for {platform}")]
+    NoPlatform {
+        /// The reference.
+        reference: String,
+        /// os/arch wanted.
+        platform: String,
+    },
+    /// The manifest or config is malformed or of a type we do not take.
+    #[error("image {reference}: {message}")]
+    BadManifest {
+        /// The reference.
+        reference: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A blob's content does not hash to its digest.
+    #[error("content digest mismatch: expected {expected}, got {got}")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what arrived.
+        got: String,
+    },
+    /// A blob's length differs from its descriptor.
+    #[error("blob {digest}: expected {expected} bytes, got {got}")]
+    SizeMismatch {
+        /// The blob.
+        digest: String,
+        /// The descriptor's size.
+        expected: u64,
+        /// What arrived.
+        got: u64,
+    },
+    /// The transfer broke.
+    #[error("download of {digest} failed: {message}")]
+    Transfer {
+        /// The blob.
+        digest: String,
+        /// The transport's error.
+        message: String,
+    },
+    /// A layer could not be unpacked.
+    #[error("layer {digest}: {source}")]
+    Unpack {
+        /// The layer blob.
+        digest: String,
+        /// The unpacker's error.
+        source: super::unpack::UnpackError,
+    },
+    /// An unpacked layer is not the layer the config lists.
+    #[error("layer {digest} unpacks to {got}, the image config says {expected}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        digest: String,
+        /// The config's diff_id.
+        expected: String,
+        /// What the layer hashed to.
+        got: String,
+    },
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ImageError {
+    /// A file operation error.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ImageError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code kubelet should see.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ImageError::InvalidReference { .. } | ImageError::InvalidDigest(_) => {
+                tonic::Code::InvalidArgument
+            }
+            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => tonic::Code::NotFound,
+            ImageError::Registry { message, .. }
+                if message.contains("401")
+                    || message.contains("nauthorized")
+                    || message.contains("denied") =>
+            {
+                tonic::Code::Unauthenticated
+            }
+            ImageError::Registry { .. } | ImageError::Transfer { .. } => tonic::Code::Unavailable,
+            _ => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<ImageError> for tonic::Status {
+    fn from(e: ImageError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}

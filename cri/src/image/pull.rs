@@ -1,0 +1,568 @@
+//! Pulling an image from a registry (OCI distribution / Docker registry
+//! v2, through oci-client): try the configured mirrors, then the registry
+//! itself; resolve an index to this host's platform; store manifest and
+//! config; download every layer in parallel straight into the content
+//! store and unpack each as soon as it has arrived. Two pulls that need
+//! the same blob or layer share one transfer and one unpack.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde_json::Value;
+
+use super::content::{digest_of, hex_of, ContentStore};
+use super::records::{chain_ids, LayerRecord};
+use super::unpack::{unpack_layer, Compression};
+use super::ImageError;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Layers downloaded and unpacked at once, per pull.
+const PARALLEL_LAYERS: usize = 6;
+
+/// Credentials for one pull (the CRI `AuthConfig`, decoded).
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// Basic auth user (also from a decoded `auth` field).
+    pub username: String,
+    /// Basic auth password.
+    pub password: String,
+    /// A bearer token for the registry (`registry_token`).
+    pub registry_token: String,
+}
+
+impl Credentials {
+    fn auth(&self) -> RegistryAuth {
+        if !self.registry_token.is_empty() {
+            RegistryAuth::Bearer(self.registry_token.clone())
+        } else if !self.username.is_empty() {
+            RegistryAuth::Basic(self.username.clone(), self.password.clone())
+        } else {
+            RegistryAuth::Anonymous
+        }
+    }
+}
+
+/// What a pull produced (before it becomes an image record).
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    /// Config digest: the image ID.
+    pub id: String,
+    /// The platform manifest's digest.
+    pub manifest_digest: String,
+    /// The index's digest, if the reference named one.
+    pub index_digest: Option<String>,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// The config JSON.
+    pub config: Value,
+    /// Layers, base first.
+    pub layers: Vec<LayerRecord>,
+    /// Manifest + config + layer blob sizes.
+    pub size: u64,
+}
+
+/// The registry client with the daemon's mirror and plain-HTTP settings.
+pub struct Puller {
+    client: Client,
+    insecure: Vec<String>,
+    mirrors: BTreeMap<String, Vec<String>>,
+    content: Arc<ContentStore>,
+    layers_dir: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller")
+            .field("mirrors", &self.mirrors)
+            .finish()
+    }
+}
+
+/// `host[:port]` of a mirror URL, and whether it is plain HTTP.
+fn mirror_host(url: &str) -> (String, bool) {
+    let (rest, http) = match url.strip_prefix("http://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("https://").unwrap_or(url), false),
+    };
+    (rest.trim_end_matches('/').to_string(), http)
+}
+
+/// The registry client's settings: plain HTTP for `insecure` hosts, and
+/// no platform resolver (the platform is picked here).
+fn config_for(insecure: &[String]) -> ClientConfig {
+    ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+        platform_resolver: None,
+        ..Default::default()
+    }
+}
+
+/// This host's architecture in OCI terms.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+impl Puller {
+    /// A puller storing into `content` and unpacking under `layers_dir`.
+    pub fn new(
+        registry: &crate::config::Registry,
+        content: Arc<ContentStore>,
+        layers_dir: &Path,
+    ) -> Result<Puller, ImageError> {
+        let mut insecure = registry.insecure.clone();
+        for urls in registry.mirrors.values() {
+            for u in urls {
+                let (host, http) = mirror_host(u);
+                if http {
+                    insecure.push(host);
+                }
+            }
+        }
+        let client = Client::new(config_for(&insecure));
+        std::fs::create_dir_all(layers_dir).map_err(|e| ImageError::io("create", layers_dir, e))?;
+        Ok(Puller {
+            client,
+            insecure,
+            mirrors: registry.mirrors.clone(),
+            content,
+            layers_dir: layers_dir.to_path_buf(),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory a chain ID unpacks to.
+    pub fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.layers_dir.join(hex_of(chain_id)?))
+    }
+
+    fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Where to try `r`: each mirror of its registry, then the registry.
+    fn endpoints(&self, r: &Reference) -> Vec<Reference> {
+        let mut out = Vec::new();
+        if let Some(urls) = self.mirrors.get(r.registry()) {
+            for u in urls {
+                let (host, _) = mirror_host(u);
+                let m = match (r.tag(), r.digest()) {
+                    (Some(t), Some(d)) => Reference::with_tag_and_digest(
+                        host,
+                        r.repository().into(),
+                        t.into(),
+                        d.into(),
+                    ),
+                    (None, Some(d)) => {
+                        Reference::with_digest(host, r.repository().into(), d.into())
+                    }
+                    (Some(t), None) => Reference::with_tag(host, r.repository().into(), t.into()),
+                    (None, None) => {
+                        Reference::with_tag(host, r.repository().into(), "latest".into())
+                    }
+                };
+                out.push(m);
+            }
+        }
+        out.push(r.clone());
+        out
+    }
+
+    /// Pulls `r` (every layer stored and unpacked) with `creds`.
+    pub async fn pull(&self, r: &Reference, creds: &Credentials) -> Result<Pulled, ImageError> {
+        let auth = creds.auth();
+        // oci-client keeps the first credentials it sees per registry:
+        // a pull with credentials gets a client of its own, so earlier
+        // anonymous or wrong ones are never reused for it.
+        let own;
+        let client = if matches!(auth, RegistryAuth::Anonymous) {
+            &self.client
+        } else {
+            own = Client::new(config_for(&self.insecure));
+            &own
+        };
+        let mut errors = Vec::new();
+        for ep in self.endpoints(r) {
+            match self.pull_from(client, &ep, &auth).await {
+                Ok(p) => return Ok(p),
+                // Content that is wrong is wrong everywhere: do not retry.
+                Err(
+                    e @ (ImageError::DigestMismatch { .. }
+                    | ImageError::DiffIdMismatch { .. }
+                    | ImageError::Unpack { .. }),
+                ) => return Err(e),
+                Err(e) => {
+                    tracing::info!(image = %r.whole(), endpoint = %ep.registry(), error = %e, "pull from endpoint failed");
+                    errors.push(e);
+                }
+            }
+        }
+        // The registry's own answer (the last) says most.
+        Err(errors
+            .pop()
+            .unwrap_or_else(|| ImageError::NotFound(r.whole())))
+    }
+
+    async fn manifest(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<(Vec<u8>, String, String), ImageError> {
+        let (bytes, _) = client
+            .pull_manifest_raw(
+                r,
+                auth,
+                &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST],
+            )
+            .await
+            .map_err(|e| ImageError::Registry {
+                reference: r.whole(),
+                message: e.to_string(),
+            })?;
+        let digest = digest_of(&bytes);
+        if let Some(want) = r.digest() {
+            if want != digest {
+                return Err(ImageError::DigestMismatch {
+                    expected: want.to_string(),
+                    got: digest,
+                });
+            }
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
+            reference: r.whole(),
+            message: format!("manifest is not JSON: {e}"),
+        })?;
+        let media_type = v["mediaType"].as_str().unwrap_or_else(|| {
+            if v.get("manifests").is_some() {
+                OCI_INDEX
+            } else {
+                OCI_MANIFEST
+            }
+        });
+        Ok((bytes.to_vec(), digest, media_type.to_string()))
+    }
+
+    async fn pull_from(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<Pulled, ImageError> {
+        let started = Instant::now();
+        let (mut bytes, mut digest, mut media_type) = self.manifest(client, r, auth).await?;
+        let mut index_digest = None;
+        let mut manifest_ref = r.clone();
+        if media_type == OCI_INDEX || media_type == DOCKER_LIST {
+            self.content.put(&digest, &bytes)?;
+            let index: Value =
+                serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
+                    reference: r.whole(),
+                    message: e.to_string(),
+                })?;
+            let chosen = select_platform(&index, "linux", host_arch()).ok_or_else(|| {
+                ImageError::NoPlatform {
+                    reference: r.whole(),
+                    platform: format!("linux/{}", host_arch()),
+                }
+            })?;
+            index_digest = Some(digest.clone());
+            manifest_ref = r.clone_with_digest(chosen);
+            (bytes, digest, media_type) = self.manifest(client, &manifest_ref, auth).await?;
+        }
+        if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+            return Err(ImageError::BadManifest {
+                reference: r.whole(),
+                message: format!("unsupported manifest media type {media_type:?}"),
+            });
+        }
+        self.content.put(&digest, &bytes)?;
+        let manifest: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
+                reference: r.whole(),
+                message: e.to_string(),
+            })?;
+        let bad = |m: &str| ImageError::BadManifest {
+            reference: r.whole(),
+            message: m.to_string(),
+        };
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| bad("manifest has no config digest"))?
+            .to_string();
+        let config_size = manifest["config"]["size"].as_u64();
+        self.fetch_blob(client, &manifest_ref, auth, &config_digest, config_size)
+            .await?;
+        let config_bytes = self.content.read(&config_digest)?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(&format!("config is not JSON: {e}")))?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| bad("config has no rootfs.diff_ids"))?
+            .iter()
+            .map(|d| {
+                d.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("diff_id is not a string"))
+            })
+            .collect::<Result<_, _>>()?;
+        let layers = manifest["layers"]
+            .as_array()
+            .ok_or_else(|| bad("manifest has no layers"))?;
+        if layers.len() != diff_ids.len() {
+            return Err(bad(&format!(
+                "{} layers but {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        let mut plan = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            plan.push(LayerRecord {
+                digest: l["digest"]
+                    .as_str()
+                    .ok_or_else(|| bad("layer without digest"))?
+                    .to_string(),
+                media_type: l["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string(),
+                size: l["size"]
+                    .as_u64()
+                    .ok_or_else(|| bad("layer without size"))?,
+                diff_id: diff_ids[i].clone(),
+                chain_id: chains[i].clone(),
+                unpacked_size: 0,
+                inodes: 0,
+            });
+        }
+        let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
+        let jobs = plan.into_iter().map(|l| {
+            let sem = sem.clone();
+            let manifest_ref = &manifest_ref;
+            async move {
+                let _permit = sem.acquire().await.map_err(|_| ImageError::Transfer {
+                    digest: l.digest.clone(),
+                    message: "pull cancelled".into(),
+                })?;
+                self.layer(client, manifest_ref, auth, l).await
+            }
+        });
+        let layers = futures_util::future::try_join_all(jobs).await?;
+        let size = bytes.len() as u64
+            + config_bytes.len() as u64
+            + layers.iter().map(|l| l.size).sum::<u64>();
+        tracing::info!(image = %r.whole(), id = %config_digest, layers = layers.len(), bytes = size, ms = started.elapsed().as_millis() as u64, "image pulled");
+        Ok(Pulled {
+            id: config_digest,
+            manifest_digest: digest,
+            index_digest,
+            media_type,
+            config,
+            layers,
+            size,
+        })
+    }
+
+    /// Downloads a blob unless present; concurrent callers share the one
+    /// transfer. Whether this call transferred it.
+    async fn fetch_blob(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<bool, ImageError> {
+        hex_of(digest)?;
+        let lock = self.lock(digest);
+        let _held = lock.lock().await;
+        if self.content.has(digest) {
+            return Ok(false);
+        }
+        // Authenticates once per registry and scope (a no-op if done).
+        client
+            .store_auth_if_needed(r.resolve_registry(), auth)
+            .await;
+        let stream =
+            client
+                .pull_blob_stream(r, digest)
+                .await
+                .map_err(|e| ImageError::Registry {
+                    reference: r.whole(),
+                    message: format!("blob {digest}: {e}"),
+                })?;
+        self.content
+            .ingest(digest, size, stream.stream, |_| {})
+            .await?;
+        Ok(true)
+    }
+
+    /// One layer: downloaded, then unpacked once per chain ID.
+    async fn layer(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+        mut l: LayerRecord,
+    ) -> Result<LayerRecord, ImageError> {
+        let t = Instant::now();
+        let dir = self.layer_dir(&l.chain_id)?;
+        if dir.is_dir() && self.content.has(&l.digest) {
+            let (size, inodes) = read_usage(&dir);
+            l.unpacked_size = size;
+            l.inodes = inodes;
+            return Ok(l);
+        }
+        let transferred = self
+            .fetch_blob(client, r, auth, &l.digest, Some(l.size))
+            .await?;
+        if transferred {
+            tracing::info!(layer = %l.digest, bytes = l.size, ms = t.elapsed().as_millis() as u64, "layer downloaded");
+        }
+        let lock = self.lock(&l.chain_id);
+        let _held = lock.lock().await;
+        if dir.is_dir() {
+            let (size, inodes) = read_usage(&dir);
+            l.unpacked_size = size;
+            l.inodes = inodes;
+            return Ok(l);
+        }
+        let compression =
+            Compression::from_media_type(&l.media_type).map_err(|source| ImageError::Unpack {
+                digest: l.digest.clone(),
+                source,
+            })?;
+        let blob = self.content.path(&l.digest)?;
+        let tmp = self.layers_dir.join(format!(
+            ".tmp-{}-{}",
+            hex_of(&l.chain_id)?,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let tmp2 = tmp.clone();
+        let unpacked = tokio::task::spawn_blocking(move || unpack_layer(&blob, compression, &tmp2))
+            .await
+            .map_err(|e| ImageError::Transfer {
+                digest: l.digest.clone(),
+                message: format!("unpack task: {e}"),
+            })?
+            .map_err(|source| ImageError::Unpack {
+                digest: l.digest.clone(),
+                source,
+            })?;
+        if unpacked.diff_id != l.diff_id {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(ImageError::DiffIdMismatch {
+                digest: l.digest.clone(),
+                expected: l.diff_id.clone(),
+                got: unpacked.diff_id,
+            });
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            ImageError::io("rename unpacked layer to", &dir, e)
+        })?;
+        write_usage(&dir, unpacked.size, unpacked.inodes);
+        l.unpacked_size = unpacked.size;
+        l.inodes = unpacked.inodes;
+        tracing::info!(layer = %l.digest, chain = %l.chain_id, ms = t.elapsed().as_millis() as u64, "layer unpacked");
+        Ok(l)
+    }
+}
+
+/// The usage of an unpacked layer is kept beside it (`<dir>.usage`), so a
+/// later pull sharing the layer reports it without walking the tree.
+fn usage_path(dir: &Path) -> PathBuf {
+    let mut p = dir.as_os_str().to_owned();
+    p.push(".usage");
+    PathBuf::from(p)
+}
+
+/// Records a layer's usage beside it (best effort: a missing file reads
+/// as zero, it never fails a pull).
+fn write_usage(dir: &Path, size: u64, inodes: u64) {
+    let _ = std::fs::write(usage_path(dir), format!("{size} {inodes}\n"));
+}
+
+fn read_usage(dir: &Path) -> (u64, u64) {
+    std::fs::read_to_string(usage_path(dir))
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((0, 0))
+}
+
+/// The digest of the manifest for `os`/`arch` in an index.
+pub fn select_platform(index: &Value, os: &str, arch: &str) -> Option<String> {
+    let manifests = index["manifests"].as_array()?;
+    let matching: Vec<&Value> = manifests
+        .iter()
+        .filter(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
+        .collect();
+    // arm64 prefers v8 (or no variant); otherwise the first match.
+    let best = matching
+        .iter()
+        .find(|m| arch != "arm64" || matches!(m["platform"]["variant"].as_str(), None | Some("v8")))
+        .or(matching.first())?;
+    best["digest"].as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_host_platform_is_chosen_from_an_index() {
+        let idx = json!({"manifests": [
+            {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+            {"digest": "sha256:win", "platform": {"os": "windows", "architecture": "amd64"}}
+        ]});
+        assert_eq!(
+            select_platform(&idx, "linux", "amd64").as_deref(),
+            Some("sha256:amd")
+        );
+        assert_eq!(
+            select_platform(&idx, "linux", "arm64").as_deref(),
+            Some("sha256:arm")
+        );
+        assert_eq!(select_platform(&idx, "linux", "s390x"), None);
+    }
+
+    #[test]
+    fn mirrors_are_tried_before_the_registry() {
+        let d = tempfile::tempdir().expect("tmp");
+        let content = Arc::new(ContentStore::open(d.path()).expect("content"));
+        let mut reg = crate::config::Registry::default();
+        reg.mirrors
+            .insert("docker.io".into(), vec!["http://127.0.0.1:5000".into()]);
+        let p = Puller::new(&reg, content, &d.path().join("layers")).expect("puller");
+        let r = super::super::reference::parse("busybox").expect("ref");
+        let eps: Vec<String> = p.endpoints(&r).iter().map(|e| e.whole()).collect();
+        assert_eq!(
+            eps,
+            vec![
+                "127.0.0.1:5000/library/busybox:latest",
+                "docker.io/library/busybox:latest"
+            ]
+        );
+    }
+}
