@@ -105,16 +105,15 @@ async fn calls_not_built_yet_say_unimplemented() {
     let d = Daemon::start("");
     let mut rt = d.runtime().await;
     let e = rt
-        .create_container(cri::CreateContainerRequest::default())
+        .exec_sync(cri::ExecSyncRequest::default())
         .await
-        .expect_err("CreateContainer is not built yet");
+        .expect_err("ExecSync is not built yet");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("CreateContainer"), "{}", e.message());
-    let mut img = d.images().await;
-    let e = img
-        .list_images(cri::ListImagesRequest::default())
+    assert!(e.message().contains("ExecSync"), "{}", e.message());
+    let e = rt
+        .reopen_container_log(cri::ReopenContainerLogRequest::default())
         .await
-        .expect_err("ListImages is not built yet");
+        .expect_err("ReopenContainerLog is not built yet");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 }
 
