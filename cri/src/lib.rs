@@ -4,6 +4,7 @@
 //! call.
 
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod events;
 pub mod grpc;

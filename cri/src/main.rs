@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use carapace_cri::config::{self, Config};
+use carapace_cri::container::Containers;
 use carapace_cri::daemon::Daemon;
 use carapace_cri::events::EventsServer;
 use carapace_cri::image::Images;
@@ -87,14 +88,14 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
-    let (sandboxes, images, _events) = match open(c).await {
+    let (containers, _events) = match open(c).await {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
         }
     };
-    server::serve(sandboxes, images, listener, &socket, shutdown).await?;
+    server::serve(containers, listener, &socket, shutdown).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
 }
@@ -120,7 +121,7 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
 }
 
 /// Opens the store, starts the events endpoint and recovers every pod.
-async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, Arc<Images>, EventsServer)> {
+async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, EventsServer)> {
     let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
     let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
@@ -131,9 +132,16 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Sandboxes>, Arc<Images>, EventsS
         shim_sockets: shim_socket_dir(&c.state),
         events_address: events.address().to_string(),
     };
-    let sandboxes = Arc::new(Sandboxes::new(Arc::new(Daemon::new(c)), store, paths));
+    let sandboxes = Arc::new(Sandboxes::new(
+        Arc::new(Daemon::new(c)),
+        store.clone(),
+        paths,
+    ));
     recover(&sandboxes).await?;
-    Ok((sandboxes, images, events))
+    let containers = Arc::new(Containers::new(store, sandboxes, images));
+    carapace_cri::container::recover::recover(&containers).await?;
+    carapace_cri::container::start::follow_oom_events(containers.clone(), events.subscribe());
+    Ok((containers, events))
 }
 
 /// SIGTERM or SIGINT: stop serving, leave every container running. The

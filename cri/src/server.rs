@@ -11,10 +11,9 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::image::Images;
+use crate::container::Containers;
 use crate::image_service::ImageServiceImpl;
 use crate::runtime_service::RuntimeServiceImpl;
-use crate::sandbox::Sandboxes;
 
 /// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -77,14 +76,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 /// Serves both CRI services on `listener` until `shutdown` resolves, then
 /// removes the socket. Containers are not touched: they outlive the daemon.
 pub async fn serve(
-    sandboxes: Arc<Sandboxes>,
-    images: Arc<Images>,
+    containers: Arc<Containers>,
     listener: UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(sandboxes));
-    let image = ImageServiceServer::new(ImageServiceImpl::new(images));
+    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone()));
+    let image = ImageServiceServer::new(ImageServiceImpl::new(containers));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
         .add_service(runtime)

@@ -13,18 +13,24 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
+use crate::container::Containers;
 use crate::image::{ImageRecord, Images};
 
 /// The ImageService of one daemon.
 #[derive(Clone)]
 pub struct ImageServiceImpl {
     images: Arc<Images>,
+    containers: Arc<Containers>,
 }
 
 impl ImageServiceImpl {
-    /// A service over the daemon's images.
-    pub fn new(images: Arc<Images>) -> Self {
-        ImageServiceImpl { images }
+    /// A service over the daemon's images (and the containers whose layers
+    /// removal must keep).
+    pub fn new(containers: Arc<Containers>) -> Self {
+        ImageServiceImpl {
+            images: containers.images.clone(),
+            containers,
+        }
     }
 }
 
@@ -82,7 +88,7 @@ impl ImageService for ImageServiceImpl {
         &self,
         r: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        remove_image::handle(&self.images, r.into_inner())
+        remove_image::handle(&self.images, &self.containers, r.into_inner())
             .await
             .map(Response::new)
     }

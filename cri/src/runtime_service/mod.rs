@@ -2,12 +2,17 @@
 //! validates, translates and calls the domain modules. Calls not built yet
 //! answer `Unimplemented`, never a fake success.
 
+mod container_status;
+mod create_container;
 mod list_pod_sandbox;
 mod pod_sandbox_status;
+mod remove_container;
 mod remove_pod_sandbox;
 mod run_pod_sandbox;
 mod runtime_config;
+mod start_container;
 pub mod status;
+mod stop_container;
 mod stop_pod_sandbox;
 mod update_runtime_config;
 mod version;
@@ -21,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::grpc::unimplemented;
 
+use crate::container::Containers;
 use crate::daemon::Daemon;
 use crate::sandbox::Sandboxes;
 
@@ -29,14 +35,16 @@ use crate::sandbox::Sandboxes;
 pub struct RuntimeServiceImpl {
     daemon: Arc<Daemon>,
     sandboxes: Arc<Sandboxes>,
+    containers: Arc<Containers>,
 }
 
 impl RuntimeServiceImpl {
-    /// A service over the daemon's shared state and its pods.
-    pub fn new(sandboxes: Arc<Sandboxes>) -> Self {
+    /// A service over the daemon's shared state, pods and containers.
+    pub fn new(containers: Arc<Containers>) -> Self {
         RuntimeServiceImpl {
-            daemon: sandboxes.daemon.clone(),
-            sandboxes,
+            daemon: containers.sandboxes.daemon.clone(),
+            sandboxes: containers.sandboxes.clone(),
+            containers,
         }
     }
 }
@@ -97,7 +105,7 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        stop_pod_sandbox::handle(&self.sandboxes, request.into_inner())
+        stop_pod_sandbox::handle(&self.containers, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -106,7 +114,7 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        remove_pod_sandbox::handle(&self.sandboxes, request.into_inner())
+        remove_pod_sandbox::handle(&self.containers, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -127,44 +135,52 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer")
+        create_container::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        unimplemented("StartContainer")
+        start_container::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        unimplemented("StopContainer")
+        stop_container::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer")
+        remove_container::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        unimplemented("ListContainers")
+        container_status::handle_list(&self.containers, request.into_inner()).map(Response::new)
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus")
+        container_status::handle_status(&self.containers, request.into_inner()).map(Response::new)
     }
 
     async fn update_container_resources(

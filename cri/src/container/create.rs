@@ -1,0 +1,352 @@
+//! CreateContainer: check the pod and image, reserve the name, record the
+//! container, mount its root filesystem from the image's layers, build its
+//! OCI spec, and have a shim of its own create the process — each step
+//! recorded first, everything undone on failure.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::image::rootfs;
+use crate::sandbox::run::{new_id, now_ns};
+use crate::sandbox::{Phase as PodPhase, SandboxRecord};
+use crate::shim_client::{self, Launch, RuntimeOptions, Shim, Stdio};
+
+use super::registry::Containers;
+use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
+use super::{ContainerError, ContainerRecord, Phase};
+
+/// Reads a small file of the image (`/etc/passwd`) from the mounted rootfs
+/// without following a symlink out of it: only a regular file under real
+/// directories is read.
+fn read_image_file(rootfs: &Path, rel: &str) -> Option<String> {
+    let mut p = rootfs.to_path_buf();
+    for part in rel.split('/').filter(|s| !s.is_empty()) {
+        p.push(part);
+        let md = std::fs::symlink_metadata(&p).ok()?;
+        if md.file_type().is_symlink() {
+            return None;
+        }
+    }
+    let md = std::fs::symlink_metadata(&p).ok()?;
+    if !md.is_file() || md.len() > 4 << 20 {
+        return None;
+    }
+    std::fs::read_to_string(&p).ok()
+}
+
+/// The host facts of the devices a container asks for (stat of each
+/// host path: type, major/minor, mode, owner).
+fn device_facts(config: &cri::ContainerConfig) -> Result<Vec<DeviceFacts>, ContainerError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    for d in config.devices.iter() {
+        let md = std::fs::metadata(&d.host_path)
+            .map_err(|e| ContainerError::io("stat device", &d.host_path, e))?;
+        let kind = if md.file_type().is_char_device() {
+            DeviceKind::Char
+        } else if md.file_type().is_block_device() {
+            DeviceKind::Block
+        } else {
+            return Err(ContainerError::InvalidArgument(format!(
+                "{} is not a device",
+                d.host_path
+            )));
+        };
+        let rdev = md.rdev();
+        out.push(DeviceFacts {
+            host_path: PathBuf::from(&d.host_path),
+            container_path: d.container_path.clone(),
+            permissions: d.permissions.clone(),
+            kind,
+            major: nix::sys::stat::major(rdev) as i64,
+            minor: nix::sys::stat::minor(rdev) as i64,
+            file_mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+        });
+    }
+    Ok(out)
+}
+
+/// The PID of the container a TARGET pid namespace joins.
+fn target_pid(cs: &Containers, config: &cri::ContainerConfig) -> Option<u32> {
+    let opts = config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?;
+    if opts.pid != cri::NamespaceMode::Target as i32 {
+        return None;
+    }
+    let rec = cs.get(&opts.target_id).ok()?.record();
+    (rec.phase == Phase::Running && rec.pid > 0).then_some(rec.pid)
+}
+
+/// The pod facts the spec builder needs.
+fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
+    let ns = pod.dir.join("ns");
+    let own = |k: &str| {
+        let p = ns.join(k);
+        p.exists().then_some(p)
+    };
+    let hostname = if pod.config.hostname.is_empty() {
+        pod.config.metadata.clone().unwrap_or_default().name
+    } else {
+        pod.config.hostname.clone()
+    };
+    let shm = pod.dir.join("shm");
+    SandboxFacts {
+        id: pod.id.clone(),
+        netns: pod.netns.clone(),
+        ipc_ns: own("ipc"),
+        uts_ns: own("uts"),
+        infra_pid: pod.infra_pid,
+        pod_dir: pod.dir.clone(),
+        shm: own("ipc").map(|_| shm),
+        cgroup_parent: pod.cgroup_parent.clone(),
+        systemd_cgroup: cs.sandboxes.daemon.config.cgroup_driver == "systemd",
+        pod_security: pod
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone()),
+        hostname,
+        cgroup_v2: matches!(
+            carapace_cgroups::detect(),
+            Ok(carapace_cgroups::Hierarchy::V2)
+        ),
+    }
+}
+
+/// Creates a container in pod `sandbox_id`; its ID.
+pub async fn create(
+    cs: &Arc<Containers>,
+    sandbox_id: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, ContainerError> {
+    let meta = config.metadata.clone().ok_or_else(|| {
+        ContainerError::InvalidArgument("container config has no metadata".into())
+    })?;
+    if meta.name.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "container metadata name is empty".into(),
+        ));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "container config names no image".into(),
+        ));
+    }
+    let pod = cs
+        .sandboxes
+        .get(sandbox_id)
+        .map_err(|_| ContainerError::NotFound(format!("pod sandbox {sandbox_id:?}")))?
+        .record();
+    if pod.phase != PodPhase::Ready {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            pod.id
+        )));
+    }
+    let image = cs
+        .images
+        .resolve(&image_name)?
+        .ok_or_else(|| ContainerError::NotFound(format!("image {image_name:?}")))?;
+    let id = new_id().map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    let name = ContainerRecord::name_key(&config, &pod.config);
+    cs.reserve_name(&name, &id)?;
+    let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
+        (_, "") | ("", _) => PathBuf::new(),
+        (dir, rel) => Path::new(dir).join(rel),
+    };
+    let stop_signal = image.runtime_config()["StopSignal"]
+        .as_str()
+        .unwrap_or("SIGTERM")
+        .to_string();
+    let mut rec = ContainerRecord {
+        id: id.clone(),
+        sandbox_id: pod.id.clone(),
+        image_id: image.id.clone(),
+        image_name,
+        chain_ids: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
+        phase: Phase::Creating,
+        created_at: now_ns(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        oom_killed: false,
+        pid: 0,
+        bundle: cs.state_dir.join(&id),
+        data: cs.data_dir.join(&id),
+        log_path,
+        shim_address: String::new(),
+        runtime_binary: pod.runtime_binary.clone(),
+        runtime_root: pod.runtime_root.clone(),
+        cgroups_path: String::new(),
+        stop_signal,
+        uid: 0,
+        gid: 0,
+        additional_gids: Vec::new(),
+        config,
+    };
+    if let Err(e) = cs.store.put(crate::store::Kind::Container, &id, &rec) {
+        cs.release_name(&name, &id);
+        return Err(e.into());
+    }
+    let c = cs.insert(rec.clone());
+    let op = c.op.lock().await;
+    let built = build(cs, &pod, &image, &mut rec).await;
+    match built {
+        Ok(()) => {
+            cs.save(&c, rec)?;
+            drop(op);
+            tracing::info!(container = %id, pod = %pod.id, name = %name, "container created");
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(container = %id, error = %e, "container creation failed; cleaning up");
+            rec.phase = Phase::Removing;
+            let _ = cs.save(&c, rec.clone());
+            if let Err(te) = super::remove::teardown(cs, &rec).await {
+                tracing::error!(container = %id, error = %te, "cleanup of failed container");
+                return Err(e);
+            }
+            drop(op);
+            cs.forget(&id);
+            Err(e)
+        }
+    }
+}
+
+/// The steps after the record exists.
+async fn build(
+    cs: &Containers,
+    pod: &SandboxRecord,
+    image: &crate::image::ImageRecord,
+    rec: &mut ContainerRecord,
+) -> Result<(), ContainerError> {
+    let rootfs_dir = rec.rootfs();
+    for d in [&rec.bundle, &rec.data] {
+        std::fs::create_dir_all(d).map_err(|e| ContainerError::io("create", d, e))?;
+    }
+    let lowers: Vec<PathBuf> = image
+        .layers
+        .iter()
+        .rev()
+        .map(|l| cs.images.layer_dir(&l.chain_id))
+        .collect::<Result<_, _>>()?;
+    rootfs::mount_overlay(
+        &lowers,
+        &rec.data.join("upper"),
+        &rec.data.join("work"),
+        &rootfs_dir,
+    )?;
+    let facts = ImageFacts {
+        config: image.runtime_config().clone(),
+        passwd: read_image_file(&rootfs_dir, "etc/passwd"),
+        group: read_image_file(&rootfs_dir, "etc/group"),
+        image_name: rec.image_name.clone(),
+    };
+    let sandbox = sandbox_facts(cs, pod);
+    let seccomp_localhost = match spec::seccomp_localhost_ref(&rec.config)? {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .map_err(|e| ContainerError::io("read seccomp profile", &p, e))?,
+        ),
+        None => None,
+    };
+    // Bind-mount sources that do not exist yet are made as directories,
+    // as containerd does (kubelet's emptyDir paths, for one).
+    for m in &rec.config.mounts {
+        if !m.host_path.is_empty() && !Path::new(&m.host_path).exists() {
+            std::fs::create_dir_all(&m.host_path)
+                .map_err(|e| ContainerError::io("create mount source", &m.host_path, e))?;
+        }
+    }
+    let input = SpecInput {
+        id: &rec.id,
+        config: &rec.config,
+        sandbox: &sandbox,
+        image: &facts,
+        rootfs: rootfs_dir.clone(),
+        volumes_dir: rec.data.join("volumes"),
+        target_pid: target_pid(cs, &rec.config),
+        devices: device_facts(&rec.config)?,
+        seccomp_localhost,
+    };
+    let built = spec::build(&input)?;
+    for (dir, _) in &built.volumes {
+        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io("create volume", dir, e))?;
+    }
+    rec.uid = built.user.uid;
+    rec.gid = built.user.gid;
+    rec.additional_gids = built.user.additional_gids.clone();
+    rec.stop_signal = built.stop_signal.clone();
+    rec.cgroups_path = built
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let config_json = rec.bundle.join("config.json");
+    let text = serde_json::to_vec(&built.spec)
+        .map_err(|e| ContainerError::InvalidArgument(format!("spec: {e}")))?;
+    std::fs::write(&config_json, text).map_err(|e| ContainerError::io("write", &config_json, e))?;
+    if let Some(dir) = rec.log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io("create log dir", dir, e))?;
+    }
+    let paths = &cs.sandboxes.paths;
+    let address = shim_client::launch(&Launch {
+        binary: &paths.shim,
+        id: &rec.id,
+        bundle: &rec.bundle,
+        daemon_address: &cs.sandboxes.daemon.config.socket,
+        events_address: &paths.events_address,
+        socket_dir: &paths.shim_sockets,
+    })
+    .await?;
+    rec.shim_address = address.clone();
+    cs.store
+        .put(crate::store::Kind::Container, &rec.id, &*rec)?;
+    let shim = Shim::connect(&address).await?;
+    let log = if rec.log_path.as_os_str().is_empty() {
+        String::new()
+    } else {
+        format!("crilog://{}", rec.log_path.display())
+    };
+    let stdio = Stdio {
+        stdin: if rec.config.stdin {
+            "attach:".into()
+        } else {
+            String::new()
+        },
+        stdout: log.clone(),
+        stderr: if rec.config.tty { String::new() } else { log },
+        terminal: rec.config.tty,
+    };
+    rec.pid = shim
+        .create(
+            &rec.id,
+            &rec.bundle,
+            &stdio,
+            &RuntimeOptions {
+                binary: rec.runtime_binary.clone(),
+                root: rec.runtime_root.clone(),
+            },
+        )
+        .await?;
+    rec.phase = Phase::Created;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Why a container operation failed, and the gRPC code for it.
+
+use std::path::PathBuf;
+
+use crate::image::ImageError;
+use crate::shim_client::ShimError;
+use crate::store::StoreError;
+
+/// A container operation's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such container (or pod, or image).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("container name {name:?} is already reserved for {id}")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+        /// Who holds it.
+        id: String,
+    },
+    /// The container or its pod is in the wrong state for this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The OCI spec could not be built.
+    #[error("container spec: {0}")]
+    Spec(#[from] super::spec::SpecError),
+    /// The image layer store failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The root filesystem could not be mounted.
+    #[error("rootfs: {0}")]
+    Rootfs(#[from] crate::image::rootfs::RootfsError),
+    /// The shim failed.
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ContainerError {
+    /// A file operation error.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ContainerError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code kubelet should see.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ContainerError::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            ContainerError::NotFound(_) => tonic::Code::NotFound,
+            ContainerError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
+            ContainerError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ContainerError::Spec(e) => e.code(),
+            ContainerError::Image(e) => e.code(),
+            _ => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<ContainerError> for tonic::Status {
+    fn from(e: ContainerError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}

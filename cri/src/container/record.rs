@@ -1,0 +1,97 @@
+//! What the store keeps per container: its CRI config, its image, every
+//! resource made for it and its life so far — enough to report its status
+//! and to undo it after any crash.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use serde::{Deserialize, Serialize};
+
+/// Where a container is in its life. Written before the matching action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// CreateContainer is under way: rolled back on restart.
+    Creating,
+    /// Created (process made, not started).
+    Created,
+    /// Started.
+    Running,
+    /// Its process ended.
+    Exited,
+    /// RemoveContainer is under way: finished on restart.
+    Removing,
+}
+
+/// One container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    /// Its pod.
+    pub sandbox_id: String,
+    /// The CRI config as kubelet sent it.
+    pub config: cri::ContainerConfig,
+    /// The image ID it runs.
+    pub image_id: String,
+    /// The image as the request named it.
+    pub image_name: String,
+    /// The image's layer chain IDs (kept from garbage collection).
+    pub chain_ids: Vec<String>,
+    /// Its phase.
+    pub phase: Phase,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    /// When started (0 if never).
+    pub started_at: i64,
+    /// When it exited (0 if not yet).
+    pub finished_at: i64,
+    /// Exit code (valid once exited).
+    pub exit_code: i32,
+    /// Why it exited: Completed, Error, OOMKilled.
+    pub reason: String,
+    /// A message for the status.
+    pub message: String,
+    /// Whether the kernel OOM-killed one of its processes.
+    pub oom_killed: bool,
+    /// Its init PID while running.
+    pub pid: u32,
+    /// `<state>/containers/<id>`: bundle, rootfs mount point.
+    pub bundle: PathBuf,
+    /// `<root>/containers/<id>`: writable layer (upper, work), volumes.
+    pub data: PathBuf,
+    /// The CRI log file (empty for none).
+    pub log_path: PathBuf,
+    /// The shim's address.
+    pub shim_address: String,
+    /// Runtime binary and root (the pod's handler).
+    pub runtime_binary: PathBuf,
+    /// The runtime's `--root`.
+    pub runtime_root: PathBuf,
+    /// Its `linux.cgroupsPath`.
+    pub cgroups_path: String,
+    /// Signal that stops it gracefully.
+    pub stop_signal: String,
+    /// The user it runs as (uid, gid, additional gids).
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its supplementary gids.
+    pub additional_gids: Vec<u32>,
+}
+
+impl ContainerRecord {
+    /// kubelet's unique name for a container in a pod.
+    pub fn name_key(config: &cri::ContainerConfig, pod: &cri::PodSandboxConfig) -> String {
+        let m = config.metadata.clone().unwrap_or_default();
+        let p = pod.metadata.clone().unwrap_or_default();
+        format!(
+            "{}_{}_{}_{}_{}",
+            m.name, p.name, p.namespace, p.uid, m.attempt
+        )
+    }
+
+    /// The mounted root filesystem.
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+}

@@ -1,0 +1,82 @@
+//! Restart recovery for containers: half-created ones are rolled back,
+//! half-removed ones removed, running ones watched again through their
+//! shims, and those whose shim is gone recorded as exited.
+
+use std::sync::Arc;
+
+use containerd_shim_protos::api;
+
+use crate::shim_client::Shim;
+use crate::store::Kind;
+
+use super::registry::Containers;
+use super::{ContainerError, ContainerRecord, Phase};
+
+/// Recovers every stored container. Run after the pods are recovered.
+pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
+    let records: Vec<(String, ContainerRecord)> = cs.store.list(Kind::Container)?;
+    for (id, mut rec) in records {
+        let name_key = cs
+            .sandboxes
+            .get(&rec.sandbox_id)
+            .map(|s| ContainerRecord::name_key(&rec.config, &s.record().config))
+            .unwrap_or_else(|_| format!("{}_orphan", rec.id));
+        match rec.phase {
+            Phase::Creating | Phase::Removing => {
+                if let Err(e) = super::remove::teardown(cs, &rec).await {
+                    tracing::error!(container = %id, error = %e, "cleanup after restart failed; kept for RemoveContainer");
+                    rec.phase = Phase::Removing;
+                    let _ = cs.reserve_name(&name_key, &id);
+                    cs.insert(rec);
+                }
+            }
+            Phase::Created | Phase::Running => {
+                let state = match Shim::connect(&rec.shim_address).await {
+                    Ok(shim) => shim.state(&rec.id, "").await.ok(),
+                    Err(_) => None,
+                };
+                let running = state
+                    .as_ref()
+                    .map(|s| s.status.enum_value() == Ok(api::Status::RUNNING))
+                    .unwrap_or(false);
+                let created = state
+                    .as_ref()
+                    .map(|s| s.status.enum_value() == Ok(api::Status::CREATED))
+                    .unwrap_or(false);
+                if rec.phase == Phase::Running && !running
+                    || rec.phase == Phase::Created && !created
+                {
+                    rec.phase = Phase::Exited;
+                    match state {
+                        Some(s) if s.status.enum_value() == Ok(api::Status::STOPPED) => {
+                            rec.exit_code = s.exit_status as i32;
+                            rec.finished_at = s
+                                .exited_at
+                                .as_ref()
+                                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                                .unwrap_or_else(crate::sandbox::run::now_ns);
+                        }
+                        _ => {
+                            rec.exit_code = 255;
+                            rec.finished_at = crate::sandbox::run::now_ns();
+                            rec.message = "shim is gone; exit status unknown".into();
+                        }
+                    }
+                    rec.reason = super::start::reason(rec.exit_code, rec.oom_killed).into();
+                    cs.store.put(Kind::Container, &id, &rec)?;
+                }
+                let phase = rec.phase;
+                let _ = cs.reserve_name(&name_key, &id);
+                let c = cs.insert(rec);
+                if phase == Phase::Running {
+                    super::start::watch(cs.clone(), c);
+                }
+            }
+            Phase::Exited => {
+                let _ = cs.reserve_name(&name_key, &id);
+                cs.insert(rec);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `ContainerStatus` and `ListContainers`: what kubelet's PLEG reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use crate::container::{ContainerRecord, Containers, Phase};
+
+/// The CRI state of a container phase.
+pub fn state(p: Phase) -> cri::ContainerState {
+    match p {
+        Phase::Creating | Phase::Created => cri::ContainerState::ContainerCreated,
+        Phase::Running => cri::ContainerState::ContainerRunning,
+        Phase::Exited => cri::ContainerState::ContainerExited,
+        Phase::Removing => cri::ContainerState::ContainerUnknown,
+    }
+}
+
+/// The status of a record.
+pub fn status(rec: &ContainerRecord) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: rec.id.clone(),
+        metadata: rec.config.metadata.clone(),
+        state: state(rec.phase) as i32,
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: rec.config.image.clone(),
+        image_ref: rec.image_id.clone(),
+        reason: rec.reason.clone(),
+        message: rec.message.clone(),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        mounts: rec.config.mounts.clone(),
+        log_path: rec.log_path.to_string_lossy().into_owned(),
+        resources: rec
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| cri::ContainerResources {
+                linux: Some(r),
+                ..Default::default()
+            }),
+        image_id: rec.image_id.clone(),
+        user: Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(rec.uid),
+                gid: i64::from(rec.gid),
+                supplemental_groups: rec.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
+    }
+}
+
+/// Answers ContainerStatus.
+pub fn handle_status(
+    cs: &Arc<Containers>,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, Status> {
+    let rec = cs.get(&req.container_id)?.record();
+    let mut info = HashMap::new();
+    if req.verbose {
+        let doc = serde_json::json!({
+            "sandboxID": rec.sandbox_id,
+            "pid": rec.pid,
+            "phase": format!("{:?}", rec.phase),
+            "bundle": rec.bundle,
+            "rootfs": rec.rootfs(),
+            "cgroupsPath": rec.cgroups_path,
+            "shimAddress": rec.shim_address,
+            "runtimeBinary": rec.runtime_binary,
+            "oomKilled": rec.oom_killed,
+            "config": rec.config,
+        });
+        info.insert("info".to_string(), doc.to_string());
+    }
+    Ok(cri::ContainerStatusResponse {
+        status: Some(status(&rec)),
+        info,
+    })
+}
+
+/// Whether `rec` passes `f`.
+fn matches(rec: &ContainerRecord, f: &cri::ContainerFilter) -> bool {
+    if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
+        return false;
+    }
+    if !f.pod_sandbox_id.is_empty() && !rec.sandbox_id.starts_with(&f.pod_sandbox_id) {
+        return false;
+    }
+    if let Some(s) = &f.state {
+        if state(rec.phase) as i32 != s.state {
+            return false;
+        }
+    }
+    f.label_selector
+        .iter()
+        .all(|(k, v)| rec.config.labels.get(k) == Some(v))
+}
+
+/// Answers ListContainers (containers being created are not listed yet).
+pub fn handle_list(
+    cs: &Arc<Containers>,
+    req: cri::ListContainersRequest,
+) -> Result<cri::ListContainersResponse, Status> {
+    let f = req.filter.unwrap_or_default();
+    let mut containers: Vec<cri::Container> = cs
+        .all()
+        .iter()
+        .map(|c| c.record())
+        .filter(|r| r.phase != Phase::Creating && matches(r, &f))
+        .map(|r| cri::Container {
+            id: r.id.clone(),
+            pod_sandbox_id: r.sandbox_id.clone(),
+            metadata: r.config.metadata.clone(),
+            image: r.config.image.clone(),
+            image_ref: r.image_id.clone(),
+            state: state(r.phase) as i32,
+            created_at: r.created_at,
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+            image_id: r.image_id.clone(),
+        })
+        .collect();
+    containers.sort_by_key(|c| c.created_at);
+    Ok(cri::ListContainersResponse { containers })
+}
