@@ -93,11 +93,7 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
         let p = ns.join(k);
         p.exists().then_some(p)
     };
-    let hostname = if pod.config.hostname.is_empty() {
-        pod.config.metadata.clone().unwrap_or_default().name
-    } else {
-        pod.config.hostname.clone()
-    };
+    let hostname = crate::sandbox::run::pod_hostname(&pod.config);
     let shm = pod.dir.join("shm");
     SandboxFacts {
         id: pod.id.clone(),

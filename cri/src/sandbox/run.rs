@@ -35,6 +35,17 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The pod's hostname: the config's, or (as containerd does when kubelet
+/// sends none) the node's own.
+pub fn pod_hostname(c: &cri::PodSandboxConfig) -> String {
+    if !c.hostname.is_empty() {
+        return c.hostname.clone();
+    }
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Checks what kubelet must send: metadata with name, namespace and uid.
 fn validate(c: &cri::PodSandboxConfig) -> Result<(), SandboxError> {
     let Some(m) = &c.metadata else {
@@ -183,12 +194,7 @@ async fn build(
     sysctls: Vec<(Kind, String, String)>,
     net_conf: Option<network::NetworkConf>,
 ) -> Result<(), SandboxError> {
-    let meta = rec.config.metadata.clone().unwrap_or_default();
-    let hostname = if rec.config.hostname.is_empty() {
-        meta.name.clone()
-    } else {
-        rec.config.hostname.clone()
-    };
+    let hostname = pod_hostname(&rec.config);
     let host_net = rec.netns.is_none();
     let ns_dir = rec.dir.join("ns");
     let t = std::time::Instant::now();
