@@ -74,7 +74,10 @@ pub fn watch(cs: Arc<Containers>, c: Arc<Container>) {
         match exit {
             Some(e) => {
                 rec.exit_code = e.status as i32;
-                rec.finished_at = if e.at_ns > 0 { e.at_ns } else { now_ns() };
+                // The shim stamps the exit; a process that ends at once
+                // can beat the daemon's own start stamp: never report an
+                // exit before the start.
+                rec.finished_at = if e.at_ns > 0 { e.at_ns } else { now_ns() }.max(rec.started_at);
             }
             None => {
                 rec.exit_code = 255;
