@@ -11,6 +11,7 @@
 # Prints the figures and the ratios carapace/containerd (lower is better).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-lib.sh
 n=${1:-20}
 [ "$(id -u)" = 0 ] || { echo "bench-cri: needs root" >&2; exit 1; }
 for t in containerd ctr runc jq; do
@@ -25,7 +26,7 @@ cleanup() {
     set +e
     [ -n "$car_pid" ] && kill "$car_pid" 2>/dev/null && wait "$car_pid" 2>/dev/null
     [ -n "$ctd_pid" ] && kill "$ctd_pid" 2>/dev/null && wait "$ctd_pid" 2>/dev/null
-    for p in $(awk -v r="$work" '$5 ~ "^"r {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$p"; done
+    unmount_under "$work"
     ip link del cbench0 2>/dev/null
     rm -rf "$work"
 }
@@ -41,10 +42,6 @@ cat > "$work/cni/10-bench.conflist" <<CNI
 CNI
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_sock() {
-    for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
-    echo "bench-cri: $1 never appeared" >&2; return 1
-}
 
 # --- Carapace ---
 cat > "$work/carapace.toml" <<CFG
@@ -104,8 +101,6 @@ ctd_idle=$(rss "$ctd_pid")
 ctd_out=$("$rel/cri-bench" "$work/containerd.sock" "$n") || { cat "$work/containerd.log" >&2; exit 1; }
 ctd_after=$(rss "$ctd_pid")
 
-field() { echo "$1" | awk -v k="$2" -v c="$3" '$1 == k {print $c}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "bench-cri: N=$n pods (median / p95 ms; RSS KiB)"
 printf '%-28s %16s %16s %8s\n' measure carapace containerd ratio
 for m in run_pod_sandbox stop_remove_pod_sandbox; do

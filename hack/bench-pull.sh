@@ -6,6 +6,7 @@
 # Usage: sudo hack/bench-pull.sh [N]   (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. hack/bench-lib.sh
 n=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench-pull: needs root" >&2; exit 1; }
 for t in containerd ctr jq; do
@@ -22,14 +23,10 @@ cleanup() {
     set +e
     [ -n "$car_pid" ] && kill "$car_pid" 2>/dev/null && wait "$car_pid" 2>/dev/null
     [ -n "$ctd_pid" ] && kill "$ctd_pid" 2>/dev/null && wait "$ctd_pid" 2>/dev/null
-    for p in $(awk -v r="$work" '$5 ~ "^"r {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$p"; done
+    unmount_under "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
-wait_sock() {
-    for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
-    echo "bench-pull: $1 never appeared" >&2; return 1
-}
 
 cat > "$work/carapace.toml" <<CFG
 socket = "$work/carapace.sock"
@@ -65,8 +62,6 @@ wait_sock "$work/containerd.sock"
 sleep 1
 ctd_out=$("$rel/cri-bench" "$work/containerd.sock" "$n" pull "$image") || { cat "$work/containerd.log" >&2; exit 1; }
 
-field() { echo "$1" | awk -v k="$2" -v c="$3" '$1 == k {print $c}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "bench-pull: $image, N=$n cold pulls (ms)"
 printf '%-20s %12s %12s %8s\n' measure carapace containerd ratio
 for c in 2 3; do

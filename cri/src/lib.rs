@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod server;
 pub mod shim_client;
 pub mod store;
+pub mod task;

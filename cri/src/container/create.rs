@@ -11,7 +11,7 @@ use k8s_cri::v1 as cri;
 use crate::image::rootfs;
 use crate::sandbox::run::{new_id, now_ns};
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
-use crate::shim_client::{self, Launch, RuntimeOptions, Shim, Stdio};
+use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
 
 use super::registry::Containers;
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
@@ -303,16 +303,7 @@ async fn build(
     if let Some(dir) = rec.log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ContainerError::io("create log dir", dir, e))?;
     }
-    let paths = &cs.sandboxes.paths;
-    let address = shim_client::launch(&Launch {
-        binary: &paths.shim,
-        id: &rec.id,
-        bundle: &rec.bundle,
-        daemon_address: &cs.sandboxes.daemon.config.socket,
-        events_address: &paths.events_address,
-        socket_dir: &paths.shim_sockets,
-    })
-    .await?;
+    let address = shim_client::launch(&cs.sandboxes.launch(&rec.id, &rec.bundle)).await?;
     rec.shim_address = address.clone();
     cs.store
         .put(crate::store::Kind::Container, &rec.id, &*rec)?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::daemon::Daemon;
+use crate::shim_client::Launch;
 use crate::store::{Kind, Store};
 
 use super::{SandboxError, SandboxRecord};
@@ -145,6 +146,19 @@ impl Sandboxes {
     /// Every sandbox.
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
         self.ids().values().cloned().collect()
+    }
+
+    /// How to start (or clean up after) the shim of task `id` in `bundle`:
+    /// the daemon's shim binary, sockets and events endpoint.
+    pub fn launch<'a>(&'a self, id: &'a str, bundle: &'a std::path::Path) -> Launch<'a> {
+        Launch {
+            binary: &self.paths.shim,
+            id,
+            bundle,
+            daemon_address: &self.daemon.config.socket,
+            events_address: &self.paths.events_address,
+            socket_dir: &self.paths.shim_sockets,
+        }
     }
 
     /// Writes `rec` to the store, then makes it the sandbox's record.

@@ -33,6 +33,22 @@ pub fn daemon_bin() -> PathBuf {
     p
 }
 
+/// A gRPC channel to the CRI server on the unix socket `sock` (tonic
+/// speaks HTTP/2 over it; the URI is a placeholder).
+pub async fn connect(sock: &Path) -> Result<Channel, tonic::transport::Error> {
+    let sock = sock.to_path_buf();
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let sock = sock.clone();
+            async move {
+                tokio::net::UnixStream::connect(sock)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+}
+
 /// A running daemon with private root, state, socket and CNI conf dir;
 /// killed (SIGKILL) and cleaned up on drop.
 pub struct Daemon {
@@ -131,17 +147,7 @@ impl Daemon {
 
     /// A gRPC channel over the daemon's unix socket.
     pub async fn channel(&self) -> Channel {
-        let sock = self.socket();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let sock = sock.clone();
-                async move {
-                    tokio::net::UnixStream::connect(sock)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
+        connect(&self.socket())
             .await
             .expect("connect to the CRI socket")
     }
@@ -188,18 +194,7 @@ fn remove_all_pods(sock: &Path) {
     let sock = sock.to_path_buf();
     rt.block_on(async move {
         let fut = async {
-            let ch = Endpoint::try_from("http://[::]:50051")
-                .ok()?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let sock = sock.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(sock)
-                            .await
-                            .map(TokioIo::new)
-                    }
-                }))
-                .await
-                .ok()?;
+            let ch = connect(&sock).await.ok()?;
             let mut rt = RuntimeServiceClient::new(ch);
             let pods = rt
                 .list_pod_sandbox(cri::ListPodSandboxRequest::default())

@@ -12,11 +12,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Endpoint, Uri};
 
 fn pod(i: usize) -> cri::PodSandboxConfig {
     let name = format!("bench-{}-{i}", std::process::id());
@@ -59,15 +57,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("N must be at least 1");
     }
     let sock = PathBuf::from(sock);
-    let ch = Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let sock = sock.clone();
-            async move {
-                tokio::net::UnixStream::connect(sock)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
+    let ch = carapace_e2e::connect(&sock)
         .await
         .context("connect to the CRI socket")?;
     if args.get(3).map(String::as_str) == Some("pull") {

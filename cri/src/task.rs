@@ -1,0 +1,134 @@
+//! A process the daemon runs under a shim of its own — a pod's infra
+//! process or a container — and how it is ended for good: the same steps
+//! whether a pod or a container is torn down, after a failure, a removal
+//! or a crash.
+
+use std::path::Path;
+
+use crate::shim_client::{self, Exit, Launch, Shim, ShimError};
+
+/// SIGKILL: a task being torn down gets no grace.
+const SIGKILL: u32 = 9;
+
+/// What teardown needs to know of a task.
+#[derive(Clone, Copy, Debug)]
+pub struct Task<'a> {
+    /// The task's (pod's or container's) ID.
+    pub id: &'a str,
+    /// Its bundle directory.
+    pub bundle: &'a Path,
+    /// The shim address the daemon recorded ("" if none yet).
+    pub shim_address: &'a str,
+    /// The OCI runtime that runs it.
+    pub runtime_binary: &'a Path,
+    /// That runtime's `--root`.
+    pub runtime_root: &'a Path,
+    /// Its `linux.cgroupsPath` ("" if not known).
+    pub cgroups_path: &'a str,
+}
+
+/// How [`Task::stop`] ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stopped {
+    /// The shim's PID, if it answered.
+    pub shim_pid: Option<u32>,
+    /// The task's exit, if the shim reported one.
+    pub exit: Option<Exit>,
+}
+
+/// The shim address of a task: recorded, or written by the shim into the
+/// bundle before the daemon could record it (a crash in between).
+pub fn address(recorded: &str, bundle: &Path) -> Option<String> {
+    if !recorded.is_empty() {
+        return Some(recorded.to_string());
+    }
+    std::fs::read_to_string(bundle.join("address"))
+        .ok()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+}
+
+/// Whether the shim refused a kill because the process already exited.
+fn is_not_running(e: &ShimError) -> bool {
+    matches!(e, ShimError::Call { message, .. } if message.contains("not running") || message.contains("stopped") || message.contains("exited"))
+}
+
+impl Task<'_> {
+    /// Kills the task (every process of it), deletes it and ends its shim.
+    /// Idempotent: a shim that is gone is cleaned up with `carapace-shim
+    /// delete` (which force-deletes the runtime's container); no shim at
+    /// all is fine. `launch` names the shim binary and sockets.
+    pub async fn stop(&self, launch: &Launch<'_>) -> Result<Stopped, ShimError> {
+        let mut out = Stopped::default();
+        let Some(address) = address(self.shim_address, self.bundle) else {
+            return Ok(out);
+        };
+        match Shim::connect(&address).await {
+            Ok(shim) => {
+                out.shim_pid = shim.pid(self.id).await.ok();
+                match shim.kill(self.id, "", SIGKILL, true).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() || is_not_running(&e) => {}
+                    Err(e) => return Err(e),
+                }
+                match shim.wait(self.id, "").await {
+                    Ok(exit) => out.exit = Some(exit),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+                match shim.delete(self.id, "").await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+                shim.shutdown(self.id).await?;
+            }
+            Err(e) if e.is_gone() => {
+                if self.bundle.join("config.json").exists() {
+                    shim_client::cleanup(launch).await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(out)
+    }
+
+    /// Makes sure nothing of the task survives, whatever state its shim
+    /// was left in — a daemon killed while the shim was still creating the
+    /// process leaves a shim that answers NotFound now and creates the
+    /// process a moment later. After [`Task::stop`]: the shim is killed if
+    /// it still runs, every process left in the task's cgroup is killed
+    /// until none is left, and the runtime's record of it is deleted.
+    pub async fn reap(&self, shim_pid: Option<u32>) {
+        if let Some(pid) = shim_pid.filter(|p| *p > 0) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(self.id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if !self.cgroups_path.is_empty() {
+            if let Ok(m) = carapace_cgroups::Manager::new(Some(self.cgroups_path), self.id, false) {
+                for _ in 0..500 {
+                    match m.pids() {
+                        Ok(p) if !p.is_empty() => {
+                            let _ = m.kill_all(nix::sys::signal::Signal::SIGKILL as i32);
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        let _ = tokio::process::Command::new(self.runtime_binary)
+            .arg("--root")
+            .arg(self.runtime_root)
+            .args(["delete", "--force", self.id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+    }
+}
