@@ -63,34 +63,50 @@ impl Task<'_> {
         let Some(address) = address(self.shim_address, self.bundle) else {
             return Ok(out);
         };
-        match Shim::connect(&address).await {
-            Ok(shim) => {
-                out.shim_pid = shim.pid(self.id).await.ok();
-                match shim.kill(self.id, "", SIGKILL, true).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() || is_not_running(&e) => {}
-                    Err(e) => return Err(e),
-                }
-                match shim.wait(self.id, "").await {
-                    Ok(exit) => out.exit = Some(exit),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-                match shim.delete(self.id, "").await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-                shim.shutdown(self.id).await?;
-            }
+        let shim = match Shim::connect(&address).await {
+            Ok(shim) => shim,
             Err(e) if e.is_gone() => {
-                if self.bundle.join("config.json").exists() {
-                    shim_client::cleanup(launch).await?;
-                }
+                self.cleanup(launch).await?;
+                return Ok(out);
             }
+            Err(e) => return Err(e),
+        };
+        out.shim_pid = shim.pid(self.id).await.ok();
+        let calls = async {
+            match shim.kill(self.id, "", SIGKILL, true).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || is_not_running(&e) => {}
+                Err(e) => return Err(e),
+            }
+            match shim.wait(self.id, "").await {
+                Ok(exit) => out.exit = Some(exit),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            match shim.delete(self.id, "").await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            shim.shutdown(self.id).await
+        };
+        match calls.await {
+            Ok(()) => {}
+            // The shim went away in the middle (it exits with its task):
+            // finish as for a shim that was already gone.
+            Err(e) if e.is_gone() => self.cleanup(launch).await?,
             Err(e) => return Err(e),
         }
         Ok(out)
+    }
+
+    /// `carapace-shim delete` for a task whose shim is gone, if it ever got
+    /// a bundle to run.
+    async fn cleanup(&self, launch: &Launch<'_>) -> Result<(), ShimError> {
+        if self.bundle.join("config.json").exists() {
+            shim_client::cleanup(launch).await?;
+        }
+        Ok(())
     }
 
     /// Makes sure nothing of the task survives, whatever state its shim
