@@ -13,6 +13,9 @@ use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim_async::{Client, TaskClient};
 use containerd_shim_protos::ttrpc;
 
+use carapace_shim::proto::io::ReopenLogRequest;
+use carapace_shim::proto::io_ttrpc::IoClient;
+
 /// The containerd namespace the daemon's shims run in (as containerd's CRI
 /// plugin uses).
 pub const NAMESPACE: &str = "k8s.io";
@@ -199,6 +202,7 @@ fn exit_of(
 pub struct Shim {
     address: String,
     task: TaskClient,
+    io: IoClient,
 }
 
 impl std::fmt::Debug for Shim {
@@ -224,7 +228,8 @@ impl Shim {
             })?;
         Ok(Shim {
             address: address.to_string(),
-            task: TaskClient::new(c),
+            task: TaskClient::new(c.clone()),
+            io: IoClient::new(c),
         })
     }
 
@@ -299,6 +304,36 @@ impl Shim {
         Ok(r.pid)
     }
 
+    /// Registers an extra process in the running container (`runtime exec`
+    /// happens at [`Shim::start`]); `process` is the OCI runtime-spec
+    /// Process as JSON.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stdio: &Stdio,
+        process: Vec<u8>,
+    ) -> Result<(), ShimError> {
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = process;
+        let req = api::ExecProcessRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
+            spec: Some(any).into(),
+            ..Default::default()
+        };
+        self.task
+            .exec(ctx(), &req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("Exec", e))
+    }
+
     /// Sends `signal` to a process (to every process of the container with
     /// `all`).
     pub async fn kill(
@@ -363,6 +398,39 @@ impl Shim {
             .await
             .map_err(|e| call_err("Delete", e))?;
         Ok(exit_of(r.exit_status, r.exited_at.as_ref()))
+    }
+
+    /// Applies new cgroup limits to the running container (`runtime
+    /// update`); `resources` is the OCI LinuxResources as JSON.
+    pub async fn update(&self, id: &str, resources: Vec<u8>) -> Result<(), ShimError> {
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+        any.value = resources;
+        let req = api::UpdateTaskRequest {
+            id: id.to_string(),
+            resources: Some(any).into(),
+            ..Default::default()
+        };
+        self.task
+            .update(ctx(), &req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("Update", e))
+    }
+
+    /// Makes the shim reopen a process's CRI log file at its path, after
+    /// kubelet renamed it away for rotation (our `carapace.shim.v1.Io`).
+    pub async fn reopen_log(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let req = ReopenLogRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.io
+            .reopen_log(ctx(), &req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("ReopenLog", e))
     }
 
     /// Asks the shim to exit (it does once it holds no process).

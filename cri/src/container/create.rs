@@ -280,6 +280,7 @@ async fn build(
         target_pid: target_pid(cs, &rec.config),
         devices: device_facts(&rec.config)?,
         seccomp_localhost,
+        host_caps: spec::security::host_capabilities(),
     };
     let built = spec::build(&input)?;
     for (dir, _) in &built.volumes {

@@ -26,6 +26,10 @@ pub enum ContainerError {
     /// The container or its pod is in the wrong state for this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An exec ran past its timeout (kubelet reads this code as a probe
+    /// timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The OCI spec could not be built.
     #[error("container spec: {0}")]
     Spec(#[from] super::spec::SpecError),
@@ -63,6 +67,27 @@ impl ContainerError {
         }
     }
 
+    /// A shim's answer about container `id`, with kubelet's codes for the
+    /// usual cases: a gone shim or a stopped process is a precondition.
+    pub fn from_shim(id: &str, e: ShimError) -> Self {
+        use containerd_shim_protos::ttrpc::Code;
+        if e.is_gone() {
+            return ContainerError::FailedPrecondition(format!(
+                "container {id} is not running (its shim is gone)"
+            ));
+        }
+        match &e {
+            ShimError::Call { code, message, .. } => match *code {
+                Code::FAILED_PRECONDITION | Code::NOT_FOUND => {
+                    ContainerError::FailedPrecondition(message.clone())
+                }
+                Code::INVALID_ARGUMENT => ContainerError::InvalidArgument(message.clone()),
+                _ => e.into(),
+            },
+            _ => e.into(),
+        }
+    }
+
     /// The gRPC code kubelet should see.
     pub fn code(&self) -> tonic::Code {
         match self {
@@ -70,6 +95,7 @@ impl ContainerError {
             ContainerError::NotFound(_) => tonic::Code::NotFound,
             ContainerError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
             ContainerError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ContainerError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
             ContainerError::Spec(e) => e.code(),
             ContainerError::Image(e) => e.code(),
             _ => tonic::Code::Internal,

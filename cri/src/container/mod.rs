@@ -5,6 +5,8 @@
 
 pub mod create;
 pub mod error;
+pub mod exec;
+pub mod logs;
 pub mod record;
 pub mod recover;
 pub mod registry;
@@ -13,6 +15,7 @@ pub mod seccomp_default;
 pub mod spec;
 pub mod start;
 pub mod stop;
+pub mod update;
 
 pub use error::ContainerError;
 pub use record::{ContainerRecord, Phase};

@@ -168,6 +168,11 @@ pub struct SpecInput<'a> {
     /// The localhost seccomp profile's contents, when
     /// [`seccomp_localhost_ref`] names one.
     pub seccomp_localhost: Option<String>,
+    /// The capabilities the daemon itself may grant (its bounding set):
+    /// what "ALL" and privileged mean, as containerd's
+    /// WithAllCurrentCapabilities — inside a container or on a node
+    /// without some capability, asking for more fails at capset.
+    pub host_caps: Vec<oci_spec::runtime::Capability>,
 }
 
 /// Who the container's process runs as; ContainerStatus reports it.
@@ -262,7 +267,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         &input.devices,
         privileged,
     )?;
-    let caps = security::capabilities(sc, privileged)?;
+    let caps = security::capabilities(sc, privileged, &input.host_caps)?;
     let (masked, readonly) = security::masked_and_readonly(sc, privileged, userns.is_some());
     security::check_apparmor(sc)?;
     let seccomp = seccomp::seccomp(

@@ -4,16 +4,19 @@
 
 mod container_status;
 mod create_container;
+mod exec_sync;
 mod list_pod_sandbox;
 mod pod_sandbox_status;
 mod remove_container;
 mod remove_pod_sandbox;
+mod reopen_container_log;
 mod run_pod_sandbox;
 mod runtime_config;
 mod start_container;
 pub mod status;
 mod stop_container;
 mod stop_pod_sandbox;
+mod update_container_resources;
 mod update_runtime_config;
 mod version;
 
@@ -185,23 +188,29 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources")
+        update_container_resources::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        reopen_container_log::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        exec_sync::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec(

@@ -410,6 +410,10 @@ async fn running_containers_survive_a_daemon_restart() {
         "{s:?}\n{}",
         d.log()
     );
+    let r = exec(&mut rt, &id, &["echo", "still here"], 0)
+        .await
+        .expect("exec after restart");
+    assert_eq!((r.exit_code, r.stdout), (0, b"still here\n".to_vec()));
     rt.stop_container(cri::StopContainerRequest {
         container_id: id.clone(),
         timeout: 0,
@@ -423,6 +427,279 @@ async fn running_containers_survive_a_daemon_restart() {
     })
     .await
     .expect("remove pod");
+}
+
+async fn exec(
+    rt: &mut Rt,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_runs_as_the_container_and_returns_output_and_code() {
+    let d = daemon();
+    pull(&d, NONROOT).await;
+    let mut rt = d.runtime().await;
+    let (pod_id, pod_cfg) = pod(&d, &mut rt, "exec").await;
+    let mut cfg = container("app", NONROOT, &["sleep", "1000"]);
+    cfg.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hi there".into(),
+    }];
+    let id = create(&mut rt, &pod_id, &pod_cfg, cfg)
+        .await
+        .expect("create");
+
+    // Not started yet: refused, not run.
+    let e = exec(&mut rt, &id, &["true"], 0)
+        .await
+        .expect_err("created, not running");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    start(&mut rt, &id).await;
+
+    let script = "echo \"$GREETING\"; id -u; pwd; hostname; echo oops >&2; exit 3";
+    let r = exec(&mut rt, &id, &["sh", "-c", script], 10)
+        .await
+        .expect("exec");
+    assert_eq!(r.exit_code, 3);
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "hi there\n1000\n/home/app\nexec\n"
+    );
+    assert_eq!(r.stderr, b"oops\n");
+
+    // More output than a pipe holds comes back whole.
+    let r = exec(&mut rt, &id, &["seq", "1", "200000"], 0)
+        .await
+        .expect("big output");
+    let want: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(r.stdout.len(), want.len());
+    assert!(r.stdout == want.as_bytes());
+
+    // The exec shares the container's PID namespace and ends with it.
+    let ps = |r: &cri::ExecSyncResponse| -> Vec<String> {
+        String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let r = exec(&mut rt, &id, &["ps", "-o", "pid,args"], 0)
+        .await
+        .expect("ps");
+    assert!(
+        ps(&r).iter().any(|l| l.ends_with(" sleep 1000")),
+        "{:?}",
+        ps(&r)
+    );
+
+    // Past its timeout the process is killed and the call says so.
+    let e = exec(&mut rt, &id, &["sleep", "600"], 1)
+        .await
+        .expect_err("timeout");
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+    let r = exec(&mut rt, &id, &["ps", "-o", "pid,args"], 0)
+        .await
+        .expect("ps after timeout");
+    assert!(
+        !ps(&r).iter().any(|l| l.ends_with(" sleep 600")),
+        "{:?}",
+        ps(&r)
+    );
+
+    // A missing binary and an empty command are errors, not exit codes.
+    let e = exec(&mut rt, &id, &["/no/such/binary"], 0)
+        .await
+        .expect_err("missing binary");
+    assert!(e.message().contains("no/such/binary"), "{e:?}");
+    let e = exec(&mut rt, &id, &[], 0).await.expect_err("empty command");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = exec(&mut rt, "0123abcd-none", &["true"], 0)
+        .await
+        .expect_err("unknown container");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // Nothing is left behind in the bundle: no FIFOs, no exec process files.
+    let bundle = d.state_dir().join("containers").join(&id);
+    let left: Vec<String> = std::fs::read_dir(&bundle)
+        .expect("bundle")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("exec-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let e = exec(&mut rt, &id, &["true"], 0).await.expect_err("exited");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}
+
+/// Polls until `f` holds, failing after the hang guard.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG_GUARD;
+    while !f() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_container_log_starts_a_fresh_file_after_rotation() {
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let (pod_id, pod_cfg) = pod(&d, &mut rt, "rotate").await;
+    let script = "i=0; while :; do i=$((i+1)); echo line$i; sleep 0.05; done";
+    let id = create(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container("ticker", BUSYBOX, &["sh", "-c", script]),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+    let log = Path::new(&pod_cfg.log_directory).join("ticker.log");
+    eventually("first log lines", || log_records(&log).len() >= 3).await;
+
+    // kubelet's rotation: rename, then ask for a reopen.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("reopen");
+    eventually("lines in the new file", || log_records(&log).len() >= 3).await;
+    let old = log_records(&rotated);
+    let new = log_records(&log);
+    // The stream continues across the two files without a gap.
+    let n =
+        |r: &(String, String, String)| -> Option<u64> { r.2.strip_prefix("line")?.parse().ok() };
+    let last_old = old.iter().rev().find_map(n).expect("old lines");
+    let first_new = new.iter().find_map(n).expect("new lines");
+    assert_eq!(first_new, last_old + 1, "old {old:?}\nnew {new:?}");
+    // The old file is no longer written.
+    let before = std::fs::metadata(&rotated).expect("rotated").len();
+    eventually("more lines in the new file", || {
+        log_records(&log).len() > new.len() + 2
+    })
+    .await;
+    assert_eq!(std::fs::metadata(&rotated).expect("rotated").len(), before);
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let e = rt
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("not running");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let e = rt
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: "feedface".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_container_resources_changes_live_limits_and_status() {
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let (pod_id, pod_cfg) = pod(&d, &mut rt, "resize").await;
+    let mut cfg = container("app", BUSYBOX, &["sleep", "1000"]);
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod_id, &pod_cfg, cfg)
+        .await
+        .expect("create");
+    start(&mut rt, &id).await;
+    // The limit as the container's own cgroup shows it (v2 or v1 layout).
+    let read = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+    let limit = |r: cri::ExecSyncResponse| String::from_utf8_lossy(&r.stdout).trim().to_string();
+    let r = exec(&mut rt, &id, &["sh", "-c", read], 0)
+        .await
+        .expect("read");
+    assert_eq!(limit(r), (64u64 << 20).to_string());
+
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update");
+    let r = exec(&mut rt, &id, &["sh", "-c", read], 0)
+        .await
+        .expect("read");
+    assert_eq!(limit(r), (128u64 << 20).to_string());
+    let res = |s: cri::ContainerStatus| s.resources.and_then(|r| r.linux).expect("resources");
+    let now = res(status(&mut rt, &id).await);
+    assert_eq!(now.memory_limit_in_bytes, 128 << 20);
+    assert_eq!(now.cpu_shares, 512, "fields not in the update are kept");
+
+    // Invalid values change nothing.
+    let e = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                cpu_shares: -1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative shares");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let r = exec(&mut rt, &id, &["sh", "-c", read], 0)
+        .await
+        .expect("read");
+    assert_eq!(limit(r), (128u64 << 20).to_string());
+    assert_eq!(
+        res(status(&mut rt, &id).await).memory_limit_in_bytes,
+        128 << 20
+    );
+
+    let e = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: "feedface".into(),
+            linux: Some(cri::LinuxContainerResources::default()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,27 @@ fn parse_cap(name: &str) -> Result<Capability, SpecError> {
         .map_err(|_| SpecError::UnknownCapability(name.to_string()))
 }
 
+/// The daemon's own bounding set, as runtime-spec capabilities: the most
+/// a container can be given here. Read once; a set that cannot be read
+/// falls back to every known capability.
+pub fn host_capabilities() -> Vec<Capability> {
+    static HOST: std::sync::OnceLock<Vec<Capability>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| match caps::read(None, caps::CapSet::Bounding) {
+        Ok(set) => ALL_CAPS
+            .into_iter()
+            .filter(|c| {
+                set.iter()
+                    .any(|h| parse_cap(&h.to_string()).is_ok_and(|p| p == *c))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "read the daemon's bounding capabilities; assuming all");
+            ALL_CAPS.to_vec()
+        }
+    })
+    .clone()
+}
+
 fn is_all(name: &str) -> bool {
     name.eq_ignore_ascii_case("ALL")
 }
@@ -124,12 +145,13 @@ fn is_all(name: &str) -> bool {
 pub fn capabilities(
     sc: Option<&cri::LinuxContainerSecurityContext>,
     privileged: bool,
+    host: &[Capability],
 ) -> Result<LinuxCapabilities, SpecError> {
     let mut main: Capabilities = DEFAULT_CAPS.into_iter().collect();
     let mut ambient = Capabilities::new();
     if let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) {
         if c.add_capabilities.iter().any(|n| is_all(n)) {
-            main = ALL_CAPS.into_iter().collect();
+            main = host.iter().copied().collect();
         }
         if c.drop_capabilities.iter().any(|n| is_all(n)) {
             main.clear();
@@ -149,7 +171,7 @@ pub fn capabilities(
         }
     }
     if privileged {
-        main = ALL_CAPS.into_iter().collect();
+        main = host.iter().copied().collect();
     }
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(main.clone()))
@@ -235,7 +257,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        capabilities(Some(&sc), privileged).expect("caps")
+        capabilities(Some(&sc), privileged, &ALL_CAPS).expect("caps")
     }
 
     fn names(c: &Option<Capabilities>) -> BTreeSet<String> {
@@ -247,8 +269,37 @@ mod tests {
     }
 
     #[test]
+    fn all_and_privileged_grant_only_what_the_host_holds() {
+        let host: Vec<Capability> = ALL_CAPS
+            .into_iter()
+            .filter(|c| *c != Capability::SysResource)
+            .collect();
+        let add_all = cri::LinuxContainerSecurityContext {
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for (sc, privileged) in [(Some(&add_all), false), (None, true)] {
+            let c = capabilities(sc, privileged, &host).expect("caps");
+            let got = names(c.bounding());
+            assert_eq!(got.len(), 40);
+            assert!(!got.contains("CAP_SYS_RESOURCE"));
+            assert!(got.contains("CAP_SYS_ADMIN"));
+        }
+    }
+
+    #[test]
+    fn host_capabilities_are_a_subset_of_the_known() {
+        let host = host_capabilities();
+        assert!(!host.is_empty());
+        assert!(host.iter().all(|c| ALL_CAPS.contains(c)));
+    }
+
+    #[test]
     fn defaults_are_containerds_fourteen() {
-        let c = capabilities(None, false).expect("caps");
+        let c = capabilities(None, false, &ALL_CAPS).expect("caps");
         assert_eq!(names(c.bounding()).len(), 14);
         assert!(names(c.bounding()).contains("CAP_NET_BIND_SERVICE"));
         assert!(!names(c.bounding()).contains("CAP_SYS_ADMIN"));
@@ -329,7 +380,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = capabilities(Some(&sc), false).expect_err("unknown");
+        let e = capabilities(Some(&sc), false, &ALL_CAPS).expect_err("unknown");
         assert!(matches!(&e, SpecError::UnknownCapability(n) if n == "FLY"));
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }

@@ -111,6 +111,7 @@ impl Fx {
             target_pid: self.target_pid,
             devices: self.devices.clone(),
             seccomp_localhost: self.seccomp_localhost.clone(),
+            host_caps: super::security::ALL_CAPS.to_vec(),
         })
     }
 
