@@ -96,15 +96,12 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
         Some(w) => rootfs::options::propagation(w)
             .ok_or_else(|| Error::InvalidArgument(format!("rootfsPropagation {w:?}")))?,
     };
-    // Shared propagation is applied after pivot; until then slave keeps the
-    // host out of our mounts and lets pivot_root work.
-    let initial = if propagation.contains(MsFlags::MS_SHARED) {
-        MsFlags::MS_SLAVE | MsFlags::MS_REC
-    } else {
-        propagation
-    };
+    // As runc: `/` gets the requested propagation before anything is
+    // mounted, so a shared (Bidirectional) volume's bind joins the host's
+    // peer group and mounts made in it reach the host; the rootfs's own
+    // parent mount is made private there so pivot_root still works.
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let root = rootfs::prepare(&mounts, &cx.mounts, initial)?;
+    let root = rootfs::prepare(&mounts, &cx.mounts, propagation)?;
     let has_dev = mounts
         .iter()
         .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind"));
