@@ -13,6 +13,8 @@ pub struct Daemon {
     /// The pod CIDR kubelet handed over with UpdateRuntimeConfig, passed
     /// to CNI plugins that want it (host-local's `podCIDR` range).
     pod_cidr: RwLock<String>,
+    /// Pod and container lifecycle events (GetContainerEvents).
+    pub events: crate::lifecycle::Events,
 }
 
 impl Daemon {
@@ -21,6 +23,7 @@ impl Daemon {
         Daemon {
             config,
             pod_cidr: RwLock::new(String::new()),
+            events: crate::lifecycle::Events::default(),
         }
     }
 

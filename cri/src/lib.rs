@@ -10,6 +10,7 @@ pub mod events;
 pub mod grpc;
 pub mod image;
 pub mod image_service;
+pub mod lifecycle;
 pub mod logging;
 pub mod namespaces;
 pub mod network;

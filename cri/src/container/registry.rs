@@ -105,7 +105,15 @@ impl Containers {
 
     /// Drops a container from the index (its name is freed by the caller).
     pub fn forget(&self, id: &str) {
-        self.ids().remove(id);
+        let gone = self.ids().remove(id).map(|c| c.record());
+        if let Some(rec) = gone {
+            for kind in crate::lifecycle::container_transition(Some(rec.phase), None) {
+                self.sandboxes
+                    .daemon
+                    .events
+                    .emit(&rec.id, &rec.sandbox_id, kind);
+            }
+        }
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         names.retain(|_, v| v != id);
     }
@@ -153,7 +161,12 @@ impl Containers {
     /// Writes `rec` to the store, then makes it the container's record.
     pub fn save(&self, c: &Container, rec: ContainerRecord) -> Result<(), ContainerError> {
         self.store.put(Kind::Container, &rec.id, &rec)?;
+        let before = c.record().phase;
+        let (id, pod, after) = (rec.id.clone(), rec.sandbox_id.clone(), rec.phase);
         c.set(rec);
+        for kind in crate::lifecycle::container_transition(Some(before), Some(after)) {
+            self.sandboxes.daemon.events.emit(&id, &pod, kind);
+        }
         Ok(())
     }
 }

@@ -56,6 +56,19 @@ pub fn status(rec: &ContainerRecord) -> cri::ContainerStatus {
     }
 }
 
+/// The statuses of pod `sandbox_id`'s containers (those kubelet has seen:
+/// not the ones still being created), oldest first.
+pub fn of_pod(cs: &Containers, sandbox_id: &str) -> Vec<cri::ContainerStatus> {
+    let mut recs: Vec<ContainerRecord> = cs
+        .of_pod(sandbox_id)
+        .iter()
+        .map(|c| c.record())
+        .filter(|r| r.phase != Phase::Creating)
+        .collect();
+    recs.sort_by_key(|r| r.created_at);
+    recs.iter().map(status).collect()
+}
+
 /// Answers ContainerStatus.
 pub fn handle_status(
     cs: &Arc<Containers>,

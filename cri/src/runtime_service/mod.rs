@@ -2,6 +2,7 @@
 //! validates, translates and calls the domain modules. Calls not built yet
 //! answer `Unimplemented`, never a fake success.
 
+mod container_events;
 mod container_status;
 mod create_container;
 mod exec_sync;
@@ -90,9 +91,12 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn get_container_events(
         &self,
-        _request: Request<cri::GetEventsRequest>,
+        request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(container_events::handle(
+            &self.containers,
+            request.into_inner(),
+        )))
     }
 
     async fn run_pod_sandbox(
@@ -126,7 +130,7 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        pod_sandbox_status::handle(&self.sandboxes, request.into_inner()).map(Response::new)
+        pod_sandbox_status::handle(&self.containers, request.into_inner()).map(Response::new)
     }
 
     async fn list_pod_sandbox(

@@ -8,7 +8,8 @@ use k8s_cri::v1 as cri;
 use serde_json::json;
 use tonic::Status;
 
-use crate::sandbox::{Phase, SandboxRecord, Sandboxes};
+use crate::container::Containers;
+use crate::sandbox::{Phase, SandboxRecord};
 
 /// The CRI state of a sandbox phase.
 pub fn state(p: Phase) -> cri::PodSandboxState {
@@ -67,12 +68,13 @@ fn info(rec: &SandboxRecord) -> HashMap<String, String> {
     HashMap::from([("info".to_string(), doc.to_string())])
 }
 
-/// Answers PodSandboxStatus.
+/// Answers PodSandboxStatus, with the pod's container statuses (what
+/// kubelet's evented PLEG reads).
 pub fn handle(
-    s: &Arc<Sandboxes>,
+    cs: &Arc<Containers>,
     req: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, Status> {
-    let rec = s.get(&req.pod_sandbox_id)?.record();
+    let rec = cs.sandboxes.get(&req.pod_sandbox_id)?.record();
     tracing::debug!(pod = %rec.id, "PodSandboxStatus");
     Ok(cri::PodSandboxStatusResponse {
         status: Some(status(&rec)),
@@ -81,7 +83,7 @@ pub fn handle(
         } else {
             HashMap::new()
         },
-        containers_statuses: Vec::new(),
+        containers_statuses: super::container_status::of_pod(cs, &rec.id),
         timestamp: crate::sandbox::run::now_ns(),
     })
 }

@@ -119,7 +119,10 @@ impl Sandboxes {
 
     /// Drops a sandbox from the index and frees its name.
     pub fn forget(&self, rec: &SandboxRecord) {
-        self.ids().remove(&rec.id);
+        let before = self.ids().remove(&rec.id).map(|s| s.record().phase);
+        for kind in crate::lifecycle::sandbox_transition(before, None) {
+            self.daemon.events.emit(&rec.id, &rec.id, kind);
+        }
         self.release_name(&SandboxRecord::name_key(&rec.config), &rec.id);
     }
 
@@ -164,7 +167,12 @@ impl Sandboxes {
     /// Writes `rec` to the store, then makes it the sandbox's record.
     pub fn save(&self, s: &Sandbox, rec: SandboxRecord) -> Result<(), SandboxError> {
         self.store.put(Kind::Sandbox, &rec.id, &rec)?;
+        let before = s.record().phase;
+        let (id, after) = (rec.id.clone(), rec.phase);
         s.set(rec);
+        for kind in crate::lifecycle::sandbox_transition(Some(before), Some(after)) {
+            self.daemon.events.emit(&id, &id, kind);
+        }
         Ok(())
     }
 }

@@ -702,6 +702,235 @@ async fn update_container_resources_changes_live_limits_and_status() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
+/// Reads a stream's events up to and including the pod's deletion.
+async fn events_until_pod_deleted(
+    stream: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    pod_id: &str,
+) -> Vec<cri::ContainerEventResponse> {
+    let mut got = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(HANG_GUARD, stream.message())
+            .await
+            .expect("an event within the hang guard")
+            .expect("stream ok")
+            .expect("stream open");
+        let last = ev.container_id == pod_id
+            && ev.container_event_type == cri::ContainerEventType::ContainerDeletedEvent as i32;
+        got.push(ev);
+        if last {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_stream_every_lifecycle_change_with_statuses() {
+    use cri::ContainerEventType as E;
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut subscribe = || {
+        let mut rt = rt.clone();
+        async move {
+            rt.get_container_events(cri::GetEventsRequest {})
+                .await
+                .expect("subscribe")
+                .into_inner()
+        }
+    };
+    let mut a = subscribe().await;
+    let mut b = subscribe().await;
+    let (pod_id, pod_cfg) = pod(&d, &mut rt, "events").await;
+    let id = create(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container("app", BUSYBOX, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+
+    // PodSandboxStatus carries the pod's container statuses.
+    let ps = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("pod status")
+        .into_inner();
+    assert_eq!(ps.containers_statuses.len(), 1);
+    assert_eq!(ps.containers_statuses[0].id, id);
+    assert_eq!(
+        ps.containers_statuses[0].state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("remove pod");
+
+    let want = [
+        E::ContainerCreatedEvent as i32,
+        E::ContainerStartedEvent as i32,
+        E::ContainerStoppedEvent as i32,
+        E::ContainerDeletedEvent as i32,
+    ];
+    for stream in [&mut a, &mut b] {
+        let all = events_until_pod_deleted(stream, &pod_id).await;
+        let of = |who: &str| -> Vec<&cri::ContainerEventResponse> {
+            all.iter().filter(|e| e.container_id == who).collect()
+        };
+        let kinds = |v: &[&cri::ContainerEventResponse]| -> Vec<i32> {
+            v.iter().map(|e| e.container_event_type).collect()
+        };
+        let (pod_ev, ctr_ev) = (of(&pod_id), of(&id));
+        assert_eq!(kinds(&pod_ev), want, "{all:?}");
+        assert_eq!(kinds(&ctr_ev), want, "{all:?}");
+        assert!(all.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+        // Container events carry their pod's status and the containers'.
+        let created = ctr_ev[0];
+        assert_eq!(
+            created.pod_sandbox_status.as_ref().map(|p| p.id.as_str()),
+            Some(pod_id.as_str())
+        );
+        assert!(created.containers_statuses.iter().any(|c| c.id == id));
+        let deleted = ctr_ev[3];
+        assert!(deleted.containers_statuses.iter().all(|c| c.id != id));
+    }
+}
+
+/// Unmounts (lazily) what a test mounted on the host, even if it panics.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for m in self.0.iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_mount_propagates_both_ways() {
+    use nix::mount::{mount, MsFlags};
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    // A shared mount point on the host, as kubelet makes for such volumes.
+    let vol = d.dir.path().join("shared-vol");
+    std::fs::create_dir_all(&vol).expect("mkdir");
+    let mut host = HostMounts(Vec::new());
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .expect("bind");
+    host.0.push(vol.clone());
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .expect("make shared");
+
+    let mut pc = pod_config("propagation");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    pc.linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(cri::LinuxSandboxSecurityContext {
+        privileged: true,
+        ..Default::default()
+    });
+    let pod_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let mut cfg = container("mounter", BUSYBOX, &["sleep", "1000"]);
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cfg.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        propagation: cri::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let id = create(&mut rt, &pod_id, &pc, cfg).await.expect("create");
+    start(&mut rt, &id).await;
+
+    // Host to container.
+    let from_host = vol.join("from-host");
+    std::fs::create_dir_all(&from_host).expect("mkdir");
+    mount(
+        Some("tmpfs"),
+        &from_host,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("host tmpfs");
+    host.0.push(from_host.clone());
+    std::fs::write(from_host.join("flag"), "h").expect("flag");
+    let r = exec(&mut rt, &id, &["cat", "/vol/from-host/flag"], 0)
+        .await
+        .expect("exec");
+    assert_eq!((r.exit_code, r.stdout), (0, b"h".to_vec()));
+
+    // Container to host.
+    let script = "mkdir -p /vol/from-ctr && mount -t tmpfs tmpfs /vol/from-ctr && echo c > /vol/from-ctr/flag";
+    let r = exec(&mut rt, &id, &["sh", "-c", script], 0)
+        .await
+        .expect("exec");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    host.0.push(vol.join("from-ctr"));
+    assert_eq!(
+        std::fs::read_to_string(vol.join("from-ctr/flag"))
+            .expect("the container's mount on the host"),
+        "c\n"
+    );
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("remove pod");
+    drop(host);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_container_requests_get_clear_statuses() {
     let d = daemon();
