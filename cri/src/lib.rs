@@ -18,5 +18,6 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod server;
 pub mod shim_client;
+pub mod stats;
 pub mod store;
 pub mod task;

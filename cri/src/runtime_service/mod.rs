@@ -3,10 +3,12 @@
 //! answer `Unimplemented`, never a fake success.
 
 mod container_events;
+mod container_stats;
 mod container_status;
 mod create_container;
 mod exec_sync;
 mod list_pod_sandbox;
+mod pod_sandbox_stats;
 mod pod_sandbox_status;
 mod remove_container;
 mod remove_pod_sandbox;
@@ -40,6 +42,8 @@ pub struct RuntimeServiceImpl {
     daemon: Arc<Daemon>,
     sandboxes: Arc<Sandboxes>,
     containers: Arc<Containers>,
+    /// CPU samples and writable-layer usage kept between stats calls.
+    stats: Arc<crate::stats::Sampler>,
 }
 
 impl RuntimeServiceImpl {
@@ -49,6 +53,7 @@ impl RuntimeServiceImpl {
             daemon: containers.sandboxes.daemon.clone(),
             sandboxes: containers.sandboxes.clone(),
             containers,
+            stats: Arc::new(crate::stats::Sampler::new()),
         }
     }
 }
@@ -240,30 +245,38 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats")
+        container_stats::handle_stats(&self.containers, &self.stats, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats")
+        container_stats::handle_list(&self.containers, &self.stats, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats")
+        pod_sandbox_stats::handle_stats(&self.containers, &self.stats, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats")
+        pod_sandbox_stats::handle_list(&self.containers, &self.stats, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn checkpoint_container(

@@ -30,20 +30,23 @@ pub fn child_path(pod: &str, id: &str, systemd: bool) -> String {
     }
 }
 
-fn manager(pod: &str) -> Result<Manager, SandboxError> {
-    // A bare slice name (systemd driver) is a path systemd would make.
-    let path = if pod.ends_with(".slice") && !pod.contains('/') {
-        carapace_cgroups::expand_slice(pod).map_err(|source| SandboxError::Cgroup {
-            path: pod.to_string(),
-            source,
-        })?
+/// Where a pod cgroup (`cgroup_parent` as recorded) lives: a plain path,
+/// or for a bare systemd slice name the path systemd would make.
+pub fn pod_cgroup_path(pod: &str) -> Result<String, carapace_cgroups::Error> {
+    if pod.ends_with(".slice") && !pod.contains('/') {
+        carapace_cgroups::expand_slice(pod)
     } else {
-        pod.to_string()
-    };
-    Manager::new(Some(&path), "pod", false).map_err(|source| SandboxError::Cgroup {
+        Ok(pod.to_string())
+    }
+}
+
+fn manager(pod: &str) -> Result<Manager, SandboxError> {
+    let err = |source| SandboxError::Cgroup {
         path: pod.to_string(),
         source,
-    })
+    };
+    let path = pod_cgroup_path(pod).map_err(err)?;
+    Manager::new(Some(&path), "pod", false).map_err(err)
 }
 
 /// Whether the pod cgroup exists already (kubelet made it).

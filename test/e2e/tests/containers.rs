@@ -729,7 +729,7 @@ async fn container_events_stream_every_lifecycle_change_with_statuses() {
     let d = daemon();
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
-    let mut subscribe = || {
+    let subscribe = || {
         let mut rt = rt.clone();
         async move {
             rt.get_container_events(cri::GetEventsRequest {})
