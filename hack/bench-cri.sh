@@ -6,6 +6,9 @@
 #   static carapace-infra packed as an OCI image (hack/build-oci-archive.sh).
 # Measures, over N pods run one after another (test/e2e's cri-bench):
 #   RunPodSandbox, and StopPodSandbox + RemovePodSandbox: median and p95 ms;
+#   then N busybox containers (test image from hack/registry.sh), each in
+#   its own pod: CreateContainer, StartContainer, ExecSync of `true` (5 per
+#   container), StopContainer + RemoveContainer;
 #   each daemon's RSS when idle (after start) and after the run.
 # Usage: sudo hack/bench-cri.sh [N]   (default 20)
 # Prints the figures and the ratios carapace/containerd (lower is better).
@@ -19,6 +22,9 @@ for t in containerd ctr runc jq; do
 done
 [ -x /usr/lib/cni/bridge ] || { echo "bench-cri: CNI plugins missing: run hack/install-deps.sh" >&2; exit 1; }
 cargo build --release -q -p carapace -p carapace-shim -p carapace-runtime -p carapace-infra -p carapace-e2e
+hack/registry.sh start >/dev/null
+reg=127.0.0.1:5000
+image=$reg/test/busybox:latest
 rel=$PWD/target/release
 work=$(mktemp -d /var/tmp/carapace-bench-cri.XXXXXX)
 car_pid= ctd_pid=
@@ -54,6 +60,8 @@ root = "$work/car/runtime"
 [cni]
 conf_dir = "$work/cni"
 bin_dirs = ["/usr/lib/cni"]
+[registry]
+insecure = ["$reg"]
 [log]
 level = "${BENCH_LOG:-warn}"
 CFG
@@ -63,6 +71,7 @@ wait_sock "$work/carapace.sock"
 sleep 1
 car_idle=$(rss "$car_pid")
 car_out=$("$rel/cri-bench" "$work/carapace.sock" "$n") || { cat "$work/carapace.log" >&2; exit 1; }
+car_out+=$'\n'$("$rel/cri-bench" "$work/carapace.sock" "$n" containers "$image") || { cat "$work/carapace.log" >&2; exit 1; }
 car_after=$(rss "$car_pid")
 kill "$car_pid"; wait "$car_pid" 2>/dev/null || true; car_pid=
 
@@ -90,6 +99,8 @@ state = "$work/ctd/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$reg"]
+    endpoint = ["http://$reg"]
 CFG
 containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
 ctd_pid=$!
@@ -99,11 +110,12 @@ ctr --address "$work/containerd.sock" -n k8s.io images import "$work/pause.tar" 
 sleep 1
 ctd_idle=$(rss "$ctd_pid")
 ctd_out=$("$rel/cri-bench" "$work/containerd.sock" "$n") || { cat "$work/containerd.log" >&2; exit 1; }
+ctd_out+=$'\n'$("$rel/cri-bench" "$work/containerd.sock" "$n" containers "$image") || { cat "$work/containerd.log" >&2; exit 1; }
 ctd_after=$(rss "$ctd_pid")
 
-echo "bench-cri: N=$n pods (median / p95 ms; RSS KiB)"
+echo "bench-cri: N=$n pods, N=$n containers, $((n * 5)) execs (median / p95 ms; RSS KiB)"
 printf '%-28s %16s %16s %8s\n' measure carapace containerd ratio
-for m in run_pod_sandbox stop_remove_pod_sandbox; do
+for m in run_pod_sandbox stop_remove_pod_sandbox create_container start_container exec_sync stop_remove_container; do
     for c in 2 3; do
         q=$([ "$c" = 2 ] && echo median || echo p95)
         a=$(field "$car_out" "$m" "$c"); b=$(field "$ctd_out" "$m" "$c")

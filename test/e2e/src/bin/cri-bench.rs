@@ -1,11 +1,15 @@
 //! `cri-bench`: times CRI calls against any CRI socket (Carapace or
 //! containerd), the same requests for both, for hack/bench-cri.sh.
 //!
-//! Usage: cri-bench SOCKET N            (pods)
-//!        cri-bench SOCKET N pull IMAGE (image pulls)
+//! Usage: cri-bench SOCKET N                  (pods)
+//!        cri-bench SOCKET N pull IMAGE       (image pulls)
+//!        cri-bench SOCKET N containers IMAGE (container lifecycle, exec)
 //! Pods: runs N pods one after another; for each, times RunPodSandbox,
 //! then StopPodSandbox + RemovePodSandbox.
 //! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
+//! Containers: IMAGE pulled once; then N times, in a fresh pod (untimed),
+//! a `sleep` container: CreateContainer, StartContainer, 5 ExecSync of
+//! `true` (each timed), StopContainer (timeout 0) + RemoveContainer.
 //! Prints one line per measure: `<name> <median ms> <p95 ms>`.
 
 use std::path::PathBuf;
@@ -93,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
         report("pull_image", times);
         return Ok(());
     }
+    if args.get(3).map(String::as_str) == Some("containers") {
+        let image = args.get(4).context("containers needs an IMAGE")?;
+        return containers(ch, n, image).await;
+    }
     let mut rt = RuntimeServiceClient::new(ch);
     let (mut run, mut teardown) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -120,5 +128,115 @@ async fn main() -> anyhow::Result<()> {
     }
     report("run_pod_sandbox", run);
     report("stop_remove_pod_sandbox", teardown);
+    Ok(())
+}
+
+fn status_err(call: &'static str) -> impl Fn(tonic::Status) -> anyhow::Error {
+    move |s| anyhow::anyhow!("{call}: {:?}: {}", s.code(), s.message())
+}
+
+/// The container lifecycle and ExecSync, timed call by call.
+async fn containers(
+    ch: tonic::transport::Channel,
+    n: usize,
+    image: &str,
+) -> anyhow::Result<()> {
+    let spec = Some(cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    });
+    ImageServiceClient::new(ch.clone())
+        .pull_image(cri::PullImageRequest {
+            image: spec.clone(),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .map_err(status_err("PullImage"))?;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let (mut create, mut start, mut exec, mut teardown) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let pc = pod(i);
+        let pod_id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(status_err("RunPodSandbox"))?
+            .into_inner()
+            .pod_sandbox_id;
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "bench".into(),
+                attempt: 0,
+            }),
+            image: spec.clone(),
+            command: vec!["sleep".into(), "3600".into()],
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pc),
+            })
+            .await
+            .map_err(status_err("CreateContainer"))?
+            .into_inner()
+            .container_id;
+        create.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .map_err(status_err("StartContainer"))?;
+        start.push(t.elapsed().as_secs_f64() * 1e3);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let r = rt
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id.clone(),
+                    cmd: vec!["true".into()],
+                    timeout: 10,
+                })
+                .await
+                .map_err(status_err("ExecSync"))?
+                .into_inner();
+            exec.push(t.elapsed().as_secs_f64() * 1e3);
+            if r.exit_code != 0 {
+                bail!("ExecSync true exited {}", r.exit_code);
+            }
+        }
+        let t = Instant::now();
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .map_err(status_err("StopContainer"))?;
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+            .await
+            .map_err(status_err("RemoveContainer"))?;
+        teardown.push(t.elapsed().as_secs_f64() * 1e3);
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .map_err(status_err("StopPodSandbox"))?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .map_err(status_err("RemovePodSandbox"))?;
+    }
+    report("create_container", create);
+    report("start_container", start);
+    report("exec_sync", exec);
+    report("stop_remove_container", teardown);
     Ok(())
 }
