@@ -17,10 +17,9 @@ use crate::shim_client::{Shim, Stdio};
 use super::registry::Containers;
 use super::{ContainerError, Phase};
 
-/// Most output kept per stream: both together stay under kubelet's 16 MiB
-/// gRPC message limit. Output past it is read and dropped, so the process
-/// never blocks on a full pipe.
-pub const MAX_OUTPUT: usize = 8 << 20;
+/// Most output kept per stream (containerd keeps as much). Output past it
+/// is read and dropped, so the process never blocks on a full pipe.
+pub const MAX_OUTPUT: usize = 16 << 20;
 
 /// Hang guard for output still arriving after the process exited (a
 /// background child holding stdout open) when the request set no timeout.

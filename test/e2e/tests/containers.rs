@@ -485,6 +485,22 @@ async fn exec_sync_runs_as_the_container_and_returns_output_and_code() {
     assert_eq!(r.stdout.len(), want.len());
     assert!(r.stdout == want.as_bytes());
 
+    // Execs in one container run side by side, each with its own output.
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let cmd = format!("sleep 0.3; echo run{i}");
+                exec(&mut rt, &id, &["sh", "-c", &cmd], 10).await
+            })
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let r = run.await.expect("join").expect("concurrent exec");
+        assert_eq!(r.stdout, format!("run{i}\n").into_bytes());
+    }
+
     // The exec shares the container's PID namespace and ends with it.
     let ps = |r: &cri::ExecSyncResponse| -> Vec<String> {
         String::from_utf8_lossy(&r.stdout)
