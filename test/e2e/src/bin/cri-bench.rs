@@ -136,11 +136,7 @@ fn status_err(call: &'static str) -> impl Fn(tonic::Status) -> anyhow::Error {
 }
 
 /// The container lifecycle and ExecSync, timed call by call.
-async fn containers(
-    ch: tonic::transport::Channel,
-    n: usize,
-    image: &str,
-) -> anyhow::Result<()> {
+async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> anyhow::Result<()> {
     let spec = Some(cri::ImageSpec {
         image: image.to_string(),
         ..Default::default()
