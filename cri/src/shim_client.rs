@@ -400,6 +400,28 @@ impl Shim {
         Ok(exit_of(r.exit_status, r.exited_at.as_ref()))
     }
 
+    /// Resizes a process's terminal.
+    pub async fn resize_pty(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ShimError> {
+        let req = api::ResizePtyRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.task
+            .resize_pty(ctx(), &req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("ResizePty", e))
+    }
+
     /// Applies new cgroup limits to the running container (`runtime
     /// update`); `resources` is the OCI LinuxResources as JSON.
     pub async fn update(&self, id: &str, resources: Vec<u8>) -> Result<(), ShimError> {

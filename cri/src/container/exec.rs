@@ -79,44 +79,196 @@ fn process_for_exec(process: &mut serde_json::Value, cmd: &[String], tty: bool) 
     }
 }
 
-/// The FIFOs an exec's output comes through; removed on drop.
-struct Fifos {
-    stdout: PathBuf,
-    stderr: PathBuf,
+/// Which stdio an exec gets, as the CRI Exec request asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecStdio {
+    /// Keep a stdin open for the caller.
+    pub stdin: bool,
+    /// Collect stdout (with a terminal: all output).
+    pub stdout: bool,
+    /// Collect stderr (never with a terminal).
+    pub stderr: bool,
+    /// Run on a terminal.
+    pub tty: bool,
 }
 
-impl Fifos {
-    fn make(dir: &Path, exec_id: &str) -> Result<Fifos, ContainerError> {
-        let f = Fifos {
-            stdout: dir.join(format!("{exec_id}.stdout")),
-            stderr: dir.join(format!("{exec_id}.stderr")),
-        };
-        for p in [&f.stdout, &f.stderr] {
-            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                .map_err(|e| ContainerError::io("mkfifo", p, std::io::Error::from(e)))?;
-        }
-        Ok(f)
-    }
+/// The FIFOs of one exec in its container's bundle; removed on drop.
+#[derive(Debug, Default)]
+struct Fifos(Vec<PathBuf>);
 
-    fn open(p: &Path) -> Result<pipe::Receiver, ContainerError> {
-        pipe::OpenOptions::new()
-            .open_receiver(p)
-            .map_err(|e| ContainerError::io("open", p, e))
+impl Fifos {
+    fn make(&mut self, dir: &Path, name: String) -> Result<PathBuf, ContainerError> {
+        let p = dir.join(name);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| ContainerError::io("mkfifo", &p, std::io::Error::from(e)))?;
+        self.0.push(p.clone());
+        Ok(p)
     }
 }
 
 impl Drop for Fifos {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.stdout);
-        let _ = std::fs::remove_file(&self.stderr);
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
+}
+
+/// A started exec: its stdio ends and its shim. Dropping it leaves the
+/// process running; [`ExecSession::finish`] deletes it from the shim.
+#[derive(Debug)]
+pub struct ExecSession {
+    /// Writes to the process's stdin; dropping it closes stdin.
+    pub stdin: Option<pipe::Sender>,
+    /// The process's stdout (all output with a terminal).
+    pub stdout: Option<pipe::Receiver>,
+    /// The process's stderr.
+    pub stderr: Option<pipe::Receiver>,
+    shim: Shim,
+    container_id: String,
+    exec_id: String,
+    _fifos: Fifos,
+}
+
+impl ExecSession {
+    /// The exec's ID in the shim.
+    pub fn exec_id(&self) -> &str {
+        &self.exec_id
+    }
+
+    /// Waits for the process to exit; its status.
+    pub async fn wait(&self) -> Result<i32, ContainerError> {
+        self.shim
+            .wait(&self.container_id, &self.exec_id)
+            .await
+            .map(|e| e.status as i32)
+            .map_err(|e| ContainerError::from_shim(&self.container_id, e))
+    }
+
+    /// Resizes the exec's terminal.
+    pub async fn resize(&self, width: u32, height: u32) -> Result<(), ContainerError> {
+        self.shim
+            .resize_pty(&self.container_id, &self.exec_id, width, height)
+            .await
+            .map_err(|e| ContainerError::from_shim(&self.container_id, e))
+    }
+
+    /// SIGKILLs the process.
+    pub async fn kill(&self) {
+        let _ = self
+            .shim
+            .kill(&self.container_id, &self.exec_id, 9, false)
+            .await;
+    }
+
+    /// Forgets the (exited) process in the shim.
+    pub async fn finish(&self) {
+        if let Err(e) = self.shim.delete(&self.container_id, &self.exec_id).await {
+            tracing::warn!(container = %self.container_id, exec = %self.exec_id, error = %e, "delete exec");
+        }
+    }
+}
+
+/// Starts `cmd` in running container `id` with the stdio `io` asks for.
+/// The daemon's FIFO ends are open before the shim opens its ends, so
+/// nothing written is lost and stdin does not end early.
+pub async fn start(
+    cs: &Arc<Containers>,
+    id: &str,
+    cmd: &[String],
+    io: ExecStdio,
+) -> Result<ExecSession, ContainerError> {
+    let c = cs.get(id)?;
+    let rec = c.record();
+    if rec.phase != Phase::Running {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "container {} is {:?}, not running",
+            rec.id, rec.phase
+        )));
+    }
+    let process = exec_process(&rec.bundle, cmd, io.tty)?;
+    let random = new_id().map_err(|e| {
+        ContainerError::io(
+            "random",
+            "/dev/urandom",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let exec_id = format!("exec-{}", &random[..24]);
+    let mut fifos = Fifos::default();
+    let mut stdio = Stdio {
+        terminal: io.tty,
+        ..Default::default()
+    };
+    let mut session_stdin = None;
+    if io.stdin {
+        let p = fifos.make(&rec.bundle, format!("{exec_id}.stdin"))?;
+        // Read-write, so opening needs no reader yet; dropping it is the
+        // only writer's close, which the process sees as end of input.
+        session_stdin = Some(
+            pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(&p)
+                .map_err(|e| ContainerError::io("open", &p, e))?,
+        );
+        stdio.stdin = p.to_string_lossy().into_owned();
+    }
+    let mut open_out =
+        |want: bool, name: &str| -> Result<Option<(String, pipe::Receiver)>, ContainerError> {
+            if !want {
+                return Ok(None);
+            }
+            let p = fifos.make(&rec.bundle, format!("{exec_id}.{name}"))?;
+            let rx = pipe::OpenOptions::new()
+                .open_receiver(&p)
+                .map_err(|e| ContainerError::io("open", &p, e))?;
+            Ok(Some((p.to_string_lossy().into_owned(), rx)))
+        };
+    let out = open_out(io.stdout, "stdout")?;
+    let err = open_out(io.stderr && !io.tty, "stderr")?;
+    let (stdout, stderr) = (
+        out.map(|(p, rx)| {
+            stdio.stdout = p;
+            rx
+        }),
+        err.map(|(p, rx)| {
+            stdio.stderr = p;
+            rx
+        }),
+    );
+    let shim = Shim::connect(&rec.shim_address)
+        .await
+        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
+    shim.exec(&rec.id, &exec_id, &stdio, process)
+        .await
+        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
+    if let Err(e) = shim.start(&rec.id, &exec_id).await {
+        let _ = shim.delete(&rec.id, &exec_id).await;
+        return Err(match ContainerError::from_shim(&rec.id, e) {
+            ContainerError::Shim(e) => ContainerError::FailedPrecondition(format!(
+                "exec {:?} in container {}: {e}",
+                cmd[0], rec.id
+            )),
+            other => other,
+        });
+    }
+    Ok(ExecSession {
+        stdin: session_stdin,
+        stdout,
+        stderr,
+        shim,
+        container_id: rec.id,
+        exec_id,
+        _fifos: fifos,
+    })
 }
 
 /// Output collected so far; shared so a drain cut short keeps what came.
 type Collected = Arc<std::sync::Mutex<Vec<u8>>>;
 
 /// Reads a stream to its end, keeping at most [`MAX_OUTPUT`] bytes.
-async fn collect(mut rx: pipe::Receiver, out: Collected) {
+async fn collect(rx: Option<pipe::Receiver>, out: Collected) {
+    let Some(mut rx) = rx else { return };
     let mut buf = vec![0u8; 64 << 10];
     loop {
         match rx.read(&mut buf).await {
@@ -143,75 +295,33 @@ pub async fn exec_sync(
     cmd: &[String],
     timeout: Duration,
 ) -> Result<ExecOutput, ContainerError> {
-    let c = cs.get(id)?;
-    let rec = c.record();
-    if rec.phase != Phase::Running {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
-    let process = exec_process(&rec.bundle, cmd, false)?;
-    let exec_id = format!(
-        "exec-{}",
-        &new_id().map_err(|e| {
-            ContainerError::io(
-                "random",
-                "/dev/urandom",
-                std::io::Error::other(e.to_string()),
-            )
-        })?[..24]
-    );
-    let fifos = Fifos::make(&rec.bundle, &exec_id)?;
-    // Our read ends are open before the shim opens the write ends, so
-    // nothing the process writes can be lost.
-    let out_rx = Fifos::open(&fifos.stdout)?;
-    let err_rx = Fifos::open(&fifos.stderr)?;
-    let shim = Shim::connect(&rec.shim_address)
-        .await
-        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
-    let stdio = Stdio {
-        stdin: String::new(),
-        stdout: fifos.stdout.to_string_lossy().into_owned(),
-        stderr: fifos.stderr.to_string_lossy().into_owned(),
-        terminal: false,
+    let io = ExecStdio {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
     };
-    shim.exec(&rec.id, &exec_id, &stdio, process)
-        .await
-        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
+    let mut session = start(cs, id, cmd, io).await?;
     let started = tokio::time::Instant::now();
-    if let Err(e) = shim.start(&rec.id, &exec_id).await {
-        let _ = shim.delete(&rec.id, &exec_id).await;
-        return Err(match ContainerError::from_shim(&rec.id, e) {
-            ContainerError::Shim(e) => ContainerError::FailedPrecondition(format!(
-                "exec {:?} in container {}: {e}",
-                cmd[0], rec.id
-            )),
-            other => other,
-        });
-    }
     // The shim holds the write ends from here until the output ends.
     let (out_buf, err_buf) = (Collected::default(), Collected::default());
-    let mut stdout = tokio::spawn(collect(out_rx, out_buf.clone()));
-    let mut stderr = tokio::spawn(collect(err_rx, err_buf.clone()));
+    let mut stdout = tokio::spawn(collect(session.stdout.take(), out_buf.clone()));
+    let mut stderr = tokio::spawn(collect(session.stderr.take(), err_buf.clone()));
     let waited = if timeout.is_zero() {
-        Ok(shim.wait(&rec.id, &exec_id).await)
+        Ok(session.wait().await)
     } else {
-        tokio::time::timeout(timeout, shim.wait(&rec.id, &exec_id)).await
+        tokio::time::timeout(timeout, session.wait()).await
     };
     let exit = match waited {
-        Ok(r) => r.map_err(|e| ContainerError::from_shim(&rec.id, e)),
+        Ok(r) => r,
         Err(_) => {
-            tracing::info!(container = %rec.id, exec = %exec_id, ?timeout, "exec timed out; killing it");
-            let _ = shim.kill(&rec.id, &exec_id, 9, false).await;
-            let _ = tokio::time::timeout(DRAIN_GUARD, shim.wait(&rec.id, &exec_id)).await;
-            let _ = shim.delete(&rec.id, &exec_id).await;
+            tracing::info!(container = %id, exec = %session.exec_id, ?timeout, "exec timed out; killing it");
+            session.kill().await;
+            let _ = tokio::time::timeout(DRAIN_GUARD, session.wait()).await;
+            session.finish().await;
             stdout.abort();
             stderr.abort();
             return Err(ContainerError::DeadlineExceeded(format!(
-                "command {:?} in container {} timed out after {}s",
-                cmd,
-                rec.id,
+                "command {cmd:?} in container {id} timed out after {}s",
                 timeout.as_secs()
             )));
         }
@@ -230,18 +340,15 @@ pub async fn exec_sync(
     .await
     .is_err()
     {
-        tracing::warn!(container = %rec.id, exec = %exec_id, "exec output still open after exit; returning what arrived");
+        tracing::warn!(container = %id, exec = %session.exec_id, "exec output still open after exit; returning what arrived");
         stdout.abort();
         stderr.abort();
     }
-    if let Err(e) = shim.delete(&rec.id, &exec_id).await {
-        tracing::warn!(container = %rec.id, exec = %exec_id, error = %e, "delete exec");
-    }
-    let exit = exit?;
+    session.finish().await;
     Ok(ExecOutput {
         stdout: take(&out_buf),
         stderr: take(&err_buf),
-        exit_code: exit.status as i32,
+        exit_code: exit?,
     })
 }
 
