@@ -20,4 +20,5 @@ pub mod server;
 pub mod shim_client;
 pub mod stats;
 pub mod store;
+pub mod streaming;
 pub mod task;
