@@ -81,7 +81,15 @@ pub async fn serve(
     socket: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone()));
+    let address = containers.sandboxes.daemon.config.streaming.address.clone();
+    let streaming = crate::streaming::server::start(&address, containers.clone())
+        .await
+        .map_err(|source| ServerError::Io {
+            what: "bind the streaming server on",
+            path: PathBuf::from(address),
+            source,
+        })?;
+    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone(), streaming));
     let image = ImageServiceServer::new(ImageServiceImpl::new(containers));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))

@@ -145,12 +145,13 @@ impl ExecSession {
             .map_err(|e| ContainerError::from_shim(&self.container_id, e))
     }
 
-    /// Resizes the exec's terminal.
-    pub async fn resize(&self, width: u32, height: u32) -> Result<(), ContainerError> {
-        self.shim
-            .resize_pty(&self.container_id, &self.exec_id, width, height)
-            .await
-            .map_err(|e| ContainerError::from_shim(&self.container_id, e))
+    /// A handle that resizes the exec's terminal from another task.
+    pub fn resizer(&self) -> Resizer {
+        Resizer {
+            shim: self.shim.clone(),
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        }
     }
 
     /// SIGKILLs the process.
@@ -166,6 +167,24 @@ impl ExecSession {
         if let Err(e) = self.shim.delete(&self.container_id, &self.exec_id).await {
             tracing::warn!(container = %self.container_id, exec = %self.exec_id, error = %e, "delete exec");
         }
+    }
+}
+
+/// Resizes one exec's terminal (the client sends sizes while it runs).
+#[derive(Clone, Debug)]
+pub struct Resizer {
+    shim: Shim,
+    container_id: String,
+    exec_id: String,
+}
+
+impl Resizer {
+    /// Sets the terminal to `width` x `height`.
+    pub async fn resize(&self, width: u32, height: u32) -> Result<(), ContainerError> {
+        self.shim
+            .resize_pty(&self.container_id, &self.exec_id, width, height)
+            .await
+            .map_err(|e| ContainerError::from_shim(&self.container_id, e))
     }
 }
 

@@ -6,6 +6,7 @@ mod container_events;
 mod container_stats;
 mod container_status;
 mod create_container;
+mod exec;
 mod exec_sync;
 mod list_pod_sandbox;
 mod pod_sandbox_stats;
@@ -44,16 +45,22 @@ pub struct RuntimeServiceImpl {
     containers: Arc<Containers>,
     /// CPU samples and writable-layer usage kept between stats calls.
     stats: Arc<crate::stats::Sampler>,
+    /// Where Exec/Attach/PortForward URLs point.
+    streaming: Arc<crate::streaming::server::StreamingServer>,
 }
 
 impl RuntimeServiceImpl {
     /// A service over the daemon's shared state, pods and containers.
-    pub fn new(containers: Arc<Containers>) -> Self {
+    pub fn new(
+        containers: Arc<Containers>,
+        streaming: Arc<crate::streaming::server::StreamingServer>,
+    ) -> Self {
         RuntimeServiceImpl {
             daemon: containers.sandboxes.daemon.clone(),
             sandboxes: containers.sandboxes.clone(),
             containers,
             stats: Arc::new(crate::stats::Sampler::new()),
+            streaming,
         }
     }
 }
@@ -224,9 +231,9 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        unimplemented("Exec")
+        exec::handle(&self.containers, &self.streaming, request.into_inner()).map(Response::new)
     }
 
     async fn attach(

@@ -8,13 +8,14 @@
 //! `httpstream/spdy` on top of `moby/spdystream`), and newer ones
 //! optionally WebSocket.
 //!
-//! What is here so far is the protocol layer, [`spdy`]: the SPDY/3.1 frame
-//! and header-block codecs and a session driver that hands the
-//! client-opened streams to a caller. What comes next builds on it: the
-//! HTTP server behind the URLs (the `Upgrade: SPDY/3.1` handshake with
-//! `X-Stream-Protocol-Version` negotiation), the remotecommand
-//! (exec/attach) and portforward stream semantics that connect those
-//! streams to a container's process and network namespace, and the
-//! WebSocket variants.
+//! The layers: [`spdy`], the SPDY/3.1 frame and header-block codecs and a
+//! session driver that hands the client-opened streams to a caller;
+//! [`tokens`], the single-use URLs; [`server`], the HTTP listener behind
+//! them (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
+//! negotiation); [`remotecommand`], what exec streams mean. Still to come:
+//! attach, portforward and the WebSocket variants.
 
+pub mod remotecommand;
+pub mod server;
 pub mod spdy;
+pub mod tokens;

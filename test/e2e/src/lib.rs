@@ -2,6 +2,9 @@
 //! as kubelet does. This crate holds their shared helpers: a daemon in
 //! temporary directories with its own socket, and generated CRI clients.
 
+pub mod spdy_client;
+pub mod workload;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

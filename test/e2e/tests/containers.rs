@@ -6,12 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use carapace_e2e::workload::{create, exec, pull, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
-
-type Rt = RuntimeServiceClient<Channel>;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
 const NONROOT: &str = "127.0.0.1:5000/test/nonroot:latest";
@@ -19,20 +16,6 @@ const NONROOT: &str = "127.0.0.1:5000/test/nonroot:latest";
 fn daemon() -> Daemon {
     require_registry();
     Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[])
-}
-
-async fn pull(d: &Daemon, image: &str) {
-    d.images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
 }
 
 /// A pod with a log directory under the daemon's temp dir.
@@ -72,29 +55,6 @@ fn container(name: &str, image: &str, args: &[&str]) -> cri::ContainerConfig {
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     }
-}
-
-async fn create(
-    rt: &mut Rt,
-    pod: &str,
-    pod_config: &cri::PodSandboxConfig,
-    c: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
-}
-
-async fn start(rt: &mut Rt, id: &str) {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("start");
 }
 
 async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
@@ -427,21 +387,6 @@ async fn running_containers_survive_a_daemon_restart() {
     })
     .await
     .expect("remove pod");
-}
-
-async fn exec(
-    rt: &mut Rt,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<cri::ExecSyncResponse, tonic::Status> {
-    rt.exec_sync(cri::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

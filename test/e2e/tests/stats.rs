@@ -8,31 +8,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use carapace_e2e::workload::{pull, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
-
-type Rt = RuntimeServiceClient<Channel>;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
 
 /// What the busy container writes to its writable layer.
 const WRITTEN: u64 = 20 << 20;
-
-async fn pull(d: &Daemon, image: &str) {
-    d.images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
-}
 
 async fn run_pod(rt: &mut Rt, config: cri::PodSandboxConfig) -> String {
     rt.run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -78,14 +61,6 @@ async fn create(
     .expect("create container")
     .into_inner()
     .container_id
-}
-
-async fn start(rt: &mut Rt, id: &str) {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("start");
 }
 
 async fn container_stats(rt: &mut Rt, id: &str) -> cri::ContainerStats {

@@ -1,0 +1,329 @@
+//! Kubernetes' remote-command protocol over SPDY (what `kubectl exec`,
+//! `crictl exec` and kubelet's proxy speak): the client opens one stream
+//! per channel — `error`, and `stdin`, `stdout`, `stderr`, `resize` as the
+//! request asks — tagged by a `streamType` header; the server pumps them
+//! to and from the process and, when it ends, writes how it ended on the
+//! error stream (protocol v4: a metav1.Status with the exit code; older
+//! protocols: a text message only on failure), then closes everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::container::exec::{self, ExecSession, ExecStdio};
+use crate::container::Containers;
+
+use super::spdy::{Session, SpdyStream, StreamReader, StreamWriter};
+
+/// The remote-command protocols served, newest first (client order wins
+/// when negotiating, as in Kubernetes' httpstream).
+pub const PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+
+/// How long the client has to open its streams (kubelet's default).
+const STREAM_CREATION: Duration = Duration::from_secs(30);
+
+/// Hang guard for output still arriving after the process exited.
+const DRAIN_GUARD: Duration = Duration::from_secs(10);
+
+/// The channels a request uses and the streams the client opened.
+#[derive(Default)]
+struct Streams {
+    error: Option<SpdyStream>,
+    stdin: Option<SpdyStream>,
+    stdout: Option<SpdyStream>,
+    stderr: Option<SpdyStream>,
+    resize: Option<SpdyStream>,
+}
+
+/// The first protocol in the client's list that is served; None when
+/// there is no overlap. A client that offers none gets the oldest
+/// (`channel.k8s.io`), as Kubernetes treats it.
+pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
+    let offered: Vec<&str> = offered
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Some("channel.k8s.io");
+    }
+    offered
+        .iter()
+        .find_map(|o| PROTOCOLS.iter().find(|p| *p == o).copied())
+}
+
+/// The metav1.Status v4 writes on the error stream for an exit code.
+pub fn exit_status_json(code: i32) -> String {
+    if code == 0 {
+        return r#"{"metadata":{},"status":"Success"}"#.to_string();
+    }
+    serde_json::json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: exit status {code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+    .to_string()
+}
+
+/// The metav1.Status v4 writes for a failure that is not an exit code.
+pub fn error_status_json(message: &str) -> String {
+    serde_json::json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "InternalError",
+        "code": 500,
+    })
+    .to_string()
+}
+
+/// Which process an exec/attach stream session drives.
+pub struct Target {
+    /// The container.
+    pub container_id: String,
+    /// The command (exec).
+    pub cmd: Vec<String>,
+    /// The stdio asked for.
+    pub io: ExecStdio,
+}
+
+/// Serves one remote-command session: accepts the streams, runs the
+/// command, pumps its stdio, reports how it ended.
+pub async fn serve_exec(
+    mut session: Session,
+    protocol: &'static str,
+    cs: Arc<Containers>,
+    target: Target,
+) {
+    let streams = match accept_streams(&mut session, &target.io, protocol).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(container = %target.container_id, error = %e, "exec streams");
+            session.close();
+            return;
+        }
+    };
+    let v4 = protocol == PROTOCOLS[0];
+    let mut error = streams.error;
+    let result = match exec::start(&cs, &target.container_id, &target.cmd, target.io).await {
+        Ok(mut proc) => {
+            let code = pump(
+                &mut proc,
+                streams.stdin,
+                streams.stdout,
+                streams.stderr,
+                streams.resize,
+            )
+            .await;
+            proc.finish().await;
+            code.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Some(err) = error.as_mut() {
+        let msg = match (&result, v4) {
+            (Ok(code), true) => Some(exit_status_json(*code)),
+            (Err(m), true) => Some(error_status_json(m)),
+            (Ok(0), false) => None,
+            (Ok(code), false) => Some(format!(
+                "command terminated with non-zero exit code: exit status {code}"
+            )),
+            (Err(m), false) => Some(m.clone()),
+        };
+        if let Some(m) = msg {
+            let _ = err.send(Bytes::from(m)).await;
+        }
+        let _ = err.finish();
+    }
+    tracing::info!(container = %target.container_id, result = ?result, "exec stream ended");
+    session.close();
+    let _ = session.wait().await;
+}
+
+/// Waits for the streams the request needs (the error stream always).
+async fn accept_streams(
+    session: &mut Session,
+    io: &ExecStdio,
+    protocol: &str,
+) -> Result<Streams, String> {
+    let resize_wanted = io.tty && protocol != "channel.k8s.io" && protocol != "v2.channel.k8s.io";
+    let want = |s: &Streams| {
+        s.error.is_some()
+            && (!io.stdin || s.stdin.is_some())
+            && (!io.stdout || s.stdout.is_some())
+            && (!io.stderr || io.tty || s.stderr.is_some())
+            && (!resize_wanted || s.resize.is_some())
+    };
+    let mut s = Streams::default();
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION;
+    while !want(&s) {
+        let stream = tokio::time::timeout_at(deadline, session.accept())
+            .await
+            .map_err(|_| "timed out waiting for the client's streams".to_string())?
+            .ok_or_else(|| "client left before opening its streams".to_string())?;
+        let kind = stream.headers().get("streamType").unwrap_or("").to_string();
+        let slot = match kind.as_str() {
+            "error" => &mut s.error,
+            "stdin" => &mut s.stdin,
+            "stdout" => &mut s.stdout,
+            "stderr" => &mut s.stderr,
+            "resize" => &mut s.resize,
+            other => return Err(format!("unexpected stream type {other:?}")),
+        };
+        *slot = Some(stream);
+    }
+    Ok(s)
+}
+
+async fn copy_in(mut from: StreamReader, mut to: pipe::Sender) {
+    while let Ok(Some(data)) = from.recv().await {
+        if to.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    // End of the client's stdin: dropping `to` closes the process's.
+}
+
+async fn copy_out(mut from: pipe::Receiver, mut to: StreamWriter) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.finish();
+}
+
+/// Terminal sizes as the client sends them: JSON objects, back to back.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Size {
+    width: u32,
+    height: u32,
+}
+
+/// Splits the complete JSON sizes off the front of `buf`.
+fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Size>();
+    let mut used = 0;
+    while let Some(Ok(s)) = it.next() {
+        used = it.byte_offset();
+        out.push((s.width, s.height));
+    }
+    buf.drain(..used);
+    out
+}
+
+async fn pump(
+    proc: &mut ExecSession,
+    stdin: Option<SpdyStream>,
+    stdout: Option<SpdyStream>,
+    stderr: Option<SpdyStream>,
+    resize: Option<SpdyStream>,
+) -> Result<i32, crate::container::ContainerError> {
+    let mut tasks = Vec::new();
+    if let (Some(s), Some(tx)) = (stdin, proc.stdin.take()) {
+        let (_, reader, _) = s.into_parts();
+        tokio::spawn(copy_in(reader, tx));
+    }
+    for (s, rx) in [(stdout, proc.stdout.take()), (stderr, proc.stderr.take())] {
+        match (s, rx) {
+            (Some(s), Some(rx)) => {
+                let (_, _, writer) = s.into_parts();
+                tasks.push(tokio::spawn(copy_out(rx, writer)));
+            }
+            (Some(mut s), None) => {
+                let _ = s.finish();
+            }
+            _ => {}
+        }
+    }
+    let resizer = resize.map(|s| {
+        let (_, mut reader, _) = s.into_parts();
+        let r = proc.resizer();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Ok(Some(data)) = reader.recv().await {
+                buf.extend_from_slice(&data);
+                for (w, h) in take_sizes(&mut buf) {
+                    if let Err(e) = r.resize(w, h).await {
+                        tracing::debug!(error = %e, "resize exec terminal");
+                    }
+                }
+            }
+        })
+    });
+    let code = proc.wait().await;
+    if let Some(r) = resizer {
+        r.abort();
+    }
+    let drain = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_GUARD, drain).await.is_err() {
+        tracing::warn!("exec output still open after exit; closing the streams");
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_order_wins_among_served_protocols() {
+        assert_eq!(
+            negotiate(["v4.channel.k8s.io", "v3.channel.k8s.io"]),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(["v5.channel.k8s.io", "v2.channel.k8s.io"]),
+            Some("v2.channel.k8s.io")
+        );
+        assert_eq!(
+            negotiate(["v3.channel.k8s.io, v4.channel.k8s.io"]),
+            Some("v3.channel.k8s.io")
+        );
+        assert_eq!(negotiate(["portforward.k8s.io"]), None);
+        assert_eq!(negotiate([]), Some("channel.k8s.io"));
+    }
+
+    #[test]
+    fn exit_codes_become_kubernetes_statuses() {
+        let ok: serde_json::Value = serde_json::from_str(&exit_status_json(0)).expect("json");
+        assert_eq!(ok["status"], "Success");
+        let bad: serde_json::Value = serde_json::from_str(&exit_status_json(3)).expect("json");
+        assert_eq!(bad["status"], "Failure");
+        assert_eq!(bad["reason"], "NonZeroExitCode");
+        assert_eq!(bad["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(bad["details"]["causes"][0]["message"], "3");
+    }
+
+    #[test]
+    fn sizes_are_split_off_as_they_complete() {
+        let mut buf = br#"{"Width":80,"Height":24}{"Width":100,"He"#.to_vec();
+        assert_eq!(take_sizes(&mut buf), vec![(80, 24)]);
+        buf.extend_from_slice(br#"ight":30}"#);
+        assert_eq!(take_sizes(&mut buf), vec![(100, 30)]);
+        assert!(buf.is_empty());
+    }
+}

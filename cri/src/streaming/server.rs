@@ -1,0 +1,183 @@
+//! The streaming server: an HTTP/1.1 listener (default 127.0.0.1, a free
+//! port) whose URLs the Exec/Attach/PortForward calls hand out. A request
+//! to `/exec/<token>` with a valid token and `Upgrade: SPDY/3.1` is
+//! switched to SPDY with the negotiated remote-command protocol and served;
+//! a used, expired or unknown token gets 404, as kubelet's server answers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::container::exec::ExecStdio;
+use crate::container::Containers;
+
+use super::remotecommand::{self, Target};
+use super::spdy::{self, Session, SessionConfig};
+use super::tokens::{Pending, Tokens};
+
+/// The running server: where it listens and the tokens it honours.
+#[derive(Debug)]
+pub struct StreamingServer {
+    addr: SocketAddr,
+    tokens: Tokens,
+}
+
+impl StreamingServer {
+    /// The URL a client streams `p` at (valid once, for a minute).
+    pub fn url_for(&self, p: Pending) -> std::io::Result<String> {
+        let kind = p.kind();
+        let token = self.tokens.insert(p)?;
+        Ok(format!("http://{}/{kind}/{token}", self.addr))
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Binds `address` and serves in the background.
+pub async fn start(address: &str, cs: Arc<Containers>) -> std::io::Result<Arc<StreamingServer>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let server = Arc::new(StreamingServer {
+        addr: listener.local_addr()?,
+        tokens: Tokens::default(),
+    });
+    tracing::info!(address = %server.addr, "streaming server listening");
+    let srv = server.clone();
+    tokio::spawn(async move {
+        loop {
+            let (conn, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "streaming accept");
+                    continue;
+                }
+            };
+            let (srv, cs) = (srv.clone(), cs.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let (srv, cs) = (srv.clone(), cs.clone());
+                    async move { Ok::<_, Infallible>(route(&srv, cs, req)) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(conn), svc)
+                    .with_upgrades()
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "streaming connection");
+                }
+            });
+        }
+    });
+    Ok(server)
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
+/// Whether the request asks to switch to SPDY/3.1.
+fn wants_spdy(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(spdy::UPGRADE_PROTOCOL))
+}
+
+fn route(
+    srv: &StreamingServer,
+    cs: Arc<Containers>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let mut parts = req.uri().path().trim_start_matches('/').splitn(2, '/');
+    let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let Some(pending) = srv.tokens.take(token) else {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired streaming URL");
+    };
+    if pending.kind() != kind {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired streaming URL");
+    }
+    let target = match pending {
+        Pending::Exec(e) => Target {
+            container_id: e.container_id,
+            cmd: e.cmd,
+            io: ExecStdio {
+                stdin: e.stdin,
+                stdout: e.stdout,
+                stderr: e.stderr,
+                tty: e.tty,
+            },
+        },
+        Pending::Attach(_) | Pending::PortForward(_) => {
+            return plain(StatusCode::NOT_IMPLEMENTED, "not served yet");
+        }
+    };
+    if !wants_spdy(&req) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "this server streams over SPDY/3.1 only (WebSocket is not served yet)",
+        );
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("X-Stream-Protocol-Version")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let Some(protocol) = remotecommand::negotiate(offered.iter().map(String::as_str)) else {
+        let mut r = plain(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "no common remote-command protocol; served: {}",
+                remotecommand::PROTOCOLS.join(", ")
+            ),
+        );
+        for p in remotecommand::PROTOCOLS {
+            r.headers_mut().append(
+                "X-Supported-Stream-Protocol-Versions",
+                hyper::header::HeaderValue::from_static(p),
+            );
+        }
+        return r;
+    };
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming upgrade");
+                return;
+            }
+        };
+        match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
+            Ok(session) => remotecommand::serve_exec(session, protocol, cs, target).await,
+            Err(e) => tracing::warn!(error = %e, "start SPDY session"),
+        }
+    });
+    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+    *r.body_mut() = Full::new(Bytes::new());
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(spdy::UPGRADE_PROTOCOL),
+    );
+    h.insert(
+        "X-Stream-Protocol-Version",
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    r
+}

@@ -1,0 +1,191 @@
+//! Streaming Exec end to end: the CRI Exec call hands out a URL on the
+//! daemon's streaming server, and a SPDY/3.1 remote-command client (as
+//! kubectl and crictl speak it) runs a command there — stdin in, stdout
+//! and stderr out, the exit code on the error channel, terminal resizes;
+//! URLs are single-use; bad requests get clear statuses.
+
+use carapace_e2e::spdy_client;
+use carapace_e2e::workload::{create, pull, start, Rt};
+use carapace_e2e::{pod_config, require_registry, Daemon};
+use k8s_cri::v1 as cri;
+
+const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+
+/// A daemon with a running `sleep` container: (daemon, client, container).
+async fn running_container() -> (Daemon, Rt, String) {
+    require_registry();
+    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pc = pod_config("streaming");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let cfg = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    };
+    let id = create(&mut rt, &pod, &pc, cfg).await.expect("create");
+    start(&mut rt, &id).await;
+    (d, rt, id)
+}
+
+fn request(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn url(rt: &mut Rt, req: cri::ExecRequest) -> Result<String, tonic::Status> {
+    rt.exec(req).await.map(|r| r.into_inner().url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_stdio_and_the_exit_code_over_spdy() {
+    let (_d, mut rt, id) = running_container().await;
+    let script = "cat; echo err >&2; exit 5";
+    let u = url(&mut rt, request(&id, &["sh", "-c", script], true, false))
+        .await
+        .expect("exec url");
+    assert!(u.starts_with("http://127.0.0.1:"), "{u}");
+    let out = spdy_client::exec(
+        &u,
+        &["v4.channel.k8s.io", "v3.channel.k8s.io"],
+        &["error", "stdin", "stdout", "stderr"],
+        b"piped in\n",
+        None,
+    )
+    .await
+    .expect("stream");
+    assert_eq!(out.http_status, 101);
+    assert_eq!(out.protocol, "v4.channel.k8s.io");
+    assert_eq!(out.text("stdout"), "piped in\n");
+    assert_eq!(out.text("stderr"), "err\n");
+    let status: serde_json::Value =
+        serde_json::from_str(&out.text("error")).expect("a Status on the error channel");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "5");
+
+    // A URL works once.
+    let again = spdy_client::exec(&u, &["v4.channel.k8s.io"], &["error", "stdout"], b"", None)
+        .await
+        .expect("second try");
+    assert_eq!(again.http_status, 404);
+
+    // Success on v4 is a Success status; on v2 it is an empty error channel.
+    let u = url(&mut rt, request(&id, &["echo", "fine"], false, false))
+        .await
+        .expect("exec url");
+    let out = spdy_client::exec(
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdout", "stderr"],
+        b"",
+        None,
+    )
+    .await
+    .expect("stream");
+    assert_eq!(out.text("stdout"), "fine\n");
+    let status: serde_json::Value = serde_json::from_str(&out.text("error")).expect("status");
+    assert_eq!(status["status"], "Success");
+    let u = url(&mut rt, request(&id, &["echo", "old"], false, false))
+        .await
+        .expect("exec url");
+    let out = spdy_client::exec(
+        &u,
+        &["v2.channel.k8s.io"],
+        &["error", "stdout", "stderr"],
+        b"",
+        None,
+    )
+    .await
+    .expect("stream");
+    assert_eq!(out.protocol, "v2.channel.k8s.io");
+    assert_eq!(out.text("stdout"), "old\n");
+    assert_eq!(out.text("error"), "");
+
+    // No common protocol: refused before anything runs.
+    let u = url(&mut rt, request(&id, &["true"], false, false))
+        .await
+        .expect("exec url");
+    let out = spdy_client::exec(&u, &["v9.channel.k8s.io"], &["error"], b"", None)
+        .await
+        .expect("handshake");
+    assert_eq!(out.http_status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_exec_gets_a_terminal_and_its_size() {
+    let (_d, mut rt, id) = running_container().await;
+    let u = url(
+        &mut rt,
+        request(&id, &["sh", "-c", "sleep 0.5; stty size; tty"], true, true),
+    )
+    .await
+    .expect("exec url");
+    let out = spdy_client::exec(
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdin", "stdout", "resize"],
+        b"",
+        Some((100, 30)),
+    )
+    .await
+    .expect("stream");
+    let text = out.text("stdout");
+    assert!(text.contains("30 100"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exec_requests_get_clear_statuses() {
+    let (_d, mut rt, id) = running_container().await;
+    let mut r = request(&id, &["true"], false, true);
+    r.stderr = true;
+    let e = url(&mut rt, r).await.expect_err("tty and stderr");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let mut r = request(&id, &["true"], false, false);
+    r.stdout = false;
+    r.stderr = false;
+    let e = url(&mut rt, r).await.expect_err("no stdio");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = url(&mut rt, request(&id, &[], false, false))
+        .await
+        .expect_err("no command");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = url(&mut rt, request("feedface", &["true"], false, false))
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let e = url(&mut rt, request(&id, &["true"], false, false))
+        .await
+        .expect_err("exited");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}
