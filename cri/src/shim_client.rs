@@ -13,7 +13,7 @@ use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim_async::{Client, TaskClient};
 use containerd_shim_protos::ttrpc;
 
-use carapace_shim::proto::io::ReopenLogRequest;
+use carapace_shim::proto::io::{AttachInput, AttachOutput, ReopenLogRequest};
 use carapace_shim::proto::io_ttrpc::IoClient;
 
 /// The containerd namespace the daemon's shims run in (as containerd's CRI
@@ -453,6 +453,34 @@ impl Shim {
             .await
             .map(|_| ())
             .map_err(|e| call_err("ReopenLog", e))
+    }
+
+    /// Attaches to a process's live stdio (our `carapace.shim.v1.Io`):
+    /// the stream carries stdin, stdin close and resizes in, output out.
+    pub async fn attach(
+        &self,
+        id: &str,
+        exec_id: &str,
+        streams: (bool, bool, bool),
+    ) -> Result<ttrpc::r#async::ClientStream<AttachInput, AttachOutput>, ShimError> {
+        let stream = self
+            .io
+            .attach(ttrpc::context::Context::default())
+            .await
+            .map_err(|e| call_err("Attach", e))?;
+        let first = AttachInput {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: streams.0,
+            stdout: streams.1,
+            stderr: streams.2,
+            ..Default::default()
+        };
+        stream
+            .send(&first)
+            .await
+            .map_err(|e| call_err("Attach", e))?;
+        Ok(stream)
     }
 
     /// Asks the shim to exit (it does once it holds no process).

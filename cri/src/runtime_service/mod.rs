@@ -2,6 +2,7 @@
 //! validates, translates and calls the domain modules. Calls not built yet
 //! answer `Unimplemented`, never a fake success.
 
+mod attach;
 mod container_events;
 mod container_stats;
 mod container_status;
@@ -238,9 +239,9 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        unimplemented("Attach")
+        attach::handle(&self.containers, &self.streaming, request.into_inner()).map(Response::new)
     }
 
     async fn port_forward(

@@ -12,9 +12,11 @@
 //! session driver that hands the client-opened streams to a caller;
 //! [`tokens`], the single-use URLs; [`server`], the HTTP listener behind
 //! them (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
-//! negotiation); [`remotecommand`], what exec streams mean. Still to come:
-//! attach, portforward and the WebSocket variants.
+//! negotiation); [`remotecommand`], what exec and attach streams mean, and
+//! [`attach`], the container's own stdio through its shim. Still to come:
+//! portforward and the WebSocket variants.
 
+pub mod attach;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;

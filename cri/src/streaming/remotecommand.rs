@@ -88,48 +88,91 @@ pub fn error_status_json(message: &str) -> String {
     .to_string()
 }
 
-/// Which process an exec/attach stream session drives.
-pub struct Target {
-    /// The container.
-    pub container_id: String,
-    /// The command (exec).
-    pub cmd: Vec<String>,
-    /// The stdio asked for.
-    pub io: ExecStdio,
+/// What a remote-command session drives.
+pub enum Job {
+    /// A new process in the container (Exec).
+    Exec {
+        /// The container.
+        container_id: String,
+        /// The command.
+        cmd: Vec<String>,
+        /// The stdio asked for.
+        io: ExecStdio,
+    },
+    /// The container's own process (Attach).
+    Attach {
+        /// The container.
+        container_id: String,
+        /// The stdio asked for.
+        io: ExecStdio,
+        /// Whether the container's stdin closes when this client's does.
+        stdin_once: bool,
+    },
 }
 
-/// Serves one remote-command session: accepts the streams, runs the
-/// command, pumps its stdio, reports how it ended.
-pub async fn serve_exec(
-    mut session: Session,
-    protocol: &'static str,
-    cs: Arc<Containers>,
-    target: Target,
-) {
-    let streams = match accept_streams(&mut session, &target.io, protocol).await {
+impl Job {
+    fn container_id(&self) -> &str {
+        match self {
+            Job::Exec { container_id, .. } | Job::Attach { container_id, .. } => container_id,
+        }
+    }
+
+    fn io(&self) -> &ExecStdio {
+        match self {
+            Job::Exec { io, .. } | Job::Attach { io, .. } => io,
+        }
+    }
+}
+
+/// Serves one remote-command session: accepts the streams, runs or
+/// attaches to the process, pumps its stdio, reports how it ended.
+pub async fn serve(mut session: Session, protocol: &'static str, cs: Arc<Containers>, job: Job) {
+    let streams = match accept_streams(&mut session, job.io(), protocol).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(container = %target.container_id, error = %e, "exec streams");
+            tracing::warn!(container = %job.container_id(), error = %e, "streams");
             session.close();
             return;
         }
     };
     let v4 = protocol == PROTOCOLS[0];
-    let mut error = streams.error;
-    let result = match exec::start(&cs, &target.container_id, &target.cmd, target.io).await {
-        Ok(mut proc) => {
-            let code = pump(
-                &mut proc,
-                streams.stdin,
-                streams.stdout,
-                streams.stderr,
-                streams.resize,
-            )
-            .await;
-            proc.finish().await;
-            code.map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e.to_string()),
+    let Streams {
+        mut error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    } = streams;
+    let result = match &job {
+        Job::Exec {
+            container_id,
+            cmd,
+            io,
+        } => match exec::start(&cs, container_id, cmd, *io).await {
+            Ok(mut proc) => {
+                let code = pump(&mut proc, stdin, stdout, stderr, resize).await;
+                proc.finish().await;
+                code.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Job::Attach {
+            container_id,
+            io,
+            stdin_once,
+        } => super::attach::run(
+            &cs,
+            container_id,
+            *io,
+            *stdin_once,
+            stdin,
+            stdout,
+            stderr,
+            resize,
+        )
+        .await
+        .map(|()| 0)
+        .map_err(|e| e.to_string()),
     };
     if let Some(err) = error.as_mut() {
         let msg = match (&result, v4) {
@@ -146,7 +189,7 @@ pub async fn serve_exec(
         }
         let _ = err.finish();
     }
-    tracing::info!(container = %target.container_id, result = ?result, "exec stream ended");
+    tracing::info!(container = %job.container_id(), result = ?result, "stream session ended");
     session.close();
     let _ = session.wait().await;
 }
@@ -219,7 +262,7 @@ struct Size {
 }
 
 /// Splits the complete JSON sizes off the front of `buf`.
-fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
+pub(super) fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Size>();
     let mut used = 0;

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::container::exec::ExecStdio;
 use crate::container::Containers;
 
-use super::remotecommand::{self, Target};
+use super::remotecommand::{self, Job};
 use super::spdy::{self, Session, SessionConfig};
 use super::tokens::{Pending, Tokens};
 
@@ -108,8 +108,8 @@ fn route(
     if pending.kind() != kind {
         return plain(StatusCode::NOT_FOUND, "unknown or expired streaming URL");
     }
-    let target = match pending {
-        Pending::Exec(e) => Target {
+    let job = match pending {
+        Pending::Exec(e) => Job::Exec {
             container_id: e.container_id,
             cmd: e.cmd,
             io: ExecStdio {
@@ -119,7 +119,23 @@ fn route(
                 tty: e.tty,
             },
         },
-        Pending::Attach(_) | Pending::PortForward(_) => {
+        Pending::Attach(a) => {
+            let stdin_once = cs
+                .get(&a.container_id)
+                .map(|c| c.record().config.stdin_once)
+                .unwrap_or(false);
+            Job::Attach {
+                container_id: a.container_id,
+                io: ExecStdio {
+                    stdin: a.stdin,
+                    stdout: a.stdout,
+                    stderr: a.stderr,
+                    tty: a.tty,
+                },
+                stdin_once,
+            }
+        }
+        Pending::PortForward(_) => {
             return plain(StatusCode::NOT_IMPLEMENTED, "not served yet");
         }
     };
@@ -160,7 +176,7 @@ fn route(
             }
         };
         match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
-            Ok(session) => remotecommand::serve_exec(session, protocol, cs, target).await,
+            Ok(session) => remotecommand::serve(session, protocol, cs, job).await,
             Err(e) => tracing::warn!(error = %e, "start SPDY session"),
         }
     });

@@ -2,7 +2,8 @@
 //! daemon's streaming server, and a SPDY/3.1 remote-command client (as
 //! kubectl and crictl speak it) runs a command there — stdin in, stdout
 //! and stderr out, the exit code on the error channel, terminal resizes;
-//! URLs are single-use; bad requests get clear statuses.
+//! URLs are single-use; bad requests get clear statuses. Attach joins the
+//! container's own stdio the same way.
 
 use carapace_e2e::spdy_client;
 use carapace_e2e::workload::{create, pull, start, Rt};
@@ -13,6 +14,11 @@ const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
 
 /// A daemon with a running `sleep` container: (daemon, client, container).
 async fn running_container() -> (Daemon, Rt, String) {
+    running(|_| {}).await
+}
+
+/// A daemon with a running container as `adjust` makes it.
+async fn running(adjust: impl FnOnce(&mut cri::ContainerConfig)) -> (Daemon, Rt, String) {
     require_registry();
     let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
     pull(&d, BUSYBOX).await;
@@ -40,6 +46,8 @@ async fn running_container() -> (Daemon, Rt, String) {
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     };
+    let mut cfg = cfg;
+    adjust(&mut cfg);
     let id = create(&mut rt, &pod, &pc, cfg).await.expect("create");
     start(&mut rt, &id).await;
     (d, rt, id)
@@ -188,4 +196,56 @@ async fn bad_exec_requests_get_clear_statuses() {
         .await
         .expect_err("exited");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_joins_the_containers_own_stdio() {
+    let script = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
+    let (_d, mut rt, id) = running(|c| {
+        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.stdin = true;
+        c.stdin_once = true;
+    })
+    .await;
+    let u = rt
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("attach url")
+        .into_inner()
+        .url;
+    assert!(u.contains("/attach/"), "{u}");
+    let out = spdy_client::exec(
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdin", "stdout", "stderr"],
+        b"one\ntwo\n",
+        None,
+    )
+    .await
+    .expect("stream");
+    // stdin_once: the client's end of input is the container's.
+    assert_eq!(out.text("stdout"), "got:one\ngot:two\nbye\n");
+    assert_eq!(out.text("stderr"), "err:one\nerr:two\n");
+    let status: serde_json::Value = serde_json::from_str(&out.text("error")).expect("status");
+    assert_eq!(status["status"], "Success");
+
+    // A container made without stdin cannot be given one.
+    let (_d2, mut rt2, plain) = running_container().await;
+    let e = rt2
+        .attach(cri::AttachRequest {
+            container_id: plain,
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect_err("no stdin");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }

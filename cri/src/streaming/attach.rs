@@ -1,0 +1,127 @@
+//! Attach over a remote-command session: the container's own process's
+//! live output to the client's stdout/stderr channels, the client's stdin
+//! and terminal sizes to it, through the shim's `carapace.shim.v1.Io`
+//! Attach stream. Output is what the process writes from now on (the past
+//! is in the CRI log); closing the client's stdin closes the container's
+//! only for a `stdin_once` container, as kubelet expects.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use carapace_shim::proto::io::{attach_output, AttachInput};
+
+use crate::container::exec::ExecStdio;
+use crate::container::{ContainerError, Containers, Phase};
+use crate::shim_client::Shim;
+
+use super::remotecommand::take_sizes;
+use super::spdy::SpdyStream;
+
+/// Pumps one attach session until the process's output ends or the client
+/// goes away.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cs: &Arc<Containers>,
+    id: &str,
+    io: ExecStdio,
+    stdin_once: bool,
+    stdin: Option<SpdyStream>,
+    stdout: Option<SpdyStream>,
+    stderr: Option<SpdyStream>,
+    resize: Option<SpdyStream>,
+) -> Result<(), ContainerError> {
+    let rec = cs.get(id)?.record();
+    if rec.phase != Phase::Running {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "container {} is {:?}, not running",
+            rec.id, rec.phase
+        )));
+    }
+    let shim = Shim::connect(&rec.shim_address)
+        .await
+        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
+    let stream = shim
+        .attach(&rec.id, "", (io.stdin, io.stdout, io.stderr && !io.tty))
+        .await
+        .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
+    let (tx, mut rx) = stream.split();
+    let mut inputs = Vec::new();
+    if let Some(s) = stdin {
+        let (_, mut reader, _) = s.into_parts();
+        let tx = tx.clone();
+        inputs.push(tokio::spawn(async move {
+            while let Ok(Some(data)) = reader.recv().await {
+                let m = AttachInput {
+                    stdin_data: data.to_vec(),
+                    ..Default::default()
+                };
+                if tx.send(&m).await.is_err() {
+                    return;
+                }
+            }
+            if stdin_once {
+                let m = AttachInput {
+                    close_stdin: true,
+                    ..Default::default()
+                };
+                let _ = tx.send(&m).await;
+            }
+        }));
+    }
+    if let Some(s) = resize {
+        let (_, mut reader, _) = s.into_parts();
+        let tx = tx.clone();
+        inputs.push(tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Ok(Some(data)) = reader.recv().await {
+                buf.extend_from_slice(&data);
+                for (width, height) in take_sizes(&mut buf) {
+                    let m = AttachInput {
+                        width,
+                        height,
+                        ..Default::default()
+                    };
+                    if tx.send(&m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let mut out = stdout.map(|s| s.into_parts().2);
+    let mut err = stderr.map(|s| s.into_parts().2);
+    if out.is_none() && err.is_none() {
+        // Input only: the session lasts as long as the client's stdin.
+        if let Some(first) = inputs.first_mut() {
+            let _ = first.await;
+        }
+    } else {
+        // Output ends with the process (the shim closes the stream).
+        loop {
+            let chunk = match rx.recv().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(container = %rec.id, error = %e, "attach output ended");
+                    break;
+                }
+            };
+            let to = match chunk.stream.enum_value_or_default() {
+                attach_output::Stream::STDERR => err.as_mut().or(out.as_mut()),
+                attach_output::Stream::STDOUT => out.as_mut(),
+            };
+            if let Some(w) = to {
+                if w.send(Bytes::from(chunk.data)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for w in [out.as_mut(), err.as_mut()].into_iter().flatten() {
+        let _ = w.finish();
+    }
+    for t in inputs {
+        t.abort();
+    }
+    let _ = tx.close_send().await;
+    Ok(())
+}
