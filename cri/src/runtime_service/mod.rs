@@ -12,6 +12,7 @@ mod exec_sync;
 mod list_pod_sandbox;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
+mod port_forward;
 mod remove_container;
 mod remove_pod_sandbox;
 mod reopen_container_log;
@@ -246,9 +247,10 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        port_forward::handle(&self.containers, &self.streaming, request.into_inner())
+            .map(Response::new)
     }
 
     async fn container_stats(

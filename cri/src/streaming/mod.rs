@@ -13,10 +13,11 @@
 //! [`tokens`], the single-use URLs; [`server`], the HTTP listener behind
 //! them (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
 //! negotiation); [`remotecommand`], what exec and attach streams mean, and
-//! [`attach`], the container's own stdio through its shim. Still to come:
-//! portforward and the WebSocket variants.
+//! [`attach`], the container's own stdio through its shim; [`portforward`],
+//! connections to a pod's ports. Still to come: the WebSocket variants.
 
 pub mod attach;
+pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;

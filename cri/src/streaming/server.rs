@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use crate::container::exec::ExecStdio;
 use crate::container::Containers;
 
+use super::portforward;
 use super::remotecommand::{self, Job};
 use super::spdy::{self, Session, SessionConfig};
 use super::tokens::{Pending, Tokens};
@@ -95,6 +96,72 @@ fn wants_spdy(req: &Request<Incoming>) -> bool {
         .any(|v| v.trim().eq_ignore_ascii_case(spdy::UPGRADE_PROTOCOL))
 }
 
+/// The 101 answer that switches to SPDY with `protocol`.
+fn switching(protocol: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(spdy::UPGRADE_PROTOCOL),
+    );
+    h.insert(
+        "X-Stream-Protocol-Version",
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    r
+}
+
+/// The protocol versions the client offers.
+fn offered(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all("X-Stream-Protocol-Version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn upgrade_port_forward(
+    req: Request<Incoming>,
+    cs: Arc<Containers>,
+    pod_id: String,
+) -> Response<Full<Bytes>> {
+    if !wants_spdy(&req) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "this server streams over SPDY/3.1 only (WebSocket is not served yet)",
+        );
+    }
+    let offers = offered(&req);
+    if !offers.is_empty() && !offers.iter().any(|o| o == portforward::PROTOCOL) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!("no common protocol; served: {}", portforward::PROTOCOL),
+        );
+    }
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming upgrade");
+                return;
+            }
+        };
+        match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
+            Ok(session) => portforward::serve(session, cs, pod_id).await,
+            Err(e) => tracing::warn!(error = %e, "start SPDY session"),
+        }
+    });
+    switching(portforward::PROTOCOL)
+}
+
 fn route(
     srv: &StreamingServer,
     cs: Arc<Containers>,
@@ -135,8 +202,8 @@ fn route(
                 stdin_once,
             }
         }
-        Pending::PortForward(_) => {
-            return plain(StatusCode::NOT_IMPLEMENTED, "not served yet");
+        Pending::PortForward(p) => {
+            return upgrade_port_forward(req, cs, p.pod_sandbox_id);
         }
     };
     if !wants_spdy(&req) {
@@ -145,13 +212,8 @@ fn route(
             "this server streams over SPDY/3.1 only (WebSocket is not served yet)",
         );
     }
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("X-Stream-Protocol-Version")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let Some(protocol) = remotecommand::negotiate(offered.iter().map(String::as_str)) else {
+    let offers = offered(&req);
+    let Some(protocol) = remotecommand::negotiate(offers.iter().map(String::as_str)) else {
         let mut r = plain(
             StatusCode::FORBIDDEN,
             &format!(
@@ -180,20 +242,5 @@ fn route(
             Err(e) => tracing::warn!(error = %e, "start SPDY session"),
         }
     });
-    let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
-    *r.body_mut() = Full::new(Bytes::new());
-    let h = r.headers_mut();
-    h.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        hyper::header::UPGRADE,
-        hyper::header::HeaderValue::from_static(spdy::UPGRADE_PROTOCOL),
-    );
-    h.insert(
-        "X-Stream-Protocol-Version",
-        hyper::header::HeaderValue::from_static(protocol),
-    );
-    r
+    switching(protocol)
 }

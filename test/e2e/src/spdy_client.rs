@@ -36,16 +36,34 @@ impl ExecOutcome {
     }
 }
 
-/// Streams at `url` (from the CRI Exec call) offering `protocols`, opening
-/// `channels` (e.g. error, stdin, stdout, stderr), sending `stdin` (then
-/// half-closing it) and `resize` messages; reads until the server is done.
-pub async fn exec(
-    url: &str,
-    protocols: &[&str],
-    channels: &[&str],
-    stdin: &[u8],
-    resize: Option<(u32, u32)>,
-) -> anyhow::Result<ExecOutcome> {
+/// One stream the client opens: its headers, what it sends, and whether
+/// it half-closes after that.
+pub struct Open {
+    /// Headers (`streamType`, `port`, `requestID`).
+    pub headers: Vec<(String, String)>,
+    /// Bytes sent right after opening.
+    pub send: Vec<u8>,
+    /// Half-close after sending.
+    pub fin: bool,
+    /// Read until the server ends this stream.
+    pub wait: bool,
+}
+
+/// What a session returned: HTTP status, chosen protocol, bytes per
+/// opened stream (in the order opened).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The HTTP status of the upgrade (101 when it streamed).
+    pub http_status: u16,
+    /// The protocol the server chose.
+    pub protocol: String,
+    /// What the server sent on each stream.
+    pub received: Vec<Vec<u8>>,
+}
+
+/// Upgrades at `url` offering `protocols`, opens `streams`, sends their
+/// bytes, and reads until every stream marked `wait` has ended.
+pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow::Result<Outcome> {
     let rest = url.strip_prefix("http://").context("http URL")?;
     let (host, path) = rest.split_once('/').context("URL path")?;
     let mut conn = TcpStream::connect(host).await.context("connect")?;
@@ -60,42 +78,40 @@ pub async fn exec(
     // The response head, byte by byte up to the blank line (SPDY follows).
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let b = conn.read_u8().await.context("response head")?;
-        head.push(b);
+        head.push(conn.read_u8().await.context("response head")?);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("status line")?;
-    let protocol = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("X-Stream-Protocol-Version")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let mut out = ExecOutcome {
-        http_status: status,
-        protocol,
-        ..Default::default()
+    let mut out = Outcome {
+        http_status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("status line")?,
+        protocol: head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("X-Stream-Protocol-Version")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default(),
+        received: vec![Vec::new(); streams.len()],
     };
-    if status != 101 {
+    if out.http_status != 101 {
         return Ok(out);
     }
     let mut comp = HeaderCompressor::new()?;
     let mut decomp = HeaderDecompressor::new();
     let mut wire = BytesMut::new();
-    let mut ids = HashMap::new();
-    for (i, ch) in channels.iter().enumerate() {
-        let id = 1 + 2 * i as u32;
+    let id_of = |i: usize| 1 + 2 * i as u32;
+    for (i, s) in streams.iter().enumerate() {
         let mut h = Headers::new();
-        h.insert("streamType", ch);
+        for (k, v) in &s.headers {
+            h.insert(k, v);
+        }
         frame::encode(
             &Frame::SynStream {
-                stream_id: id,
+                stream_id: id_of(i),
                 associated_to: 0,
                 priority: 0,
                 slot: 0,
@@ -105,57 +121,44 @@ pub async fn exec(
             },
             &mut wire,
         )?;
-        ids.insert(id, ch.to_string());
     }
-    for (id, ch) in &ids {
-        match ch.as_str() {
-            "stdin" => {
-                if !stdin.is_empty() {
-                    frame::encode(
-                        &Frame::Data {
-                            stream_id: *id,
-                            fin: false,
-                            data: Bytes::copy_from_slice(stdin),
-                        },
-                        &mut wire,
-                    )?;
-                }
-                frame::encode(
-                    &Frame::Data {
-                        stream_id: *id,
-                        fin: true,
-                        data: Bytes::new(),
-                    },
-                    &mut wire,
-                )?;
-            }
-            "resize" => {
-                if let Some((w, h)) = resize {
-                    let msg = format!(r#"{{"Width":{w},"Height":{h}}}"#);
-                    frame::encode(
-                        &Frame::Data {
-                            stream_id: *id,
-                            fin: false,
-                            data: Bytes::from(msg),
-                        },
-                        &mut wire,
-                    )?;
-                }
-            }
-            _ => {}
+    for (i, s) in streams.iter().enumerate() {
+        if !s.send.is_empty() {
+            frame::encode(
+                &Frame::Data {
+                    stream_id: id_of(i),
+                    fin: false,
+                    data: Bytes::copy_from_slice(&s.send),
+                },
+                &mut wire,
+            )?;
+        }
+        if s.fin {
+            frame::encode(
+                &Frame::Data {
+                    stream_id: id_of(i),
+                    fin: true,
+                    data: Bytes::new(),
+                },
+                &mut wire,
+            )?;
         }
     }
     conn.write_all(&wire).await?;
-    // Read until every output channel and the error channel have ended.
-    let outputs: Vec<u32> = ids
-        .iter()
-        .filter(|(_, ch)| matches!(ch.as_str(), "stdout" | "stderr" | "error"))
-        .map(|(id, _)| *id)
+    let waited: Vec<u32> = (0..streams.len())
+        .filter(|i| streams[*i].wait)
+        .map(id_of)
         .collect();
+    let index = |id: u32| {
+        (id as usize)
+            .checked_sub(1)
+            .map(|x| x / 2)
+            .filter(|i| *i < streams.len())
+    };
     let mut ended = std::collections::HashSet::new();
     let mut buf = BytesMut::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !outputs.iter().all(|id| ended.contains(id)) {
+    while !waited.iter().all(|id| ended.contains(id)) {
         let f = loop {
             if let Some(f) = frame::decode(&mut buf, frame::MAX_PAYLOAD_LEN)? {
                 break Some(f);
@@ -176,11 +179,8 @@ pub async fn exec(
                 fin,
                 data,
             } => {
-                if let Some(ch) = ids.get(&stream_id) {
-                    out.channels
-                        .entry(ch.clone())
-                        .or_default()
-                        .extend_from_slice(&data);
+                if let Some(i) = index(stream_id) {
+                    out.received[i].extend_from_slice(&data);
                 }
                 if fin {
                     ended.insert(stream_id);
@@ -210,4 +210,77 @@ pub async fn exec(
         }
     }
     Ok(out)
+}
+
+/// A remote-command session at `url` (from the CRI Exec or Attach call):
+/// opens `channels` (error, stdin, stdout, stderr, resize), sends `stdin`
+/// then half-closes it, sends one `resize`, reads until the output and
+/// error channels end.
+pub async fn exec(
+    url: &str,
+    protocols: &[&str],
+    channels: &[&str],
+    stdin: &[u8],
+    resize: Option<(u32, u32)>,
+) -> anyhow::Result<ExecOutcome> {
+    let opens: Vec<Open> = channels
+        .iter()
+        .map(|ch| Open {
+            headers: vec![("streamType".into(), ch.to_string())],
+            send: match *ch {
+                "stdin" => stdin.to_vec(),
+                "resize" => resize
+                    .map(|(w, h)| format!(r#"{{"Width":{w},"Height":{h}}}"#).into_bytes())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
+            fin: *ch == "stdin",
+            wait: matches!(*ch, "stdout" | "stderr" | "error"),
+        })
+        .collect();
+    let o = session(url, protocols, &opens).await?;
+    Ok(ExecOutcome {
+        http_status: o.http_status,
+        protocol: o.protocol,
+        channels: channels
+            .iter()
+            .map(|c| c.to_string())
+            .zip(o.received)
+            .collect(),
+    })
+}
+
+/// One forwarded connection at `url` (from the CRI PortForward call) to
+/// `port`: sends `request`, half-closes, returns (HTTP status, what came
+/// back on the data stream, the error stream's text).
+pub async fn port_forward(
+    url: &str,
+    port: u16,
+    request: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>, String)> {
+    let header = |kind: &str| {
+        vec![
+            ("streamType".to_string(), kind.to_string()),
+            ("port".to_string(), port.to_string()),
+            ("requestID".to_string(), "0".to_string()),
+        ]
+    };
+    let opens = [
+        Open {
+            headers: header("error"),
+            send: Vec::new(),
+            fin: true,
+            wait: true,
+        },
+        Open {
+            headers: header("data"),
+            send: request.to_vec(),
+            fin: true,
+            wait: true,
+        },
+    ];
+    let mut o = session(url, &["portforward.k8s.io"], &opens).await?;
+    let data = std::mem::take(&mut o.received[1]);
+    let error = String::from_utf8_lossy(&o.received[0]).into_owned();
+    Ok((o.http_status, data, error))
 }

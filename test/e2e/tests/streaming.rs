@@ -249,3 +249,70 @@ async fn attach_joins_the_containers_own_stdio() {
         .expect_err("no stdin");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_port_inside_the_pod() {
+    let script = "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 8080 -h /www";
+    let (_d, mut rt, id) = running(|c| {
+        c.command = vec!["sh".into(), "-c".into(), script.into()];
+    })
+    .await;
+    let pod = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info
+        .get("info")
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .and_then(|v| v["sandboxID"].as_str().map(str::to_string))
+        .expect("sandbox id");
+    let forward = |port: u16| {
+        let mut rt = rt.clone();
+        let pod = pod.clone();
+        async move {
+            let u = rt
+                .port_forward(cri::PortForwardRequest {
+                    pod_sandbox_id: pod,
+                    port: vec![i32::from(port)],
+                })
+                .await
+                .expect("port-forward url")
+                .into_inner()
+                .url;
+            spdy_client::port_forward(&u, port, b"GET /index.html HTTP/1.0\r\n\r\n")
+                .await
+                .expect("forward")
+        }
+    };
+    // httpd may still be starting: retry until it answers (hang-guarded).
+    let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
+    let (status, data, error) = loop {
+        let r = forward(8080).await;
+        if !r.1.is_empty() || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 101);
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("hello-pf"), "{text:?} / {error:?}");
+    assert_eq!(error, "");
+    // Nothing listens on 9999 inside the pod (even if the node has it).
+    let (status, data, error) = forward(9999).await;
+    assert_eq!(status, 101);
+    assert!(data.is_empty());
+    assert!(error.contains("9999"), "{error:?}");
+
+    let e = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "feedface".into(),
+            port: vec![80],
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

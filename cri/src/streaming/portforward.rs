@@ -1,0 +1,163 @@
+//! Kubernetes' port-forward protocol over SPDY (`portforward.k8s.io`, what
+//! `kubectl port-forward` and `crictl port-forward` speak): for each
+//! forwarded connection the client opens an `error` and a `data` stream
+//! carrying the same `port` and `requestID` headers; once both are there
+//! the server connects to that port on the pod's loopback — inside the
+//! pod's network namespace, or the node's for a host-network pod — and
+//! copies bytes both ways. A failure to connect is written as text on the
+//! pair's error stream, as kubelet does.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::container::Containers;
+
+use super::spdy::{Session, SpdyStream};
+
+/// The protocol served.
+pub const PROTOCOL: &str = "portforward.k8s.io";
+
+/// The two streams of one forwarded connection, as they arrive.
+#[derive(Default)]
+struct Pair {
+    error: Option<SpdyStream>,
+    data: Option<SpdyStream>,
+}
+
+/// Serves one port-forward session for pod `pod_id` until the client
+/// leaves.
+pub async fn serve(mut session: Session, cs: Arc<Containers>, pod_id: String) {
+    let netns = match cs.sandboxes.get(&pod_id) {
+        Ok(s) => s.record().netns,
+        Err(e) => {
+            tracing::warn!(pod = %pod_id, error = %e, "port-forward");
+            session.close();
+            return;
+        }
+    };
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    while let Some(stream) = session.accept().await {
+        let h = stream.headers();
+        let kind = h.get("streamType").unwrap_or("").to_string();
+        let port = h.get("port").unwrap_or("").to_string();
+        // Old clients send no requestID: one connection per port then.
+        let key = h
+            .get("requestID")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("port-{port}"));
+        let pair = pairs.entry(key.clone()).or_default();
+        match kind.as_str() {
+            "error" => pair.error = Some(stream),
+            "data" => pair.data = Some(stream),
+            other => {
+                tracing::debug!(pod = %pod_id, kind = other, "port-forward: unexpected stream");
+                continue;
+            }
+        }
+        if pair.error.is_some() && pair.data.is_some() {
+            if let Some(Pair {
+                error: Some(error),
+                data: Some(data),
+            }) = pairs.remove(&key)
+            {
+                tokio::spawn(forward(error, data, port, netns.clone(), pod_id.clone()));
+            }
+        }
+    }
+    let _ = session.wait().await;
+}
+
+/// Connects to `port` on loopback in `netns` (the node's when None).
+pub async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream> {
+    let std_stream = tokio::task::spawn_blocking(move || connect_blocking(netns.as_deref(), port))
+        .await
+        .map_err(std::io::Error::other)??;
+    std_stream.set_nonblocking(true)?;
+    TcpStream::from_std(std_stream)
+}
+
+/// A socket belongs to the network namespace its creator was in: make it
+/// on a thread of its own that entered the pod's namespace first.
+fn connect_blocking(netns: Option<&Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Some(ns) = netns else {
+        return std::net::TcpStream::connect(addr);
+    };
+    let ns = std::fs::File::open(ns)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            std::net::TcpStream::connect(addr)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("port-forward connector thread panicked"))?
+    })
+}
+
+async fn forward(
+    mut error: SpdyStream,
+    data: SpdyStream,
+    port: String,
+    netns: Option<PathBuf>,
+    pod_id: String,
+) {
+    let tcp = match port.parse::<u16>() {
+        Ok(p) if p > 0 => connect(netns, p).await,
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid port {port:?}"),
+        )),
+    };
+    let tcp = match tcp {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!(
+                "error forwarding port {port} to pod {pod_id}: failed to connect to localhost:{port} inside the pod: {e}"
+            );
+            tracing::info!(pod = %pod_id, %port, error = %e, "port-forward connect");
+            let _ = error.send(Bytes::from(msg)).await;
+            let _ = error.finish();
+            let (_, _, mut w) = data.into_parts();
+            let _ = w.finish();
+            return;
+        }
+    };
+    let (_, mut from_client, mut to_client) = data.into_parts();
+    let (mut rd, mut wr) = tcp.into_split();
+    let upstream = async {
+        while let Ok(Some(chunk)) = from_client.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // The client is done sending: so is our side of the connection.
+        let _ = wr.shutdown().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_client
+                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_client.finish();
+    };
+    tokio::join!(upstream, downstream);
+    let _ = error.finish();
+}
