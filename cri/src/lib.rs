@@ -12,6 +12,7 @@ pub mod image;
 pub mod image_service;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod namespaces;
 pub mod network;
 pub mod runtime_service;

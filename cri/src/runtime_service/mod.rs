@@ -10,6 +10,7 @@ mod create_container;
 mod exec;
 mod exec_sync;
 mod list_pod_sandbox;
+mod metrics;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
 mod port_forward;
@@ -298,15 +299,17 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn list_metric_descriptors(
         &self,
-        _request: Request<cri::ListMetricDescriptorsRequest>,
+        request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        metrics::handle_descriptors(request.into_inner()).map(Response::new)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
-        _request: Request<cri::ListPodSandboxMetricsRequest>,
+        request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        metrics::handle_list(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -30,17 +30,27 @@ pub struct Counters {
     pub name: String,
     /// Bytes received.
     pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
     /// Receive errors.
     pub rx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
     /// Transmit errors.
     pub tx_errors: u64,
+    /// Sent packets dropped.
+    pub tx_dropped: u64,
 }
 
-/// Parses `/proc/net/dev`: two header lines, then one line per interface,
-/// `name: rx_bytes rx_packets rx_errs … (8 receive fields) tx_bytes
-/// tx_packets tx_errs …`.
+/// Parses `/proc/net/dev`: two header lines, then `name: ` and eight
+/// receive fields (bytes packets errs drop fifo frame compressed
+/// multicast) and eight transmit fields (bytes packets errs drop fifo
+/// colls carrier compressed). The stats calls use bytes and errors; the
+/// metrics also packets and drops.
 pub fn parse(text: &str) -> Result<Vec<Counters>, StatsError> {
     let mut out = Vec::new();
     for line in text.lines().skip(2) {
@@ -55,15 +65,19 @@ pub fn parse(text: &str) -> Result<Vec<Counters>, StatsError> {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
-        if v.len() < 11 {
+        if v.len() < 12 {
             return Err(bad());
         }
         out.push(Counters {
             name: name.trim().to_string(),
             rx_bytes: v[0],
+            rx_packets: v[1],
             rx_errors: v[2],
+            rx_dropped: v[3],
             tx_bytes: v[8],
+            tx_packets: v[9],
             tx_errors: v[10],
+            tx_dropped: v[11],
         });
     }
     Ok(out)
@@ -149,21 +163,31 @@ veth1234567890abc:5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0
                     rx_bytes: 1200,
                     rx_errors: 0,
                     tx_bytes: 1200,
-                    tx_errors: 0
+                    tx_errors: 0,
+                    rx_packets: 12,
+                    tx_packets: 12,
+                    ..Default::default()
                 },
                 Counters {
                     name: "eth0".into(),
                     rx_bytes: 98765,
                     rx_errors: 2,
                     tx_bytes: 43210,
-                    tx_errors: 3
+                    tx_errors: 3,
+                    rx_packets: 321,
+                    rx_dropped: 1,
+                    tx_packets: 123,
+                    ..Default::default()
                 },
                 Counters {
                     name: "veth1234567890abc".into(),
                     rx_bytes: 5,
                     rx_errors: 0,
                     tx_bytes: 6,
-                    tx_errors: 0
+                    tx_errors: 0,
+                    rx_packets: 1,
+                    tx_packets: 1,
+                    ..Default::default()
                 },
             ]
         );
