@@ -15,7 +15,7 @@ use crate::sandbox::run::new_id;
 use crate::shim_client::{Shim, Stdio};
 
 use super::registry::Containers;
-use super::{ContainerError, Phase};
+use super::ContainerError;
 
 /// Most output kept per stream (containerd keeps as much). Output past it
 /// is read and dropped, so the process never blocks on a full pipe.
@@ -199,12 +199,7 @@ pub async fn start(
 ) -> Result<ExecSession, ContainerError> {
     let c = cs.get(id)?;
     let rec = c.record();
-    if rec.phase != Phase::Running {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
+    rec.ensure_running()?;
     let process = exec_process(&rec.bundle, cmd, io.tty)?;
     let random = new_id().map_err(|e| {
         ContainerError::io(

@@ -7,18 +7,13 @@ use std::sync::Arc;
 use crate::shim_client::Shim;
 
 use super::registry::Containers;
-use super::{ContainerError, Phase};
+use super::ContainerError;
 
 /// Reopens the running container's log file.
 pub async fn reopen(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError> {
     let c = cs.get(id)?;
     let rec = c.record();
-    if rec.phase != Phase::Running {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
+    rec.ensure_running()?;
     if rec.log_path.as_os_str().is_empty() {
         return Err(ContainerError::FailedPrecondition(format!(
             "container {} has no log file",

@@ -90,6 +90,19 @@ impl ContainerRecord {
         )
     }
 
+    /// Fails with FailedPrecondition unless the container is running: what
+    /// exec, attach and log reopening need.
+    pub fn ensure_running(&self) -> Result<(), super::ContainerError> {
+        if self.phase == Phase::Running {
+            Ok(())
+        } else {
+            Err(super::ContainerError::FailedPrecondition(format!(
+                "container {} is {:?}, not running",
+                self.id, self.phase
+            )))
+        }
+    }
+
     /// The mounted root filesystem.
     pub fn rootfs(&self) -> PathBuf {
         self.bundle.join("rootfs")

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use crate::container::{Containers, Phase};
+use crate::container::Containers;
 use crate::streaming::server::StreamingServer;
 use crate::streaming::tokens::Pending;
+
+use super::exec::{check_stdio, stream_url};
 
 /// Answers Attach with the URL to stream at.
 pub fn handle(
@@ -18,22 +20,8 @@ pub fn handle(
 ) -> Result<cri::AttachResponse, Status> {
     tracing::info!(container = %req.container_id, tty = req.tty, stdin = req.stdin, "Attach");
     let rec = cs.get(&req.container_id)?.record();
-    if rec.phase != Phase::Running {
-        return Err(Status::failed_precondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
-    if !(req.stdin || req.stdout || req.stderr) {
-        return Err(Status::invalid_argument(
-            "one of stdin, stdout, or stderr must be set",
-        ));
-    }
-    if req.tty && req.stderr {
-        return Err(Status::invalid_argument(
-            "tty and stderr cannot both be true",
-        ));
-    }
+    rec.ensure_running()?;
+    check_stdio(req.stdin, req.stdout, req.stderr, req.tty)?;
     if req.stdin && !rec.config.stdin {
         return Err(Status::invalid_argument(format!(
             "container {} was created without stdin",
@@ -50,8 +38,6 @@ pub fn handle(
         container_id: rec.id,
         ..req
     };
-    let url = streaming
-        .url_for(Pending::Attach(req))
-        .map_err(|e| Status::internal(format!("streaming token: {e}")))?;
+    let url = stream_url(streaming, Pending::Attach(req))?;
     Ok(cri::AttachResponse { url })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use crate::container::{Containers, Phase};
+use crate::container::Containers;
 use crate::streaming::server::StreamingServer;
 use crate::streaming::tokens::Pending;
 
@@ -18,31 +18,43 @@ pub fn handle(
 ) -> Result<cri::ExecResponse, Status> {
     tracing::info!(container = %req.container_id, cmd = ?req.cmd, tty = req.tty, "Exec");
     let rec = cs.get(&req.container_id)?.record();
-    if rec.phase != Phase::Running {
-        return Err(Status::failed_precondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
+    rec.ensure_running()?;
     if req.cmd.first().is_none_or(|c| c.is_empty()) {
         return Err(Status::invalid_argument("exec needs a command"));
     }
-    if !(req.stdin || req.stdout || req.stderr) {
-        return Err(Status::invalid_argument(
-            "one of stdin, stdout, or stderr must be set",
-        ));
-    }
-    if req.tty && req.stderr {
-        return Err(Status::invalid_argument(
-            "tty and stderr cannot both be true",
-        ));
-    }
+    check_stdio(req.stdin, req.stdout, req.stderr, req.tty)?;
     let req = cri::ExecRequest {
         container_id: rec.id,
         ..req
     };
-    let url = streaming
-        .url_for(Pending::Exec(req))
-        .map_err(|e| Status::internal(format!("streaming token: {e}")))?;
+    let url = stream_url(streaming, Pending::Exec(req))?;
     Ok(cri::ExecResponse { url })
+}
+
+/// The stdio rules Exec and Attach share: some stream, and no stderr with
+/// a terminal (it has one output).
+pub(super) fn check_stdio(
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout, or stderr must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true",
+        ));
+    }
+    Ok(())
+}
+
+/// A single-use streaming URL for `p`.
+pub(super) fn stream_url(streaming: &StreamingServer, p: Pending) -> Result<String, Status> {
+    streaming
+        .url_for(p)
+        .map_err(|e| Status::internal(format!("streaming token: {e}")))
 }

@@ -32,8 +32,6 @@ pub fn handle(
         pod_sandbox_id: rec.id,
         ..req
     };
-    let url = streaming
-        .url_for(Pending::PortForward(req))
-        .map_err(|e| Status::internal(format!("streaming token: {e}")))?;
+    let url = super::exec::stream_url(streaming, Pending::PortForward(req))?;
     Ok(cri::PortForwardResponse { url })
 }

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use carapace_shim::proto::io::{attach_output, AttachInput};
 
 use crate::container::exec::ExecStdio;
-use crate::container::{ContainerError, Containers, Phase};
+use crate::container::{ContainerError, Containers};
 use crate::shim_client::Shim;
 
-use super::remotecommand::take_sizes;
+use super::remotecommand::sizes;
 use super::spdy::SpdyStream;
 
 /// Pumps one attach session until the process's output ends or the client
@@ -31,12 +31,7 @@ pub async fn run(
     resize: Option<SpdyStream>,
 ) -> Result<(), ContainerError> {
     let rec = cs.get(id)?.record();
-    if rec.phase != Phase::Running {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {} is {:?}, not running",
-            rec.id, rec.phase
-        )));
-    }
+    rec.ensure_running()?;
     let shim = Shim::connect(&rec.shim_address)
         .await
         .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
@@ -69,21 +64,17 @@ pub async fn run(
         }));
     }
     if let Some(s) = resize {
-        let (_, mut reader, _) = s.into_parts();
+        let mut sizes = sizes(s.into_parts().1);
         let tx = tx.clone();
         inputs.push(tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Ok(Some(data)) = reader.recv().await {
-                buf.extend_from_slice(&data);
-                for (width, height) in take_sizes(&mut buf) {
-                    let m = AttachInput {
-                        width,
-                        height,
-                        ..Default::default()
-                    };
-                    if tx.send(&m).await.is_err() {
-                        return;
-                    }
+            while let Some((width, height)) = sizes.recv().await {
+                let m = AttachInput {
+                    width,
+                    height,
+                    ..Default::default()
+                };
+                if tx.send(&m).await.is_err() {
+                    return;
                 }
             }
         }));

@@ -261,8 +261,26 @@ struct Size {
     height: u32,
 }
 
+/// The terminal sizes a client sends on its resize stream, as they
+/// complete; the channel ends with the stream.
+pub(super) fn sizes(mut reader: StreamReader) -> tokio::sync::mpsc::Receiver<(u32, u32)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Ok(Some(data)) = reader.recv().await {
+            buf.extend_from_slice(&data);
+            for size in take_sizes(&mut buf) {
+                if tx.send(size).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// Splits the complete JSON sizes off the front of `buf`.
-pub(super) fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
+fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Size>();
     let mut used = 0;
@@ -299,16 +317,12 @@ async fn pump(
         }
     }
     let resizer = resize.map(|s| {
-        let (_, mut reader, _) = s.into_parts();
+        let mut sizes = sizes(s.into_parts().1);
         let r = proc.resizer();
         tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Ok(Some(data)) = reader.recv().await {
-                buf.extend_from_slice(&data);
-                for (w, h) in take_sizes(&mut buf) {
-                    if let Err(e) = r.resize(w, h).await {
-                        tracing::debug!(error = %e, "resize exec terminal");
-                    }
+            while let Some((w, h)) = sizes.recv().await {
+                if let Err(e) = r.resize(w, h).await {
+                    tracing::debug!(error = %e, "resize exec terminal");
                 }
             }
         })

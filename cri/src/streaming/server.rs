@@ -96,6 +96,33 @@ fn wants_spdy(req: &Request<Incoming>) -> bool {
         .any(|v| v.trim().eq_ignore_ascii_case(spdy::UPGRADE_PROTOCOL))
 }
 
+/// Answers 101 with `protocol` and, once hyper hands over the connection,
+/// runs `serve` on a SPDY session over it.
+fn upgrade<F, Fut>(
+    req: Request<Incoming>,
+    protocol: &'static str,
+    serve: F,
+) -> Response<Full<Bytes>>
+where
+    F: FnOnce(Session) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming upgrade");
+                return;
+            }
+        };
+        match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
+            Ok(session) => serve(session).await,
+            Err(e) => tracing::warn!(error = %e, "start SPDY session"),
+        }
+    });
+    switching(protocol)
+}
+
 /// The 101 answer that switches to SPDY with `protocol`.
 fn switching(protocol: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -146,20 +173,9 @@ fn upgrade_port_forward(
             &format!("no common protocol; served: {}", portforward::PROTOCOL),
         );
     }
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(error = %e, "streaming upgrade");
-                return;
-            }
-        };
-        match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
-            Ok(session) => portforward::serve(session, cs, pod_id).await,
-            Err(e) => tracing::warn!(error = %e, "start SPDY session"),
-        }
-    });
-    switching(portforward::PROTOCOL)
+    upgrade(req, portforward::PROTOCOL, move |session| {
+        portforward::serve(session, cs, pod_id)
+    })
 }
 
 fn route(
@@ -229,18 +245,7 @@ fn route(
         }
         return r;
     };
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(error = %e, "streaming upgrade");
-                return;
-            }
-        };
-        match Session::start(TokioIo::new(upgraded), SessionConfig::default()) {
-            Ok(session) => remotecommand::serve(session, protocol, cs, job).await,
-            Err(e) => tracing::warn!(error = %e, "start SPDY session"),
-        }
-    });
-    switching(protocol)
+    upgrade(req, protocol, move |session| {
+        remotecommand::serve(session, protocol, cs, job)
+    })
 }

@@ -25,6 +25,38 @@ pub async fn pull(d: &Daemon, image: &str) {
         .expect("pull");
 }
 
+/// RunPodSandbox with `config` (panics on failure); the pod's ID.
+pub async fn run_pod(rt: &mut Rt, config: cri::PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("run pod")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// Sends a few packets across the pod's eth0: a TCP connect to its IP
+/// (refused or not), so its interface counters move.
+pub async fn knock_on_pod(rt: &mut Rt, pod: &str) {
+    let ip = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: false,
+        })
+        .await
+        .expect("pod status")
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .expect("pod network")
+        .ip;
+    let addr: std::net::IpAddr = ip.parse().expect("pod IP");
+    let _ =
+        std::net::TcpStream::connect_timeout(&(addr, 9).into(), std::time::Duration::from_secs(5));
+}
+
 /// CreateContainer in `pod`.
 pub async fn create(
     rt: &mut Rt,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{create, exec, pull, start, Rt};
+use carapace_e2e::workload::{create, exec, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
@@ -27,15 +27,7 @@ async fn pod(d: &Daemon, rt: &mut Rt, name: &str) -> (String, cri::PodSandboxCon
         searches: vec!["e2e.svc".into()],
         options: vec![],
     });
-    let id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(c.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod(rt, c.clone()).await;
     (id, c)
 }
 
@@ -827,15 +819,7 @@ async fn a_bidirectional_mount_propagates_both_ways() {
         privileged: true,
         ..Default::default()
     });
-    let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pc.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_pod(&mut rt, pc.clone()).await;
     let mut cfg = container("mounter", BUSYBOX, &["sleep", "1000"]);
     cfg.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{create, pull, start, Rt};
+use carapace_e2e::workload::{create, knock_on_pod, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
@@ -120,15 +120,7 @@ async fn metrics_follow_a_busy_container_and_its_pod() {
 
     let mut pod_cfg = pod_config("metrics");
     pod_cfg.log_directory = d.dir.path().join("logs").display().to_string();
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, pod_cfg.clone()).await;
     let burn = create(
         &mut rt,
         &pod,
@@ -203,20 +195,7 @@ async fn metrics_follow_a_busy_container_and_its_pod() {
 
     // The pod's own network: eth0 counters, once the host knocks on the
     // pod's address (refused or not, packets cross eth0).
-    let ip = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .expect("pod status")
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
-        .expect("pod network")
-        .ip;
-    let addr: std::net::IpAddr = ip.parse().expect("pod IP");
-    let _ = std::net::TcpStream::connect_timeout(&(addr, 9).into(), Duration::from_secs(5));
+    knock_on_pod(&mut rt, &pod).await;
     let deadline = Instant::now() + HANG_GUARD;
     let net = loop {
         let (net, _) = of_pod(&mut rt, &pod).await;

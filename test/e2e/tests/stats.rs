@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{pull, start, Rt};
+use carapace_e2e::workload::{knock_on_pod, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
@@ -16,17 +16,6 @@ const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
 
 /// What the busy container writes to its writable layer.
 const WRITTEN: u64 = 20 << 20;
-
-async fn run_pod(rt: &mut Rt, config: cri::PodSandboxConfig) -> String {
-    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    })
-    .await
-    .expect("run pod")
-    .into_inner()
-    .pod_sandbox_id
-}
 
 fn container(name: &str, script: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
@@ -276,21 +265,7 @@ async fn stats_follow_a_busy_container_and_its_pod() {
     // The pod: its cgroup, its containers, its processes (infra, the busy
     // shell, sleep) and its own network, with traffic on eth0 once the
     // host knocks on the pod's address.
-    let ip = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .expect("pod status")
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
-        .expect("pod network")
-        .ip;
-    let addr: std::net::IpAddr = ip.parse().expect("pod IP");
-    // Refused (RST) or not: either way packets cross the pod's eth0.
-    let _ = std::net::TcpStream::connect_timeout(&(addr, 9).into(), Duration::from_secs(5));
+    knock_on_pod(&mut rt, &pod).await;
     let ps = eventually("traffic on the pod's eth0", || {
         let mut rt = rt.clone();
         let pod = pod.clone();

@@ -6,7 +6,7 @@
 //! container's own stdio the same way.
 
 use carapace_e2e::spdy_client;
-use carapace_e2e::workload::{create, pull, start, Rt};
+use carapace_e2e::workload::{create, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
@@ -24,15 +24,7 @@ async fn running(adjust: impl FnOnce(&mut cri::ContainerConfig)) -> (Daemon, Rt,
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
     let pc = pod_config("streaming");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pc.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, pc.clone()).await;
     let cfg = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: "app".into(),
