@@ -3,6 +3,7 @@
 //! as they grow), the daemon's configuration and the domain modules they
 //! call.
 
+pub mod admin;
 pub mod config;
 pub mod container;
 pub mod daemon;

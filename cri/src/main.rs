@@ -1,10 +1,14 @@
 //! `carapace`: the CRI daemon. `carapace` (or `carapace daemon`) serves
-//! the CRI socket; `carapace config default` prints the default config.
+//! the CRI socket; `carapace config default` prints the default config;
+//! `carapace image pull|import|ls` drive the running daemon's images.
+
+mod image_cli;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use carapace_cri::admin::{self, AdminServer};
 use carapace_cri::config::{self, Config};
 use carapace_cri::container::Containers;
 use carapace_cri::daemon::Daemon;
@@ -41,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Images of the running daemon: pull with progress, offline import, list.
+    Image {
+        #[command(subcommand)]
+        what: image_cli::ImageCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -71,6 +80,17 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&c).context("encode config")?);
             Ok(())
         }
+        Command::Image { what } => {
+            let c = Config::load(&path, explicit)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
+            rt.block_on(image_cli::run(
+                what,
+                &carapace_cri::admin::socket_path(&c.state),
+            ))
+        }
         Command::Daemon => {
             let c = Config::load(&path, explicit)?;
             logging::init(&c.log.level, &c.log.format);
@@ -88,7 +108,7 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
-    let (containers, _events) = match open(c).await {
+    let (containers, _endpoints) = match open(c).await {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
@@ -120,11 +140,13 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
     }
 }
 
-/// Opens the store, starts the events endpoint and recovers every pod.
-async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, EventsServer)> {
+/// Opens the store, starts the events and admin endpoints and recovers
+/// every pod.
+async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, AdminServer))> {
     let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
     let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
+    let admin = AdminServer::start(&admin::socket_path(&c.state), images.clone()).await?;
     let paths = Paths {
         shim: helper("carapace-shim")?,
         infra: helper("carapace-infra")?,
@@ -141,7 +163,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, EventsServer)> {
     let containers = Arc::new(Containers::new(store, sandboxes, images));
     carapace_cri::container::recover::recover(&containers).await?;
     carapace_cri::container::start::follow_oom_events(containers.clone(), events.subscribe());
-    Ok((containers, events))
+    Ok((containers, (events, admin)))
 }
 
 /// SIGTERM or SIGINT: stop serving, leave every container running. The

@@ -39,6 +39,33 @@ pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
+/// A temporary file removed when this is dropped (if it still exists).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `sha256:<hex>` of a file's content, and its length. Blocking.
+pub fn file_digest(path: &Path) -> Result<(String, u64), ImageError> {
+    let mut f = std::fs::File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k =
+            std::io::Read::read(&mut f, &mut buf).map_err(|e| ImageError::io("read", path, e))?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((format!("sha256:{}", hex(&hasher.finalize())), n))
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -130,7 +157,11 @@ impl ContentStore {
             return Ok(dst);
         }
         let tmp = self.temp(digest)?;
-        let result = async {
+        // Removes the partial file however this ends: an error, or the
+        // pull that awaits this being dropped (another layer failed). After
+        // the rename there is nothing left to remove.
+        let _partial = RemoveOnDrop(tmp.clone());
+        async {
             let mut file =
                 std::fs::File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
             let mut hasher = Sha256::new();
@@ -175,11 +206,34 @@ impl ContentStore {
                 .map_err(|e| ImageError::io("sync", &tmp, e))?;
             std::fs::rename(&tmp, &dst).map_err(|e| ImageError::io("store blob", &dst, e))
         }
-        .await;
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        .await
+        .map(|()| dst)
+    }
+
+    /// Moves the file at `path` (on the store's filesystem) into the store
+    /// as blob `digest`, after checking it hashes to it and, when given,
+    /// has `size` bytes. An existing blob is kept and `path` left alone.
+    /// Blocking: it reads the whole file.
+    pub fn adopt(&self, digest: &str, size: Option<u64>, path: &Path) -> Result<(), ImageError> {
+        let dst = self.path(digest)?;
+        let (got, n) = file_digest(path)?;
+        if let Some(s) = size.filter(|s| *s != n) {
+            return Err(ImageError::SizeMismatch {
+                digest: digest.to_string(),
+                expected: s,
+                got: n,
+            });
         }
-        result.map(|()| dst)
+        if got != digest {
+            return Err(ImageError::DigestMismatch {
+                expected: digest.to_string(),
+                got,
+            });
+        }
+        if dst.is_file() {
+            return Ok(());
+        }
+        std::fs::rename(path, &dst).map_err(|e| ImageError::io("store blob", &dst, e))
     }
 
     /// Deletes blob `digest`; a missing one is fine.

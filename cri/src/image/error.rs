@@ -89,6 +89,14 @@ pub enum ImageError {
         /// What the layer hashed to.
         got: String,
     },
+    /// An archive given to import is not an image archive we can read.
+    #[error("image archive {path}: {message}")]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The metadata store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,9 +125,9 @@ impl ImageError {
     /// The gRPC code kubelet should see.
     pub fn code(&self) -> tonic::Code {
         match self {
-            ImageError::InvalidReference { .. } | ImageError::InvalidDigest(_) => {
-                tonic::Code::InvalidArgument
-            }
+            ImageError::InvalidReference { .. }
+            | ImageError::InvalidDigest(_)
+            | ImageError::Archive { .. } => tonic::Code::InvalidArgument,
             ImageError::NotFound(_) | ImageError::NoPlatform { .. } => tonic::Code::NotFound,
             ImageError::Registry { message, .. }
                 if message.contains("401")

@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::content::ContentStore;
-use super::pull::{Credentials, Puller};
+use super::import;
+use super::progress::Progress;
+use super::pull::{Credentials, Pulled, Puller};
 use super::records::ImageRecord;
 use super::{reference, ImageError};
 use crate::store::{Kind, Store};
+
+/// Names the scratch dirs of imports in the image directory.
+const IMPORT_PREFIX: &str = ".import-";
 
 /// Image filesystem usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +47,12 @@ impl Images {
     ) -> Result<Images, ImageError> {
         let dir = root.join("images");
         let content = Arc::new(ContentStore::open(&dir)?);
+        // Scratch dirs of imports a crash interrupted.
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(IMPORT_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let puller = Puller::new(registry, content.clone(), &dir.join("layers"))?;
         Ok(Images {
             store,
@@ -62,10 +73,58 @@ impl Images {
         self.puller.layer_dir(chain_id)
     }
 
-    /// Pulls `image` and records it; the image record.
-    pub async fn pull(&self, image: &str, creds: &Credentials) -> Result<ImageRecord, ImageError> {
+    /// Pulls `image` and records it, telling `progress` how its layers
+    /// go; the image record.
+    pub async fn pull(
+        &self,
+        image: &str,
+        creds: &Credentials,
+        progress: &Progress,
+    ) -> Result<ImageRecord, ImageError> {
         let r = reference::parse(image)?;
-        let pulled = self.puller.pull(&r, creds).await?;
+        let pulled = self.puller.pull(&r, creds, progress).await?;
+        let repo_digest = format!(
+            "{}@{}",
+            reference::repo(&r),
+            pulled
+                .index_digest
+                .as_deref()
+                .unwrap_or(&pulled.manifest_digest)
+        );
+        let tags: Vec<String> = reference::tagged(&r).into_iter().collect();
+        self.record(pulled, &tags, &[repo_digest]).await
+    }
+
+    /// Imports every image of an OCI archive or `docker save` tarball at
+    /// `archive` (see [`super::import`]), naming unnamed ones `name`; their
+    /// records.
+    pub async fn import(
+        &self,
+        archive: &Path,
+        name: Option<&str>,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch = self
+            .dir
+            .join(format!("{IMPORT_PREFIX}{}-{n}", std::process::id()));
+        let found = import::import(&self.puller, &self.content, archive, scratch, name).await?;
+        let mut out = Vec::new();
+        for i in found {
+            out.push(self.record(i.pulled, &i.tags, &i.repo_digests).await?);
+        }
+        Ok(out)
+    }
+
+    /// Records a pulled or imported image: merged with its existing record,
+    /// `tags` taken from whichever images had them (a tag names one image,
+    /// as registries move tags), `repo_digests` added.
+    async fn record(
+        &self,
+        pulled: Pulled,
+        tags: &[String],
+        repo_digests: &[String],
+    ) -> Result<ImageRecord, ImageError> {
         let _g = self.records.lock().await;
         let mut rec: ImageRecord =
             self.store
@@ -83,29 +142,23 @@ impl Images {
                     pulled_at: crate::sandbox::run::now_ns(),
                 });
         rec.layers = pulled.layers;
-        let tag = reference::tagged(&r);
-        if let Some(t) = &tag {
-            // A tag names one image: take it from whichever had it.
+        if !tags.is_empty() {
             for (id, mut other) in self.store.list::<ImageRecord>(Kind::Image)? {
-                if id != rec.id && other.repo_tags.contains(t) {
-                    other.repo_tags.retain(|x| x != t);
+                if id != rec.id && other.repo_tags.iter().any(|t| tags.contains(t)) {
+                    other.repo_tags.retain(|x| !tags.contains(x));
                     self.store.put(Kind::Image, &id, &other)?;
                 }
             }
+        }
+        for t in tags {
             if !rec.repo_tags.contains(t) {
                 rec.repo_tags.push(t.clone());
             }
         }
-        let repo_digest = format!(
-            "{}@{}",
-            reference::repo(&r),
-            pulled
-                .index_digest
-                .as_deref()
-                .unwrap_or(&pulled.manifest_digest)
-        );
-        if !rec.repo_digests.contains(&repo_digest) {
-            rec.repo_digests.push(repo_digest);
+        for d in repo_digests {
+            if !rec.repo_digests.contains(d) {
+                rec.repo_digests.push(d.clone());
+            }
         }
         self.store.put(Kind::Image, &rec.id, &rec)?;
         Ok(rec)

@@ -6,6 +6,8 @@
 pub mod content;
 pub mod error;
 pub mod images;
+pub mod import;
+pub mod progress;
 pub mod pull;
 pub mod records;
 pub mod reference;

@@ -16,14 +16,15 @@ use oci_client::{Client, Reference};
 use serde_json::Value;
 
 use super::content::{digest_of, hex_of, ContentStore};
+use super::progress::{Progress, PullEvent};
 use super::records::{chain_ids, LayerRecord};
 use super::unpack::{unpack_layer, Compression};
 use super::ImageError;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Layers downloaded and unpacked at once, per pull.
 const PARALLEL_LAYERS: usize = 6;
@@ -184,8 +185,14 @@ impl Puller {
         out
     }
 
-    /// Pulls `r` (every layer stored and unpacked) with `creds`.
-    pub async fn pull(&self, r: &Reference, creds: &Credentials) -> Result<Pulled, ImageError> {
+    /// Pulls `r` (every layer stored and unpacked) with `creds`, telling
+    /// `progress` how each layer goes.
+    pub async fn pull(
+        &self,
+        r: &Reference,
+        creds: &Credentials,
+        progress: &Progress,
+    ) -> Result<Pulled, ImageError> {
         let auth = creds.auth();
         // oci-client keeps the first credentials it sees per registry:
         // a pull with credentials gets a client of its own, so earlier
@@ -199,7 +206,7 @@ impl Puller {
         };
         let mut errors = Vec::new();
         for ep in self.endpoints(r) {
-            match self.pull_from(client, &ep, &auth).await {
+            match self.pull_from(client, &ep, &auth, progress).await {
                 Ok(p) => return Ok(p),
                 // Content that is wrong is wrong everywhere: do not retry.
                 Err(
@@ -264,6 +271,7 @@ impl Puller {
         client: &Client,
         r: &Reference,
         auth: &RegistryAuth,
+        progress: &Progress,
     ) -> Result<Pulled, ImageError> {
         let started = Instant::now();
         let (mut bytes, mut digest, mut media_type) = self.manifest(client, r, auth).await?;
@@ -307,47 +315,23 @@ impl Puller {
             .ok_or_else(|| bad("manifest has no config digest"))?
             .to_string();
         let config_size = manifest["config"]["size"].as_u64();
-        self.fetch_blob(client, &manifest_ref, auth, &config_digest, config_size)
-            .await?;
+        self.fetch_blob(
+            client,
+            &manifest_ref,
+            auth,
+            &config_digest,
+            config_size,
+            &Progress::none(),
+        )
+        .await?;
         let config_bytes = self.content.read(&config_digest)?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(&format!("config is not JSON: {e}")))?;
-        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .ok_or_else(|| bad("config has no rootfs.diff_ids"))?
-            .iter()
-            .map(|d| {
-                d.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("diff_id is not a string"))
-            })
-            .collect::<Result<_, _>>()?;
-        let layers = manifest["layers"]
-            .as_array()
-            .ok_or_else(|| bad("manifest has no layers"))?;
-        if layers.len() != diff_ids.len() {
-            return Err(bad(&format!(
-                "{} layers but {} diff_ids",
-                layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let chains = chain_ids(&diff_ids);
-        let mut plan = Vec::new();
-        for (i, l) in layers.iter().enumerate() {
-            plan.push(LayerRecord {
-                digest: l["digest"]
-                    .as_str()
-                    .ok_or_else(|| bad("layer without digest"))?
-                    .to_string(),
-                media_type: l["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string(),
-                size: l["size"]
-                    .as_u64()
-                    .ok_or_else(|| bad("layer without size"))?,
-                diff_id: diff_ids[i].clone(),
-                chain_id: chains[i].clone(),
-                unpacked_size: 0,
-                inodes: 0,
+        let plan = plan_layers(&r.whole(), &manifest, &config)?;
+        for l in &plan {
+            progress.send(PullEvent::Pending {
+                layer: l.digest.clone(),
+                total: l.size,
             });
         }
         let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
@@ -359,7 +343,7 @@ impl Puller {
                     digest: l.digest.clone(),
                     message: "pull cancelled".into(),
                 })?;
-                self.layer(client, manifest_ref, auth, l).await
+                self.layer(client, manifest_ref, auth, l, progress).await
             }
         });
         let layers = futures_util::future::try_join_all(jobs).await?;
@@ -387,6 +371,7 @@ impl Puller {
         auth: &RegistryAuth,
         digest: &str,
         size: Option<u64>,
+        progress: &Progress,
     ) -> Result<bool, ImageError> {
         hex_of(digest)?;
         let lock = self.lock(digest);
@@ -407,7 +392,12 @@ impl Puller {
                     message: format!("blob {digest}: {e}"),
                 })?;
         self.content
-            .ingest(digest, size, stream.stream, |_| {})
+            .ingest(
+                digest,
+                size,
+                stream.stream,
+                progress.bytes(digest, size.unwrap_or(0)),
+            )
             .await?;
         Ok(true)
     }
@@ -419,6 +409,7 @@ impl Puller {
         r: &Reference,
         auth: &RegistryAuth,
         mut l: LayerRecord,
+        progress: &Progress,
     ) -> Result<LayerRecord, ImageError> {
         let t = Instant::now();
         let dir = self.layer_dir(&l.chain_id)?;
@@ -426,14 +417,38 @@ impl Puller {
             let (size, inodes) = read_usage(&dir);
             l.unpacked_size = size;
             l.inodes = inodes;
+            progress.send(PullEvent::Downloaded {
+                layer: l.digest.clone(),
+            });
+            progress.send(PullEvent::Unpacked {
+                layer: l.digest.clone(),
+            });
             return Ok(l);
         }
         let transferred = self
-            .fetch_blob(client, r, auth, &l.digest, Some(l.size))
+            .fetch_blob(client, r, auth, &l.digest, Some(l.size), progress)
             .await?;
         if transferred {
             tracing::info!(layer = %l.digest, bytes = l.size, ms = t.elapsed().as_millis() as u64, "layer downloaded");
         }
+        progress.send(PullEvent::Downloaded {
+            layer: l.digest.clone(),
+        });
+        let l = self.unpack_stored(l).await?;
+        progress.send(PullEvent::Unpacked {
+            layer: l.digest.clone(),
+        });
+        Ok(l)
+    }
+
+    /// Unpacks a layer whose blob is in the content store, once per chain
+    /// ID (a concurrent pull or import of the same chain waits for it).
+    pub(crate) async fn unpack_stored(
+        &self,
+        mut l: LayerRecord,
+    ) -> Result<LayerRecord, ImageError> {
+        let t = Instant::now();
+        let dir = self.layer_dir(&l.chain_id)?;
         let lock = self.lock(&l.chain_id);
         let _held = lock.lock().await;
         if dir.is_dir() {
@@ -483,6 +498,58 @@ impl Puller {
         tracing::info!(layer = %l.digest, chain = %l.chain_id, ms = t.elapsed().as_millis() as u64, "layer unpacked");
         Ok(l)
     }
+}
+
+/// The layers a manifest lists, with the diff and chain IDs its config
+/// gives them (usage still zero: unpacking fills it in).
+pub(crate) fn plan_layers(
+    name: &str,
+    manifest: &Value,
+    config: &Value,
+) -> Result<Vec<LayerRecord>, ImageError> {
+    let bad = |m: &str| ImageError::BadManifest {
+        reference: name.to_string(),
+        message: m.to_string(),
+    };
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or_else(|| bad("config has no rootfs.diff_ids"))?
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("diff_id is not a string"))
+        })
+        .collect::<Result<_, _>>()?;
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| bad("manifest has no layers"))?;
+    if layers.len() != diff_ids.len() {
+        return Err(bad(&format!(
+            "{} layers but {} diff_ids",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(&diff_ids);
+    let mut plan = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        plan.push(LayerRecord {
+            digest: l["digest"]
+                .as_str()
+                .ok_or_else(|| bad("layer without digest"))?
+                .to_string(),
+            media_type: l["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string(),
+            size: l["size"]
+                .as_u64()
+                .ok_or_else(|| bad("layer without size"))?,
+            diff_id: diff_ids[i].clone(),
+            chain_id: chains[i].clone(),
+            unpacked_size: 0,
+            inodes: 0,
+        });
+    }
+    Ok(plan)
 }
 
 /// The usage of an unpacked layer is kept beside it (`<dir>.usage`), so a

@@ -45,7 +45,9 @@ pub async fn handle(
     let image = req.image.map(|i| i.image).unwrap_or_default();
     tracing::info!(image = %image, "PullImage");
     let creds = credentials(req.auth.as_ref())?;
-    let rec = images.pull(&image, &creds).await?;
+    let rec = images
+        .pull(&image, &creds, &crate::image::progress::Progress::none())
+        .await?;
     Ok(cri::PullImageResponse { image_ref: rec.id })
 }
 

@@ -1,0 +1,137 @@
+//! The admin Images service: the daemon's own image store driven for the
+//! node's operator, with the same records, locks and garbage collection
+//! CRI's ImageService uses.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim_protos::ttrpc;
+use containerd_shim_protos::ttrpc::r#async::{ServerStreamSender, TtrpcContext};
+
+use super::proto::images::{
+    pull_progress::Phase, Image, ImportRequest, ImportResponse, ListRequest, ListResponse,
+    PullProgress, PullRequest,
+};
+use super::proto::images_ttrpc::Images as ImagesService;
+use crate::image::progress::{Progress, PullEvent};
+use crate::image::pull::Credentials;
+use crate::image::{ImageError, ImageRecord, Images};
+
+/// Serves the admin Images calls from the daemon's image store.
+pub struct ImagesAdmin {
+    images: Arc<Images>,
+}
+
+impl ImagesAdmin {
+    /// The service over `images`.
+    pub fn new(images: Arc<Images>) -> ImagesAdmin {
+        ImagesAdmin { images }
+    }
+}
+
+/// A ttrpc status with the gRPC code CRI would give for the same error.
+fn status(e: ImageError) -> ttrpc::Error {
+    let code = match e.code() {
+        tonic::Code::InvalidArgument => ttrpc::Code::INVALID_ARGUMENT,
+        tonic::Code::NotFound => ttrpc::Code::NOT_FOUND,
+        tonic::Code::Unauthenticated => ttrpc::Code::UNAUTHENTICATED,
+        tonic::Code::Unavailable => ttrpc::Code::UNAVAILABLE,
+        _ => ttrpc::Code::INTERNAL,
+    };
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
+}
+
+fn image(r: &ImageRecord) -> Image {
+    Image {
+        id: r.id.clone(),
+        repo_tags: r.repo_tags.clone(),
+        repo_digests: r.repo_digests.clone(),
+        size: r.size,
+        ..Default::default()
+    }
+}
+
+fn progress(e: PullEvent) -> PullProgress {
+    let (phase, layer, done, total) = match e {
+        PullEvent::Pending { layer, total } => (Phase::PENDING, layer, 0, total),
+        PullEvent::Downloading { layer, done, total } => (Phase::DOWNLOADING, layer, done, total),
+        PullEvent::Downloaded { layer } => (Phase::DOWNLOADED, layer, 0, 0),
+        PullEvent::Unpacked { layer } => (Phase::UNPACKED, layer, 0, 0),
+    };
+    PullProgress {
+        phase: phase.into(),
+        layer,
+        done,
+        total,
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl ImagesService for ImagesAdmin {
+    async fn pull(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PullRequest,
+        sink: ServerStreamSender<PullProgress>,
+    ) -> ttrpc::Result<()> {
+        tracing::info!(image = %req.image, "admin: pull");
+        let creds = Credentials {
+            username: req.username,
+            password: req.password,
+            registry_token: req.registry_token,
+        };
+        let (events, mut rx) = Progress::channel();
+        // The pull runs to its end even if the caller goes away, as CRI
+        // pulls do: a half-stored image helps nobody.
+        let images = self.images.clone();
+        let pull = tokio::spawn(async move { images.pull(&req.image, &creds, &events).await });
+        let mut watching = true;
+        while let Some(e) = rx.recv().await {
+            if watching && sink.send(&progress(e)).await.is_err() {
+                watching = false;
+            }
+        }
+        let rec = pull
+            .await
+            .map_err(|e| ttrpc::Error::Others(format!("pull task: {e}")))?
+            .map_err(status)?;
+        let done = PullProgress {
+            phase: Phase::DONE.into(),
+            image: Some(image(&rec)).into(),
+            ..Default::default()
+        };
+        sink.send(&done).await
+    }
+
+    async fn import(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ImportRequest,
+    ) -> ttrpc::Result<ImportResponse> {
+        let path = Path::new(&req.path);
+        if !path.is_absolute() {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("import path {:?} is not absolute", req.path),
+            )));
+        }
+        tracing::info!(archive = %req.path, "admin: import");
+        let name = Some(req.name.as_str()).filter(|n| !n.is_empty());
+        let recs = self.images.import(path, name).await.map_err(status)?;
+        Ok(ImportResponse {
+            images: recs.iter().map(image).collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn list(&self, _ctx: &TtrpcContext, _req: ListRequest) -> ttrpc::Result<ListResponse> {
+        let mut recs = self.images.list().map_err(status)?;
+        recs.sort_by(|a, b| a.repo_tags.cmp(&b.repo_tags).then(a.id.cmp(&b.id)));
+        Ok(ListResponse {
+            images: recs.iter().map(image).collect(),
+            ..Default::default()
+        })
+    }
+}
