@@ -153,6 +153,9 @@ pub async fn create(
             pod.id
         )));
     }
+    // Until the container is inserted (and its chain IDs count as in
+    // use), removing its image must not collect the layers.
+    let lease = cs.images.lease().await;
     let image = cs
         .images
         .resolve(&image_name)?
@@ -201,6 +204,10 @@ pub async fn create(
         return Err(e.into());
     }
     let c = cs.insert(rec.clone());
+    drop(lease);
+    if let Err(e) = cs.images.collect_owed(&cs.chain_ids_in_use()).await {
+        tracing::warn!(error = %e, "deferred image garbage collection");
+    }
     let op = c.op.lock().await;
     let built = build(cs, &pod, &image, &mut rec).await;
     match built {

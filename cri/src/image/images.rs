@@ -36,7 +36,19 @@ pub struct Images {
     dir: PathBuf,
     /// Serialises read-modify-write of several records (tag moves, GC).
     records: tokio::sync::Mutex<()>,
+    /// Held shared by pulls, imports and container creations (whose blobs
+    /// and layers no record names yet); a collection runs only when it
+    /// can hold it exclusively, else it is owed to the last of them.
+    gc_gate: tokio::sync::RwLock<()>,
+    /// A deferred collection: the union of the chain IDs containers used
+    /// at each removal that deferred one.
+    owed: std::sync::Mutex<Option<HashSet<String>>>,
 }
+
+/// Holds off garbage collection of blobs and layers while an operation
+/// that uses them before any image record names them is under way.
+#[derive(Debug)]
+pub struct Lease<'a>(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'a, ()>);
 
 impl Images {
     /// Opens the image store under `<root>/images`.
@@ -60,6 +72,8 @@ impl Images {
             puller,
             dir,
             records: tokio::sync::Mutex::new(()),
+            gc_gate: tokio::sync::RwLock::new(()),
+            owed: std::sync::Mutex::new(None),
         })
     }
 
@@ -82,16 +96,29 @@ impl Images {
         progress: &Progress,
     ) -> Result<ImageRecord, ImageError> {
         let r = reference::parse(image)?;
-        let pulled = self.puller.pull(&r, creds, progress).await?;
+        let lease = self.lease().await;
+        let result = self.pull_leased(&r, creds, progress).await;
+        drop(lease);
+        self.collect_owed(&HashSet::new()).await?;
+        result
+    }
+
+    async fn pull_leased(
+        &self,
+        r: &oci_client::Reference,
+        creds: &Credentials,
+        progress: &Progress,
+    ) -> Result<ImageRecord, ImageError> {
+        let pulled = self.puller.pull(r, creds, progress).await?;
         let repo_digest = format!(
             "{}@{}",
-            reference::repo(&r),
+            reference::repo(r),
             pulled
                 .index_digest
                 .as_deref()
                 .unwrap_or(&pulled.manifest_digest)
         );
-        let tags: Vec<String> = reference::tagged(&r).into_iter().collect();
+        let tags: Vec<String> = reference::tagged(r).into_iter().collect();
         self.record(pulled, &tags, &[repo_digest]).await
     }
 
@@ -108,12 +135,44 @@ impl Images {
         let scratch = self
             .dir
             .join(format!("{IMPORT_PREFIX}{}-{n}", std::process::id()));
-        let found = import::import(&self.puller, &self.content, archive, scratch, name).await?;
-        let mut out = Vec::new();
-        for i in found {
-            out.push(self.record(i.pulled, &i.tags, &i.repo_digests).await?);
+        let lease = self.lease().await;
+        let result = async {
+            let found = import::import(&self.puller, &self.content, archive, scratch, name).await?;
+            let mut out = Vec::new();
+            for i in found {
+                out.push(self.record(i.pulled, &i.tags, &i.repo_digests).await?);
+            }
+            Ok(out)
         }
-        Ok(out)
+        .await;
+        drop(lease);
+        self.collect_owed(&HashSet::new()).await?;
+        result
+    }
+
+    /// A lease for an operation that will use blobs or layers before a
+    /// record (or a container's chain IDs) names them: garbage collection
+    /// waits for it. Call [`Images::collect_owed`] once it is dropped.
+    pub async fn lease(&self) -> Lease<'_> {
+        Lease(self.gc_gate.read().await)
+    }
+
+    /// Runs the collection a removal deferred while leases were held, if
+    /// none is held any more; `in_use` adds the chain IDs containers use
+    /// now (the removals' own sets are kept too).
+    pub async fn collect_owed(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
+        let _g = self.records.lock().await;
+        let Ok(_exclusive) = self.gc_gate.try_write() else {
+            return Ok(());
+        };
+        let owed = self.owed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match owed {
+            Some(mut keep) => {
+                keep.extend(in_use.iter().cloned());
+                self.gc(&keep)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records a pulled or imported image: merged with its existing record,
@@ -213,7 +272,20 @@ impl Images {
             return Ok(());
         };
         self.store.delete(Kind::Image, &rec.id)?;
-        self.gc(in_use)
+        let Ok(_exclusive) = self.gc_gate.try_write() else {
+            // A pull, import or creation may be about to use what only
+            // this image named: the last of them collects.
+            let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+            owed.get_or_insert_with(HashSet::new)
+                .extend(in_use.iter().cloned());
+            tracing::debug!(image = %rec.id, "garbage collection deferred: images in use by pulls");
+            return Ok(());
+        };
+        let mut keep = in_use.clone();
+        if let Some(owed) = self.owed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            keep.extend(owed);
+        }
+        self.gc(&keep)
     }
 
     /// Deletes blobs and unpacked layers no image (or running container)
@@ -267,5 +339,63 @@ impl Images {
             }
         }
         Ok(u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::content::digest_of;
+
+    /// An image store with one record naming one blob.
+    fn one_image(dir: &Path) -> (Images, String) {
+        let store = Arc::new(Store::open(&dir.join("m.redb")).expect("store"));
+        let images =
+            Images::open(dir, store.clone(), &crate::config::Registry::default()).expect("images");
+        let config = br#"{"rootfs":{"diff_ids":[]}}"#;
+        let id = digest_of(config);
+        images.content.put(&id, config).expect("put");
+        let rec = ImageRecord {
+            id: id.clone(),
+            repo_tags: vec!["example.com/a:v1".into()],
+            repo_digests: Vec::new(),
+            manifest_digest: id.clone(),
+            index_digest: None,
+            media_type: String::new(),
+            config: serde_json::json!({}),
+            layers: Vec::new(),
+            size: 0,
+            pulled_at: 0,
+        };
+        store.put(Kind::Image, &id, &rec).expect("record");
+        (images, id)
+    }
+
+    #[tokio::test]
+    async fn removal_during_a_lease_collects_when_the_last_lease_ends() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (images, id) = one_image(d.path());
+        let lease = images.lease().await;
+        let second = images.lease().await;
+        images
+            .remove("example.com/a:v1", &HashSet::new())
+            .await
+            .expect("remove");
+        assert!(images.resolve(&id).expect("resolve").is_none());
+        assert!(images.content.has(&id), "collected under a lease");
+        drop(lease);
+        images.collect_owed(&HashSet::new()).await.expect("collect");
+        assert!(images.content.has(&id), "collected under the second lease");
+        drop(second);
+        images.collect_owed(&HashSet::new()).await.expect("collect");
+        assert!(!images.content.has(&id), "the owed collection never ran");
+    }
+
+    #[tokio::test]
+    async fn removal_without_leases_collects_at_once() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (images, id) = one_image(d.path());
+        images.remove(&id, &HashSet::new()).await.expect("remove");
+        assert!(!images.content.has(&id));
     }
 }
