@@ -14,8 +14,8 @@ use crate::container::exec::ExecStdio;
 use crate::container::{ContainerError, Containers};
 use crate::shim_client::Shim;
 
+use super::channel::{Input, Output};
 use super::remotecommand::sizes;
-use super::spdy::SpdyStream;
 
 /// Pumps one attach session until the process's output ends or the client
 /// goes away.
@@ -25,10 +25,10 @@ pub async fn run(
     id: &str,
     io: ExecStdio,
     stdin_once: bool,
-    stdin: Option<SpdyStream>,
-    stdout: Option<SpdyStream>,
-    stderr: Option<SpdyStream>,
-    resize: Option<SpdyStream>,
+    stdin: Option<Input>,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    resize: Option<Input>,
 ) -> Result<(), ContainerError> {
     let rec = cs.get(id)?.record();
     rec.ensure_running()?;
@@ -41,11 +41,10 @@ pub async fn run(
         .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
     let (tx, mut rx) = stream.split();
     let mut inputs = Vec::new();
-    if let Some(s) = stdin {
-        let (_, mut reader, _) = s.into_parts();
+    if let Some(mut reader) = stdin {
         let tx = tx.clone();
         inputs.push(tokio::spawn(async move {
-            while let Ok(Some(data)) = reader.recv().await {
+            while let Some(data) = reader.recv().await {
                 let m = AttachInput {
                     stdin_data: data.to_vec(),
                     ..Default::default()
@@ -64,7 +63,7 @@ pub async fn run(
         }));
     }
     if let Some(s) = resize {
-        let mut sizes = sizes(s.into_parts().1);
+        let mut sizes = sizes(s);
         let tx = tx.clone();
         inputs.push(tokio::spawn(async move {
             while let Some((width, height)) = sizes.recv().await {
@@ -79,8 +78,7 @@ pub async fn run(
             }
         }));
     }
-    let mut out = stdout.map(|s| s.into_parts().2);
-    let mut err = stderr.map(|s| s.into_parts().2);
+    let (mut out, mut err) = (stdout, stderr);
     if out.is_none() && err.is_none() {
         // Input only: the session lasts as long as the client's stdin.
         if let Some(first) = inputs.first_mut() {
@@ -108,7 +106,7 @@ pub async fn run(
         }
     }
     for w in [out.as_mut(), err.as_mut()].into_iter().flatten() {
-        let _ = w.finish();
+        w.finish();
     }
     for t in inputs {
         t.abort();

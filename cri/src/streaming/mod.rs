@@ -6,19 +6,24 @@
 //! terminal resizes, errors and forwarded ports over one connection.
 //! Kubernetes clients speak SPDY/3.1 for this (`k8s.io/apimachinery`'s
 //! `httpstream/spdy` on top of `moby/spdystream`), and newer ones
-//! optionally WebSocket.
+//! WebSocket (client-go's WebSocket executor and tunnelling dialer).
 //!
 //! The layers: [`spdy`], the SPDY/3.1 frame and header-block codecs and a
 //! session driver that hands the client-opened streams to a caller;
 //! [`tokens`], the single-use URLs; [`server`], the HTTP listener behind
 //! them (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
-//! negotiation); [`remotecommand`], what exec and attach streams mean, and
+//! negotiation, or `Upgrade: websocket` with `Sec-WebSocket-Protocol`);
+//! [`websocket`], the WebSocket handshake, channel framing and SPDY
+//! tunnel; [`channel`], one stdio direction whichever transport carries
+//! it; [`remotecommand`], what exec and attach streams mean, and
 //! [`attach`], the container's own stdio through its shim; [`portforward`],
-//! connections to a pod's ports. Still to come: the WebSocket variants.
+//! connections to a pod's ports.
 
 pub mod attach;
+pub mod channel;
 pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 pub mod tokens;
+pub mod websocket;

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::container::Containers;
 
+use super::channel::{Input, Output};
 use super::spdy::{Session, SpdyStream};
 
 /// The protocol served.
@@ -66,7 +67,20 @@ pub async fn serve(mut session: Session, cs: Arc<Containers>, pod_id: String) {
                 data: Some(data),
             }) = pairs.remove(&key)
             {
-                tokio::spawn(forward(error, data, port, netns.clone(), pod_id.clone()));
+                let (_, from_client, to_client) = data.into_parts();
+                let (netns, pod_id) = (netns.clone(), pod_id.clone());
+                tokio::spawn(async move {
+                    forward(
+                        Output::Spdy(error.into_parts().2),
+                        Input::Spdy(from_client),
+                        Output::Spdy(to_client),
+                        &port,
+                        netns,
+                        &pod_id,
+                        Ending::BothDirections,
+                    )
+                    .await
+                });
             }
         }
     }
@@ -101,12 +115,29 @@ fn connect_blocking(netns: Option<&Path>, port: u16) -> std::io::Result<std::net
     })
 }
 
-async fn forward(
-    mut error: SpdyStream,
-    data: SpdyStream,
-    port: String,
+/// How a forwarded connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// When both directions have ended: the client half-closes its data
+    /// stream once it has sent everything (SPDY).
+    BothDirections,
+    /// When either direction ends: the client cannot half-close a
+    /// WebSocket channel, so the pod's end closing the connection is the
+    /// end (as Kubernetes' port forwarder returns on the first copy done).
+    EitherDirection,
+}
+
+/// One forwarded connection: connects to `port` (as the client wrote it) in `netns` and copies
+/// bytes between it and the client's data channel until `ending`. A
+/// failure to connect is written as text on `error`, as kubelet does.
+pub async fn forward(
+    mut error: Output,
+    mut from_client: Input,
+    mut to_client: Output,
+    port: &str,
     netns: Option<PathBuf>,
-    pod_id: String,
+    pod_id: &str,
+    ending: Ending,
 ) {
     let tcp = match port.parse::<u16>() {
         Ok(p) if p > 0 => connect(netns, p).await,
@@ -123,16 +154,14 @@ async fn forward(
             );
             tracing::info!(pod = %pod_id, %port, error = %e, "port-forward connect");
             let _ = error.send(Bytes::from(msg)).await;
-            let _ = error.finish();
-            let (_, _, mut w) = data.into_parts();
-            let _ = w.finish();
+            error.finish();
+            to_client.finish();
             return;
         }
     };
-    let (_, mut from_client, mut to_client) = data.into_parts();
     let (mut rd, mut wr) = tcp.into_split();
     let upstream = async {
-        while let Ok(Some(chunk)) = from_client.recv().await {
+        while let Some(chunk) = from_client.recv().await {
             if wr.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -156,8 +185,18 @@ async fn forward(
                 }
             }
         }
-        let _ = to_client.finish();
+        to_client.finish();
     };
-    tokio::join!(upstream, downstream);
-    let _ = error.finish();
+    match ending {
+        Ending::BothDirections => {
+            tokio::join!(upstream, downstream);
+        }
+        Ending::EitherDirection => {
+            tokio::select! {
+                () = upstream => {}
+                () = downstream => {}
+            }
+        }
+    }
+    error.finish();
 }

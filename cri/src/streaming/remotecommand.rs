@@ -1,10 +1,12 @@
-//! Kubernetes' remote-command protocol over SPDY (what `kubectl exec`,
-//! `crictl exec` and kubelet's proxy speak): the client opens one stream
-//! per channel — `error`, and `stdin`, `stdout`, `stderr`, `resize` as the
+//! Kubernetes' remote-command protocol (what `kubectl exec`, `crictl exec`
+//! and kubelet's proxy speak), and its SPDY transport: the client opens one
+//! stream per channel — `error`, and `stdin`, `stdout`, `stderr`, `resize` as the
 //! request asks — tagged by a `streamType` header; the server pumps them
 //! to and from the process and, when it ends, writes how it ended on the
 //! error stream (protocol v4: a metav1.Status with the exit code; older
 //! protocols: a text message only on failure), then closes everything.
+//! [`run`] is that process side for either transport; the WebSocket
+//! channels reach it through `websocket::remotecommand`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use tokio::net::unix::pipe;
 use crate::container::exec::{self, ExecSession, ExecStdio};
 use crate::container::Containers;
 
-use super::spdy::{Session, SpdyStream, StreamReader, StreamWriter};
+use super::channel::{Input, Output};
+use super::spdy::{Session, SpdyStream};
 
 /// The remote-command protocols served, newest first (client order wins
 /// when negotiating, as in Kubernetes' httpstream).
@@ -33,7 +36,7 @@ const STREAM_CREATION: Duration = Duration::from_secs(30);
 /// Hang guard for output still arriving after the process exited.
 const DRAIN_GUARD: Duration = Duration::from_secs(10);
 
-/// The channels a request uses and the streams the client opened.
+/// The streams the client opened, by `streamType`.
 #[derive(Default)]
 struct Streams {
     error: Option<SpdyStream>,
@@ -41,6 +44,47 @@ struct Streams {
     stdout: Option<SpdyStream>,
     stderr: Option<SpdyStream>,
     resize: Option<SpdyStream>,
+}
+
+impl Streams {
+    /// The directions of each stream that are used: the client writes
+    /// stdin and resize, the server the rest.
+    fn into_stdio(self) -> Stdio {
+        let input = |s: Option<SpdyStream>| s.map(|s| Input::Spdy(s.into_parts().1));
+        let output = |s: Option<SpdyStream>| s.map(|s| Output::Spdy(s.into_parts().2));
+        Stdio {
+            error: output(self.error),
+            stdin: input(self.stdin),
+            stdout: output(self.stdout),
+            stderr: output(self.stderr),
+            resize: input(self.resize),
+        }
+    }
+}
+
+/// The channels of one remote-command session, whichever transport
+/// carries them; None for those the request does not use.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    /// Where how it ended is written.
+    pub error: Option<Output>,
+    /// The client's stdin.
+    pub stdin: Option<Input>,
+    /// The process's stdout (with a terminal: all its output).
+    pub stdout: Option<Output>,
+    /// The process's stderr.
+    pub stderr: Option<Output>,
+    /// Terminal sizes, JSON `{"Width":W,"Height":H}` back to back.
+    pub resize: Option<Input>,
+}
+
+/// How the outcome is reported on the error channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusStyle {
+    /// v4 and later: a metav1.Status JSON, also for success.
+    Status,
+    /// Older protocols: a text message, only on failure.
+    Text,
 }
 
 /// The first protocol in the client's list that is served; None when
@@ -111,21 +155,23 @@ pub enum Job {
 }
 
 impl Job {
-    fn container_id(&self) -> &str {
+    /// The container it runs in.
+    pub fn container_id(&self) -> &str {
         match self {
             Job::Exec { container_id, .. } | Job::Attach { container_id, .. } => container_id,
         }
     }
 
-    fn io(&self) -> &ExecStdio {
+    /// The stdio the request asked for.
+    pub fn io(&self) -> &ExecStdio {
         match self {
             Job::Exec { io, .. } | Job::Attach { io, .. } => io,
         }
     }
 }
 
-/// Serves one remote-command session: accepts the streams, runs or
-/// attaches to the process, pumps its stdio, reports how it ended.
+/// Serves one remote-command session over SPDY: accepts the streams,
+/// then [`run`]s the job on them.
 pub async fn serve(mut session: Session, protocol: &'static str, cs: Arc<Containers>, job: Job) {
     let streams = match accept_streams(&mut session, job.io(), protocol).await {
         Ok(s) => s,
@@ -135,20 +181,33 @@ pub async fn serve(mut session: Session, protocol: &'static str, cs: Arc<Contain
             return;
         }
     };
-    let v4 = protocol == PROTOCOLS[0];
-    let Streams {
+    let style = if protocol == PROTOCOLS[0] {
+        StatusStyle::Status
+    } else {
+        StatusStyle::Text
+    };
+    run(&cs, &job, streams.into_stdio(), style).await;
+    session.close();
+    let _ = session.wait().await;
+}
+
+/// Runs or attaches to the process, pumps its stdio through `stdio`, and
+/// writes how it ended on the error channel in `style`. The transport is
+/// the caller's to close afterwards.
+pub async fn run(cs: &Arc<Containers>, job: &Job, stdio: Stdio, style: StatusStyle) {
+    let Stdio {
         mut error,
         stdin,
         stdout,
         stderr,
         resize,
-    } = streams;
-    let result = match &job {
+    } = stdio;
+    let result = match job {
         Job::Exec {
             container_id,
             cmd,
             io,
-        } => match exec::start(&cs, container_id, cmd, *io).await {
+        } => match exec::start(cs, container_id, cmd, *io).await {
             Ok(mut proc) => {
                 let code = pump(&mut proc, stdin, stdout, stderr, resize).await;
                 proc.finish().await;
@@ -161,7 +220,7 @@ pub async fn serve(mut session: Session, protocol: &'static str, cs: Arc<Contain
             io,
             stdin_once,
         } => super::attach::run(
-            &cs,
+            cs,
             container_id,
             *io,
             *stdin_once,
@@ -175,23 +234,26 @@ pub async fn serve(mut session: Session, protocol: &'static str, cs: Arc<Contain
         .map_err(|e| e.to_string()),
     };
     if let Some(err) = error.as_mut() {
-        let msg = match (&result, v4) {
-            (Ok(code), true) => Some(exit_status_json(*code)),
-            (Err(m), true) => Some(error_status_json(m)),
-            (Ok(0), false) => None,
-            (Ok(code), false) => Some(format!(
-                "command terminated with non-zero exit code: exit status {code}"
-            )),
-            (Err(m), false) => Some(m.clone()),
-        };
-        if let Some(m) = msg {
+        if let Some(m) = status_message(&result, style) {
             let _ = err.send(Bytes::from(m)).await;
         }
-        let _ = err.finish();
+        err.finish();
     }
     tracing::info!(container = %job.container_id(), result = ?result, "stream session ended");
-    session.close();
-    let _ = session.wait().await;
+}
+
+/// What the error channel says for `result` in `style`; None for
+/// nothing at all.
+fn status_message(result: &Result<i32, String>, style: StatusStyle) -> Option<String> {
+    match (result, style) {
+        (Ok(code), StatusStyle::Status) => Some(exit_status_json(*code)),
+        (Err(m), StatusStyle::Status) => Some(error_status_json(m)),
+        (Ok(0), StatusStyle::Text) => None,
+        (Ok(code), StatusStyle::Text) => Some(format!(
+            "command terminated with non-zero exit code: exit status {code}"
+        )),
+        (Err(m), StatusStyle::Text) => Some(m.clone()),
+    }
 }
 
 /// Waits for the streams the request needs (the error stream always).
@@ -229,8 +291,8 @@ async fn accept_streams(
     Ok(s)
 }
 
-async fn copy_in(mut from: StreamReader, mut to: pipe::Sender) {
-    while let Ok(Some(data)) = from.recv().await {
+async fn copy_in(mut from: Input, mut to: pipe::Sender) {
+    while let Some(data) = from.recv().await {
         if to.write_all(&data).await.is_err() {
             return;
         }
@@ -238,7 +300,7 @@ async fn copy_in(mut from: StreamReader, mut to: pipe::Sender) {
     // End of the client's stdin: dropping `to` closes the process's.
 }
 
-async fn copy_out(mut from: pipe::Receiver, mut to: StreamWriter) {
+async fn copy_out(mut from: pipe::Receiver, mut to: Output) {
     let mut buf = vec![0u8; 32 << 10];
     loop {
         match from.read(&mut buf).await {
@@ -250,7 +312,7 @@ async fn copy_out(mut from: pipe::Receiver, mut to: StreamWriter) {
             }
         }
     }
-    let _ = to.finish();
+    to.finish();
 }
 
 /// Terminal sizes as the client sends them: JSON objects, back to back.
@@ -263,11 +325,11 @@ struct Size {
 
 /// The terminal sizes a client sends on its resize stream, as they
 /// complete; the channel ends with the stream.
-pub(super) fn sizes(mut reader: StreamReader) -> tokio::sync::mpsc::Receiver<(u32, u32)> {
+pub(super) fn sizes(mut reader: Input) -> tokio::sync::mpsc::Receiver<(u32, u32)> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
         let mut buf = Vec::new();
-        while let Ok(Some(data)) = reader.recv().await {
+        while let Some(data) = reader.recv().await {
             buf.extend_from_slice(&data);
             for size in take_sizes(&mut buf) {
                 if tx.send(size).await.is_err() {
@@ -294,30 +356,24 @@ fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u32, u32)> {
 
 async fn pump(
     proc: &mut ExecSession,
-    stdin: Option<SpdyStream>,
-    stdout: Option<SpdyStream>,
-    stderr: Option<SpdyStream>,
-    resize: Option<SpdyStream>,
+    stdin: Option<Input>,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    resize: Option<Input>,
 ) -> Result<i32, crate::container::ContainerError> {
     let mut tasks = Vec::new();
     if let (Some(s), Some(tx)) = (stdin, proc.stdin.take()) {
-        let (_, reader, _) = s.into_parts();
-        tokio::spawn(copy_in(reader, tx));
+        tokio::spawn(copy_in(s, tx));
     }
     for (s, rx) in [(stdout, proc.stdout.take()), (stderr, proc.stderr.take())] {
         match (s, rx) {
-            (Some(s), Some(rx)) => {
-                let (_, _, writer) = s.into_parts();
-                tasks.push(tokio::spawn(copy_out(rx, writer)));
-            }
-            (Some(mut s), None) => {
-                let _ = s.finish();
-            }
+            (Some(s), Some(rx)) => tasks.push(tokio::spawn(copy_out(rx, s))),
+            (Some(mut s), None) => s.finish(),
             _ => {}
         }
     }
     let resizer = resize.map(|s| {
-        let mut sizes = sizes(s.into_parts().1);
+        let mut sizes = sizes(s);
         let r = proc.resizer();
         tokio::spawn(async move {
             while let Some((w, h)) = sizes.recv().await {
@@ -373,6 +429,25 @@ mod tests {
         assert_eq!(bad["reason"], "NonZeroExitCode");
         assert_eq!(bad["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(bad["details"]["causes"][0]["message"], "3");
+    }
+
+    #[test]
+    fn old_protocols_report_failures_only_and_as_text() {
+        let ok = status_message(&Ok(0), StatusStyle::Status).expect("a Status");
+        assert!(ok.contains("Success"), "{ok}");
+        assert_eq!(status_message(&Ok(0), StatusStyle::Text), None);
+        assert_eq!(
+            status_message(&Ok(2), StatusStyle::Text).as_deref(),
+            Some("command terminated with non-zero exit code: exit status 2")
+        );
+        assert_eq!(
+            status_message(&Err("no such container".into()), StatusStyle::Text).as_deref(),
+            Some("no such container")
+        );
+        let err = status_message(&Err("boom".into()), StatusStyle::Status).expect("a Status");
+        let v: serde_json::Value = serde_json::from_str(&err).expect("json");
+        assert_eq!(v["reason"], "InternalError");
+        assert_eq!(v["message"], "boom");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The streaming server: an HTTP/1.1 listener (default 127.0.0.1, a free
 //! port) whose URLs the Exec/Attach/PortForward calls hand out. A request
-//! to `/exec/<token>` with a valid token and `Upgrade: SPDY/3.1` is
-//! switched to SPDY with the negotiated remote-command protocol and served;
-//! a used, expired or unknown token gets 404, as kubelet's server answers.
+//! to `/exec/<token>` with a valid token is switched to the transport it
+//! asks for — `Upgrade: websocket` (subprotocol from
+//! `Sec-WebSocket-Protocol`) or `Upgrade: SPDY/3.1` (protocol from
+//! `X-Stream-Protocol-Version`) — and served; a used, expired or unknown
+//! token gets 404, as kubelet's server answers; no common protocol, 403.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +23,13 @@ use super::portforward;
 use super::remotecommand::{self, Job};
 use super::spdy::{self, Session, SessionConfig};
 use super::tokens::{Pending, Tokens};
+use super::websocket::{self, portforward as ws_portforward, remotecommand as ws_remotecommand};
+
+/// An upgraded connection speaking WebSocket.
+type WebSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a request that is neither SPDY nor WebSocket is told.
+const NO_UPGRADE: &str = "streaming needs an upgrade to SPDY/3.1 or websocket";
 
 /// The running server: where it listens and the tokens it honours.
 #[derive(Debug)]
@@ -155,16 +164,116 @@ fn offered(req: &Request<Incoming>) -> Vec<String> {
         .collect()
 }
 
+/// Answers 101 switching to WebSocket with `protocol` (none when empty)
+/// and, once hyper hands over the connection, runs `serve` on it; 405
+/// for a method other than GET, 400 for a malformed handshake.
+fn upgrade_websocket<F, Fut>(
+    req: Request<Incoming>,
+    protocol: &'static str,
+    serve: F,
+) -> Response<Full<Bytes>>
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    if req.method() != hyper::Method::GET {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET",
+        );
+    }
+    let accept = match websocket::accept_key(req.headers()) {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = plain(StatusCode::BAD_REQUEST, &e.to_string());
+            r.headers_mut().insert(
+                "Sec-WebSocket-Version",
+                hyper::header::HeaderValue::from_static(websocket::VERSION),
+            );
+            return r;
+        }
+    };
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming upgrade");
+                return;
+            }
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        serve(ws).await;
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(websocket::UPGRADE_PROTOCOL),
+    );
+    h.insert("Sec-WebSocket-Accept", accept);
+    if !protocol.is_empty() {
+        h.insert(
+            websocket::PROTOCOL_HEADER,
+            hyper::header::HeaderValue::from_static(protocol),
+        );
+    }
+    r
+}
+
+/// 403 for a WebSocket client whose subprotocols are not served.
+fn no_common_subprotocol(served: &[&str]) -> Response<Full<Bytes>> {
+    let served: Vec<&str> = served.iter().copied().filter(|p| !p.is_empty()).collect();
+    plain(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "requested WebSocket subprotocols are not supported; supported: {}",
+            served.join(", ")
+        ),
+    )
+}
+
 fn upgrade_port_forward(
     req: Request<Incoming>,
     cs: Arc<Containers>,
     pod_id: String,
 ) -> Response<Full<Bytes>> {
+    if websocket::is_websocket_request(req.headers()) {
+        let offers = websocket::offered(req.headers());
+        if ws_portforward::wants_tunnel(&offers) {
+            if !offers
+                .iter()
+                .any(|o| o == ws_portforward::TUNNELED_PROTOCOL)
+            {
+                return no_common_subprotocol(&[ws_portforward::TUNNELED_PROTOCOL]);
+            }
+            return upgrade_websocket(req, ws_portforward::TUNNELED_PROTOCOL, move |ws| {
+                ws_portforward::serve_tunnel(ws, cs, pod_id)
+            });
+        }
+        let ports = match ws_portforward::ports_from_query(req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let Some(protocol) = websocket::negotiate(&offers, &ws_portforward::CHANNEL_PROTOCOLS)
+        else {
+            return no_common_subprotocol(&ws_portforward::CHANNEL_PROTOCOLS);
+        };
+        return upgrade_websocket(req, protocol, move |ws| {
+            ws_portforward::serve_channels(ws, protocol, cs, pod_id, ports)
+        });
+    }
     if !wants_spdy(&req) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "this server streams over SPDY/3.1 only (WebSocket is not served yet)",
-        );
+        return plain(StatusCode::BAD_REQUEST, NO_UPGRADE);
     }
     let offers = offered(&req);
     if !offers.is_empty() && !offers.iter().any(|o| o == portforward::PROTOCOL) {
@@ -222,11 +331,17 @@ fn route(
             return upgrade_port_forward(req, cs, p.pod_sandbox_id);
         }
     };
+    if websocket::is_websocket_request(req.headers()) {
+        let offers = websocket::offered(req.headers());
+        let Some(protocol) = websocket::negotiate(&offers, &ws_remotecommand::PROTOCOLS) else {
+            return no_common_subprotocol(&ws_remotecommand::PROTOCOLS);
+        };
+        return upgrade_websocket(req, protocol, move |ws| {
+            ws_remotecommand::serve(ws, protocol, cs, job)
+        });
+    }
     if !wants_spdy(&req) {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "this server streams over SPDY/3.1 only (WebSocket is not served yet)",
-        );
+        return plain(StatusCode::BAD_REQUEST, NO_UPGRADE);
     }
     let offers = offered(&req);
     let Some(protocol) = remotecommand::negotiate(offers.iter().map(String::as_str)) else {

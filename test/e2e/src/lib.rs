@@ -4,6 +4,7 @@
 
 pub mod spdy_client;
 pub mod workload;
+pub mod ws_client;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

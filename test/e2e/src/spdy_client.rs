@@ -2,7 +2,8 @@
 //! part of `kubectl exec` / `crictl exec` (moby/spdystream under
 //! k8s.io/client-go): the HTTP upgrade with protocol negotiation, one
 //! stream per channel, stdin sent and half-closed, output and the error
-//! channel read until the server ends them. Built on the daemon's own
+//! channel read until the server ends them; the same streams also run over
+//! any byte stream, such as a WebSocket tunnel. Built on the daemon's own
 //! frame and header codecs, which are unit-tested against fixtures made
 //! by an independent zlib.
 
@@ -14,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use carapace_cri::streaming::spdy::frame::{self, Frame};
 use carapace_cri::streaming::spdy::headers::{HeaderCompressor, HeaderDecompressor};
 use carapace_cri::streaming::spdy::Headers;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What one exec session returned.
@@ -100,6 +101,18 @@ pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow:
     if out.http_status != 101 {
         return Ok(out);
     }
+    out.received = run_streams(&mut conn, streams).await?;
+    Ok(out)
+}
+
+/// Opens `streams` on an established SPDY connection `conn` (after an
+/// HTTP upgrade, or tunnelled), sends their bytes, and reads until every
+/// stream marked `wait` has ended; what the server sent on each.
+pub async fn run_streams<T>(conn: &mut T, streams: &[Open]) -> anyhow::Result<Vec<Vec<u8>>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut received = vec![Vec::new(); streams.len()];
     let mut comp = HeaderCompressor::new()?;
     let mut decomp = HeaderDecompressor::new();
     let mut wire = BytesMut::new();
@@ -180,7 +193,7 @@ pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow:
                 data,
             } => {
                 if let Some(i) = index(stream_id) {
-                    out.received[i].extend_from_slice(&data);
+                    received[i].extend_from_slice(&data);
                 }
                 if fin {
                     ended.insert(stream_id);
@@ -209,7 +222,7 @@ pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow:
             _ => {}
         }
     }
-    Ok(out)
+    Ok(received)
 }
 
 /// A remote-command session at `url` (from the CRI Exec or Attach call):
@@ -258,6 +271,20 @@ pub async fn port_forward(
     port: u16,
     request: &[u8],
 ) -> anyhow::Result<(u16, Vec<u8>, String)> {
+    let mut o = session(
+        url,
+        &["portforward.k8s.io"],
+        &port_forward_streams(port, request),
+    )
+    .await?;
+    let data = std::mem::take(&mut o.received[1]);
+    let error = String::from_utf8_lossy(&o.received[0]).into_owned();
+    Ok((o.http_status, data, error))
+}
+
+/// The error and data streams of one forwarded connection to `port` that
+/// sends `request` and half-closes, as client-go opens them.
+pub fn port_forward_streams(port: u16, request: &[u8]) -> [Open; 2] {
     let header = |kind: &str| {
         vec![
             ("streamType".to_string(), kind.to_string()),
@@ -265,7 +292,7 @@ pub async fn port_forward(
             ("requestID".to_string(), "0".to_string()),
         ]
     };
-    let opens = [
+    [
         Open {
             headers: header("error"),
             send: Vec::new(),
@@ -278,9 +305,5 @@ pub async fn port_forward(
             fin: true,
             wait: true,
         },
-    ];
-    let mut o = session(url, &["portforward.k8s.io"], &opens).await?;
-    let data = std::mem::take(&mut o.received[1]);
-    let error = String::from_utf8_lossy(&o.received[0]).into_owned();
-    Ok((o.http_status, data, error))
+    ]
 }

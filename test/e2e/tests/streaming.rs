@@ -3,11 +3,15 @@
 //! kubectl and crictl speak it) runs a command there — stdin in, stdout
 //! and stderr out, the exit code on the error channel, terminal resizes;
 //! URLs are single-use; bad requests get clear statuses. Attach joins the
-//! container's own stdio the same way.
+//! container's own stdio the same way, and PortForward reaches a pod's
+//! ports. The same again over WebSocket: the remote-command channel
+//! protocols (v5 with its stdin close signal, v4, base64, the original)
+//! and port forwarding as SPDY tunnelled through WebSocket or kubelet's
+//! channel protocol.
 
-use carapace_e2e::spdy_client;
 use carapace_e2e::workload::{create, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon};
+use carapace_e2e::{spdy_client, ws_client};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -307,4 +311,275 @@ async fn port_forward_reaches_a_port_inside_the_pod() {
         .await
         .expect_err("unknown pod");
     assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+// ---- WebSocket ----------------------------------------------------------
+//
+// The same sessions over WebSocket, as client-go's WebSocket executor
+// (`crictl exec --transport websocket`) and its SPDY-over-WebSocket
+// port-forward dialer speak them, and kubelet's older channel protocols.
+
+/// The metav1.Status on a WebSocket session's error channel.
+fn ws_status(out: &ws_client::Outcome) -> serde_json::Value {
+    serde_json::from_str(&out.text(ws_client::ERROR))
+        .unwrap_or_else(|e| panic!("a Status on the error channel ({e}): {out:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_websocket_v5_closes_stdin_and_reports_the_exit_code() {
+    let (_d, mut rt, id) = running_container().await;
+    let u = url(
+        &mut rt,
+        request(&id, &["sh", "-c", "cat; echo err >&2; exit 7"], true, false),
+    )
+    .await
+    .expect("exec url");
+    // crictl offers v5 only; `cat` ends only if the close signal for stdin
+    // is honoured.
+    let send = ws_client::Send {
+        stdin: b"piped in\n".to_vec(),
+        close_stdin: true,
+        resize: None,
+    };
+    let out = ws_client::exec(&u, &["v5.channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert_eq!(out.http_status, 101);
+    assert_eq!(out.protocol, "v5.channel.k8s.io");
+    // First, one empty message on stdout: the connection is up.
+    assert_eq!(out.messages.first(), Some(&(ws_client::STDOUT, Vec::new())));
+    assert_eq!(out.text(ws_client::STDOUT), "piped in\n");
+    assert_eq!(out.text(ws_client::STDERR), "err\n");
+    let status = ws_status(&out);
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "7");
+    // The error channel is the last word, then a normal close.
+    assert_eq!(out.messages.last().map(|m| m.0), Some(ws_client::ERROR));
+    assert_eq!(out.close_code, Some(1000));
+
+    // A URL works once, whatever the transport.
+    let again = ws_client::exec(&u, &["v5.channel.k8s.io"], &ws_client::Send::default())
+        .await
+        .expect("second try");
+    assert_eq!(again.http_status, 404);
+
+    // Success is a Success status.
+    let u = url(&mut rt, request(&id, &["echo", "fine"], false, false))
+        .await
+        .expect("exec url");
+    let out = ws_client::exec(&u, &["v5.channel.k8s.io"], &ws_client::Send::default())
+        .await
+        .expect("stream");
+    assert_eq!(out.text(ws_client::STDOUT), "fine\n");
+    assert_eq!(ws_status(&out)["status"], "Success");
+
+    // A terminal gets the size sent on the resize channel (the command
+    // waits for it).
+    let wait_for_size = r#"until [ "$(stty size)" = "30 100" ]; do sleep 0.1; done; tty"#;
+    let u = url(
+        &mut rt,
+        request(&id, &["sh", "-c", wait_for_size], true, true),
+    )
+    .await
+    .expect("exec url");
+    let send = ws_client::Send {
+        resize: Some((100, 30)),
+        ..Default::default()
+    };
+    let out = ws_client::exec(&u, &["v5.channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert!(out.text(ws_client::STDOUT).contains("/dev/pts/"), "{out:?}");
+    assert_eq!(ws_status(&out)["status"], "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_websocket_v4_and_older_protocols() {
+    let (_d, mut rt, id) = running_container().await;
+    // v4: the exit code in a Status; stdin without a close signal (the
+    // command stops reading on its own).
+    let script = "head -c 5; echo; echo out; exit 3";
+    let u = url(&mut rt, request(&id, &["sh", "-c", script], true, false))
+        .await
+        .expect("exec url");
+    let send = ws_client::Send {
+        stdin: b"abcde".to_vec(),
+        ..Default::default()
+    };
+    let out = ws_client::exec(&u, &["v4.channel.k8s.io", "channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert_eq!(out.http_status, 101);
+    assert_eq!(out.protocol, "v4.channel.k8s.io");
+    assert_eq!(out.text(ws_client::STDOUT), "abcde\nout\n");
+    let status = ws_status(&out);
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    assert_eq!(out.close_code, Some(1000));
+
+    // base64: text messages with a channel digit, both ways.
+    let u = url(&mut rt, request(&id, &["sh", "-c", script], true, false))
+        .await
+        .expect("exec url");
+    let out = ws_client::exec(&u, &["v4.base64.channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert_eq!(out.protocol, "v4.base64.channel.k8s.io");
+    assert_eq!(out.messages.first(), Some(&(ws_client::STDOUT, Vec::new())));
+    assert_eq!(out.text(ws_client::STDOUT), "abcde\nout\n");
+    assert_eq!(ws_status(&out)["details"]["causes"][0]["message"], "3");
+
+    // The original protocols: a text message on failure only.
+    let u = url(&mut rt, request(&id, &["sh", "-c", script], true, false))
+        .await
+        .expect("exec url");
+    let out = ws_client::exec(&u, &["base64.channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert_eq!(out.protocol, "base64.channel.k8s.io");
+    assert_eq!(out.text(ws_client::STDOUT), "abcde\nout\n");
+    assert_eq!(
+        out.text(ws_client::ERROR),
+        "command terminated with non-zero exit code: exit status 3"
+    );
+    let u = url(&mut rt, request(&id, &["echo", "old"], false, false))
+        .await
+        .expect("exec url");
+    let out = ws_client::exec(&u, &[], &ws_client::Send::default())
+        .await
+        .expect("stream");
+    assert_eq!(out.protocol, "", "no offer: channel.k8s.io unnamed");
+    assert_eq!(out.text(ws_client::STDOUT), "old\n");
+    assert!(!out.by_channel().contains_key(&ws_client::ERROR), "{out:?}");
+
+    // No common subprotocol: refused before anything runs.
+    let u = url(&mut rt, request(&id, &["true"], false, false))
+        .await
+        .expect("exec url");
+    let out = ws_client::exec(&u, &["v3.channel.k8s.io"], &ws_client::Send::default())
+        .await
+        .expect("handshake");
+    assert_eq!(out.http_status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_over_websocket_joins_the_containers_own_stdio() {
+    let script = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
+    let (_d, mut rt, id) = running(|c| {
+        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.stdin = true;
+        c.stdin_once = true;
+    })
+    .await;
+    let u = rt
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("attach url")
+        .into_inner()
+        .url;
+    let send = ws_client::Send {
+        stdin: b"one\ntwo\n".to_vec(),
+        close_stdin: true,
+        resize: None,
+    };
+    let out = ws_client::exec(&u, &["v5.channel.k8s.io"], &send)
+        .await
+        .expect("stream");
+    assert_eq!(out.http_status, 101);
+    // stdin_once: the close signal is the end of the container's input.
+    assert_eq!(out.text(ws_client::STDOUT), "got:one\ngot:two\nbye\n");
+    assert_eq!(out.text(ws_client::STDERR), "err:one\nerr:two\n");
+    assert_eq!(ws_status(&out)["status"], "Success");
+    assert_eq!(out.close_code, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_over_websocket_tunnels_spdy_and_serves_channels() {
+    let script = "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 8080 -h /www";
+    let (_d, mut rt, id) = running(|c| {
+        c.command = vec!["sh".into(), "-c".into(), script.into()];
+    })
+    .await;
+    let _ = id;
+    // The daemon runs this one pod.
+    let pod = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list pods")
+        .into_inner()
+        .items
+        .first()
+        .expect("the pod")
+        .id
+        .clone();
+    let pf_url = |port: u16| {
+        let mut rt = rt.clone();
+        let pod = pod.clone();
+        async move {
+            rt.port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod,
+                port: vec![i32::from(port)],
+            })
+            .await
+            .expect("port-forward url")
+            .into_inner()
+            .url
+        }
+    };
+    const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
+    // httpd may still be starting: retry until it answers (hang-guarded).
+    let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
+    let (status, protocol, data, error) = loop {
+        let r = ws_client::port_forward_tunnel(&pf_url(8080).await, 8080, GET)
+            .await
+            .expect("tunnel");
+        if !r.2.is_empty() || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 101);
+    assert_eq!(protocol, "SPDY/3.1+portforward.k8s.io");
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("hello-pf"), "{text:?} / {error:?}");
+    assert_eq!(error, "");
+    // A closed port is reported on the pair's error stream, in the tunnel.
+    let (status, _, data, error) = ws_client::port_forward_tunnel(&pf_url(9999).await, 9999, GET)
+        .await
+        .expect("tunnel");
+    assert_eq!(status, 101);
+    assert!(data.is_empty());
+    assert!(error.contains("9999"), "{error:?}");
+
+    // kubelet's channel protocol: ports in the query, data on channel 0
+    // and errors on 1, each opened with the port in little-endian bytes.
+    for protocol in ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"] {
+        let u = format!("{}?port=8080", pf_url(8080).await);
+        let out = ws_client::port_forward_channels(&u, &[protocol], GET)
+            .await
+            .expect("channels");
+        assert_eq!(out.http_status, 101);
+        assert_eq!(out.protocol, protocol);
+        let port = 8080u16.to_le_bytes().to_vec();
+        assert_eq!(out.messages.first(), Some(&(0, port.clone())), "{out:?}");
+        assert!(out.messages.contains(&(1, port)), "{out:?}");
+        let data = out.by_channel().remove(&0).unwrap_or_default();
+        let text = String::from_utf8_lossy(&data[2..]);
+        assert!(text.contains("hello-pf"), "{text:?}");
+        assert_eq!(out.close_code, Some(1000));
+    }
+    // Without ports there is nothing to forward.
+    let out = ws_client::port_forward_channels(&pf_url(8080).await, &[], GET)
+        .await
+        .expect("handshake");
+    assert_eq!(out.http_status, 400);
 }
