@@ -156,8 +156,24 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &MountContext) -> Result<()> {
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
-    let r = nix::mount::mount(Some(&source), &tpath, Some(typ.as_str()), flags, data);
+    // sysfs, proc and mqueue share one superblock per namespace: mounting
+    // one read-only would make the superblock read-only for every other
+    // container of the pod (a privileged sibling's sysfs then comes up
+    // read-only too). Mount it read-write and make only this mount
+    // read-only, as a bind remount.
+    let shared_sb = matches!(typ.as_str(), "sysfs" | "proc" | "mqueue");
+    let ro_later = shared_sb && flags.contains(MsFlags::MS_RDONLY);
+    let mount_flags = if ro_later {
+        flags & !MsFlags::MS_RDONLY
+    } else {
+        flags
+    };
+    let r = nix::mount::mount(Some(&source), &tpath, Some(typ.as_str()), mount_flags, data);
     match r {
+        Ok(()) if ro_later => {
+            let (_fd, p) = reopen(root, dest)?;
+            remount(&p, flags | MsFlags::MS_BIND, dest)?;
+        }
         Ok(()) => {}
         // Without its own network namespace (or in a user namespace) the
         // kernel refuses a new sysfs/mqueue: bind the host's, as runc does.
