@@ -36,38 +36,117 @@ fn read_image_file(rootfs: &Path, rel: &str) -> Option<String> {
     std::fs::read_to_string(&p).ok()
 }
 
-/// The host facts of the devices a container asks for (stat of each
-/// host path: type, major/minor, mode, owner).
-fn device_facts(config: &cri::ContainerConfig) -> Result<Vec<DeviceFacts>, ContainerError> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+/// The host facts of the devices a container gets (see [`DeviceFacts`]):
+/// each CRI device (every device below it when its host path is a
+/// directory), then, for a privileged container, every device of the
+/// host's /dev.
+fn device_facts(
+    config: &cri::ContainerConfig,
+    privileged: bool,
+) -> Result<Vec<DeviceFacts>, ContainerError> {
     let mut out = Vec::new();
     for d in config.devices.iter() {
-        let md = std::fs::metadata(&d.host_path)
-            .map_err(|e| ContainerError::io("stat device", &d.host_path, e))?;
-        let kind = if md.file_type().is_char_device() {
-            DeviceKind::Char
-        } else if md.file_type().is_block_device() {
-            DeviceKind::Block
-        } else {
-            return Err(ContainerError::InvalidArgument(format!(
-                "{} is not a device",
-                d.host_path
-            )));
-        };
-        let rdev = md.rdev();
+        let host = Path::new(&d.host_path);
+        let md = std::fs::metadata(host).map_err(|e| ContainerError::io("stat device", host, e))?;
+        if md.is_dir() {
+            // The container path names the directory; below it, the same
+            // relative paths as on the host.
+            let base = if d.container_path.is_empty() {
+                d.host_path.clone()
+            } else {
+                d.container_path.clone()
+            };
+            for (path, facts) in devices_below(host, &[]) {
+                let rel = path.strip_prefix(host).unwrap_or(&path);
+                out.push(DeviceFacts {
+                    container_path: Path::new(&base).join(rel).display().to_string(),
+                    permissions: d.permissions.clone(),
+                    ..facts
+                });
+            }
+            continue;
+        }
+        let facts = device_at(host, &md).ok_or_else(|| {
+            ContainerError::InvalidArgument(format!("{} is not a device", d.host_path))
+        })?;
         out.push(DeviceFacts {
-            host_path: PathBuf::from(&d.host_path),
             container_path: d.container_path.clone(),
             permissions: d.permissions.clone(),
-            kind,
-            major: nix::sys::stat::major(rdev) as i64,
-            minor: nix::sys::stat::minor(rdev) as i64,
-            file_mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
+            ..facts
         });
     }
+    if privileged {
+        // As runc's HostDevices: not the per-container pseudo-filesystems
+        // and links, nor the console.
+        let skip = [
+            "pts",
+            "shm",
+            "fd",
+            "mqueue",
+            ".lxc",
+            ".lxd-mounts",
+            ".udev",
+            "console",
+        ];
+        out.extend(
+            devices_below(Path::new("/dev"), &skip)
+                .into_iter()
+                .map(|(_, f)| f),
+        );
+    }
     Ok(out)
+}
+
+/// The facts of the device node at `path` (its own path in the container,
+/// `rwm`), or None if it is not a device.
+fn device_at(path: &Path, md: &std::fs::Metadata) -> Option<DeviceFacts> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let kind = if md.file_type().is_char_device() {
+        DeviceKind::Char
+    } else if md.file_type().is_block_device() {
+        DeviceKind::Block
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    Some(DeviceFacts {
+        host_path: path.to_path_buf(),
+        container_path: String::new(),
+        permissions: "rwm".into(),
+        kind,
+        major: nix::sys::stat::major(rdev) as i64,
+        minor: nix::sys::stat::minor(rdev) as i64,
+        file_mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+    })
+}
+
+/// Every device node below `dir` (symlinks not followed; names in `skip`
+/// left out at the top level), sorted by path. Nodes that vanish while
+/// walking are ignored.
+fn devices_below(dir: &Path, skip: &[&str]) -> Vec<(PathBuf, DeviceFacts)> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), true)];
+    while let Some((d, top)) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if top && skip.iter().any(|s| name == *s) {
+                continue;
+            }
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if md.is_dir() {
+                todo.push((path, false));
+            } else if let Some(f) = device_at(&path, &md) {
+                out.push((path, f));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The PID of the container a TARGET pid namespace joins.
@@ -285,7 +364,14 @@ async fn build(
         rootfs: rootfs_dir.clone(),
         volumes_dir: rec.data.join("volumes"),
         target_pid: target_pid(cs, &rec.config),
-        devices: device_facts(&rec.config)?,
+        devices: device_facts(
+            &rec.config,
+            rec.config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .is_some_and(|sc| sc.privileged),
+        )?,
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
     };
