@@ -1,0 +1,448 @@
+//! What a container's config makes of it, seen from inside: env, command,
+//! working dir, user, group and supplemental groups; capabilities added
+//! and dropped (read from /proc/self/status), privileged; a read-only
+//! rootfs; seccomp RuntimeDefault blocking what the default profile blocks;
+//! a pod's shared PID namespace versus private ones; tty output logged as
+//! stdout; a container killed over its memory limit reported OOMKilled.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use carapace_e2e::workload::{create, exec, pull, run_pod, start, Rt};
+use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
+use k8s_cri::v1 as cri;
+
+const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+
+async fn setup(name: &str) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
+    setup_with(name, |_| {}).await
+}
+
+/// A daemon with busybox pulled and one running pod, whose config `tweak`
+/// adjusts first.
+async fn setup_with(
+    name: &str,
+    tweak: impl FnOnce(&mut cri::PodSandboxConfig),
+) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
+    require_registry();
+    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut pc = pod_config(name);
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    tweak(&mut pc);
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    (d, rt, pod, pc)
+}
+
+fn container(
+    name: &str,
+    args: &[&str],
+    sc: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts `c` in the pod; its ID.
+async fn run(
+    rt: &mut Rt,
+    pod: &str,
+    pc: &cri::PodSandboxConfig,
+    c: cri::ContainerConfig,
+) -> String {
+    let id = create(rt, pod, pc, c).await.expect("create");
+    start(rt, &id).await;
+    id
+}
+
+/// `sh -c script` in the container: (exit code, stdout, stderr).
+async fn sh(rt: &mut Rt, id: &str, script: &str) -> (i32, String, String) {
+    let r = exec(rt, id, &["sh", "-c", script], 30).await.expect("exec");
+    (
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("container status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+/// The effective capability mask of the container's processes.
+async fn cap_eff(rt: &mut Rt, id: &str) -> u64 {
+    let (code, out, err) = sh(rt, id, "grep CapEff /proc/self/status").await;
+    assert_eq!(code, 0, "{err}");
+    let hex = out.split_whitespace().nth(1).expect("CapEff value");
+    u64::from_str_radix(hex, 16).expect("hex mask")
+}
+
+const CAP_CHOWN: u64 = 1 << 0;
+const CAP_NET_ADMIN: u64 = 1 << 12;
+const CAP_NET_RAW: u64 = 1 << 13;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_command_workdir_and_user_come_from_the_config() {
+    let (_d, mut rt, pod, pc) = setup("who").await;
+    let mut c = container(
+        "who",
+        &["sleep", "300"],
+        cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            supplemental_groups: vec![4000],
+            ..Default::default()
+        },
+    );
+    c.envs = vec![cri::KeyValue {
+        key: "FOO".into(),
+        value: "bar baz".into(),
+    }];
+    c.working_dir = "/tmp".into();
+    let id = run(&mut rt, &pod, &pc, c).await;
+    let (code, out, err) = sh(&mut rt, &id, "echo \"$FOO\"; pwd; id -u; id -g; id -G").await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..4], ["bar baz", "/tmp", "1000", "3000"], "{out}");
+    let groups: Vec<&str> = lines[4].split_whitespace().collect();
+    assert!(
+        groups.contains(&"4000"),
+        "supplemental group missing: {out}"
+    );
+    // The init process itself, not only execs: its status file.
+    let (_, init, _) = sh(
+        &mut rt,
+        &id,
+        "grep -E '^(Uid|Gid|Groups)' /proc/$(pidof sleep)/status",
+    )
+    .await;
+    assert!(init.contains("Uid:\t1000"), "{init}");
+    assert!(init.contains("Gid:\t3000"), "{init}");
+    assert!(init.contains("4000"), "{init}");
+    let user = status(&mut rt, &id)
+        .await
+        .user
+        .and_then(|u| u.linux)
+        .expect("effective user reported");
+    assert_eq!((user.uid, user.gid), (1000, 3000));
+    assert!(user.supplemental_groups.contains(&4000), "{user:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_added_dropped_or_all_when_privileged() {
+    // A privileged container needs a privileged pod, as in containerd.
+    let (_d, mut rt, pod, pc) = setup_with("caps", |pc| {
+        if let Some(sc) = pc.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.privileged = true;
+        }
+    })
+    .await;
+    let caps = |add: &[&str], drop: &[&str]| cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let default = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container("default", &["sleep", "300"], caps(&[], &[])),
+    )
+    .await;
+    let eff = cap_eff(&mut rt, &default).await;
+    assert!(
+        eff & CAP_CHOWN != 0 && eff & CAP_NET_RAW != 0,
+        "default set: {eff:x}"
+    );
+    assert!(
+        eff & (CAP_NET_ADMIN | CAP_SYS_ADMIN) == 0,
+        "default set too wide: {eff:x}"
+    );
+
+    let changed = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            "changed",
+            &["sleep", "300"],
+            caps(&["NET_ADMIN"], &["CHOWN"]),
+        ),
+    )
+    .await;
+    let eff2 = cap_eff(&mut rt, &changed).await;
+    assert_eq!(eff2, (eff | CAP_NET_ADMIN) & !CAP_CHOWN, "{eff2:x}");
+    // Dropping CHOWN is felt: chown to another user fails.
+    let (code, _, _) = sh(&mut rt, &changed, "touch /tmp/f && chown 1:1 /tmp/f").await;
+    assert_ne!(code, 0, "chown worked without CAP_CHOWN");
+
+    let only = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container("only", &["sleep", "300"], caps(&["CAP_NET_RAW"], &["ALL"])),
+    )
+    .await;
+    assert_eq!(cap_eff(&mut rt, &only).await, CAP_NET_RAW);
+
+    let privileged = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            "privileged",
+            &["sleep", "300"],
+            cri::LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    // Everything the daemon (root, like this test) may pass on.
+    let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+    let bnd = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).expect("hex"))
+        .expect("CapBnd");
+    assert_eq!(cap_eff(&mut rt, &privileged).await, bnd);
+    // Host devices only for the privileged one: one the host has that is
+    // not in the default device set.
+    let dev = ["/dev/loop0", "/dev/kmsg", "/dev/mem", "/dev/vda"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a host device to look for");
+    let (code, _, _) = sh(&mut rt, &privileged, &format!("test -e {dev}")).await;
+    assert_eq!(code, 0, "privileged container lacks host device {dev}");
+    let (code, _, _) = sh(&mut rt, &default, &format!("test -e {dev}")).await;
+    assert_ne!(code, 0, "unprivileged container sees {dev}");
+    // sysfs: read-only unless privileged.
+    for (id, ro) in [(&default, true), (&privileged, false)] {
+        let (code, out, _) = sh(&mut rt, id, "grep ' /sys ' /proc/self/mounts").await;
+        assert_eq!(code, 0);
+        let opts = out.split_whitespace().nth(3).unwrap_or("");
+        assert_eq!(
+            opts.split(',').any(|o| o == "ro"),
+            ro,
+            "container {id}: sysfs mounted {opts}: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_rootfs_refuses_writes() {
+    let (_d, mut rt, pod, pc) = setup("ro").await;
+    let ro = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            "ro",
+            &["sleep", "300"],
+            cri::LinuxContainerSecurityContext {
+                readonly_rootfs: true,
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let (code, _, err) = sh(&mut rt, &ro, "touch /written").await;
+    assert_ne!(code, 0, "wrote to a read-only rootfs");
+    assert!(err.contains("Read-only file system"), "{err}");
+    // The pod's shm stays writable.
+    let (code, _, err) = sh(&mut rt, &ro, "touch /dev/shm/ok").await;
+    assert_eq!(code, 0, "{err}");
+    let rw = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container("rw", &["sleep", "300"], Default::default()),
+    )
+    .await;
+    let (code, _, err) = sh(&mut rt, &rw, "touch /written").await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_runtime_default_blocks_what_the_default_profile_blocks() {
+    let (_d, mut rt, pod, pc) = setup("seccomp").await;
+    let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    };
+    use cri::security_profile::ProfileType;
+    let confined = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            "confined",
+            &["sleep", "300"],
+            profile(ProfileType::RuntimeDefault),
+        ),
+    )
+    .await;
+    let free = run(
+        &mut rt,
+        &pod,
+        &pc,
+        container("free", &["sleep", "300"], profile(ProfileType::Unconfined)),
+    )
+    .await;
+    // unshare(CLONE_NEWUSER) needs no capability, but the default profile
+    // allows unshare only to holders of CAP_SYS_ADMIN.
+    let (code, _, err) = sh(&mut rt, &free, "unshare -U true").await;
+    assert_eq!(code, 0, "unconfined unshare failed: {err}");
+    let (code, _, err) = sh(&mut rt, &confined, "unshare -U true").await;
+    assert_ne!(code, 0, "RuntimeDefault let unshare through");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let (_, out, _) = sh(&mut rt, &confined, "grep Seccomp: /proc/self/status").await;
+    assert!(out.contains('2'), "not in seccomp filter mode: {out}");
+    let (_, out, _) = sh(&mut rt, &free, "grep Seccomp: /proc/self/status").await;
+    assert!(out.contains('0'), "unconfined is filtered: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_shares_its_pid_namespace_only_when_asked() {
+    require_registry();
+    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    for (mode, shared) in [
+        (cri::NamespaceMode::Pod, true),
+        (cri::NamespaceMode::Container, false),
+    ] {
+        let name = if shared { "pidpod" } else { "pidown" };
+        let ns = cri::NamespaceOption {
+            pid: mode as i32,
+            ..Default::default()
+        };
+        let mut pc = pod_config(name);
+        if let Some(sc) = pc.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.namespace_options = Some(ns.clone());
+        }
+        let pod = run_pod(&mut rt, pc.clone()).await;
+        let sc = cri::LinuxContainerSecurityContext {
+            namespace_options: Some(ns),
+            ..Default::default()
+        };
+        run(
+            &mut rt,
+            &pod,
+            &pc,
+            container("a", &["sleep", "4321"], sc.clone()),
+        )
+        .await;
+        let b = run(&mut rt, &pod, &pc, container("b", &["sleep", "300"], sc)).await;
+        let (code, out, err) = sh(&mut rt, &b, "ps -o args").await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out.contains("sleep 4321"),
+            shared,
+            "pid mode {mode:?}: b's processes:\n{out}"
+        );
+        // In a shared namespace PID 1 is the pod's infra process, not b.
+        let (_, one, _) = sh(&mut rt, &b, "cat /proc/1/cmdline | tr '\\0' ' '").await;
+        assert_eq!(one.contains("sleep 300"), !shared, "pid 1 is {one:?}");
+    }
+}
+
+/// The CRI log's records: (stream, content).
+fn records(p: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_, stream, _, content) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some((stream.to_string(), content.to_string()))
+        })
+        .collect()
+}
+
+async fn wait_exited(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let s = status(rt, id).await;
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_output_is_logged_as_stdout() {
+    let (_d, mut rt, pod, pc) = setup("tty").await;
+    let mut c = container(
+        "tty",
+        &["sh", "-c", "echo to-out; echo to-err >&2; test -t 1"],
+        Default::default(),
+    );
+    c.tty = true;
+    let id = run(&mut rt, &pod, &pc, c).await;
+    let s = wait_exited(&mut rt, &id).await;
+    assert_eq!(s.exit_code, 0, "stdout is not a terminal");
+    let recs = records(Path::new(&s.log_path));
+    assert!(
+        recs.iter().all(|(stream, _)| stream == "stdout"),
+        "{recs:?}"
+    );
+    let text: Vec<String> = recs
+        .iter()
+        .map(|(_, c)| c.trim_end_matches('\r').to_string())
+        .collect();
+    assert!(
+        text.contains(&"to-out".to_string()) && text.contains(&"to-err".to_string()),
+        "{recs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let (_d, mut rt, pod, pc) = setup("oom").await;
+    let mut c = container("hog", &["sh", "-c", "tail /dev/zero"], Default::default());
+    if let Some(l) = c.linux.as_mut() {
+        l.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        });
+    }
+    let id = run(&mut rt, &pod, &pc, c).await;
+    let s = wait_exited(&mut rt, &id).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137, "{s:?}");
+}
