@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod namespaces;
 pub mod network;
+pub mod prometheus;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod server;

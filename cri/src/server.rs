@@ -13,6 +13,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::container::Containers;
 use crate::image_service::ImageServiceImpl;
+use crate::prometheus::grpc::GrpcMetricsLayer;
+use crate::prometheus::DaemonMetrics;
 use crate::runtime_service::RuntimeServiceImpl;
 
 /// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
@@ -89,10 +91,22 @@ pub async fn serve(
             path: PathBuf::from(address),
             source,
         })?;
+    let metrics = DaemonMetrics::new();
+    let metrics_address = containers.sandboxes.daemon.config.metrics.address.clone();
+    if !metrics_address.is_empty() {
+        crate::prometheus::server::start(&metrics_address, metrics.clone(), containers.clone())
+            .await
+            .map_err(|source| ServerError::Io {
+                what: "bind the metrics endpoint on",
+                path: PathBuf::from(&metrics_address),
+                source,
+            })?;
+    }
     let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone(), streaming));
     let image = ImageServiceServer::new(ImageServiceImpl::new(containers));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
+        .layer(GrpcMetricsLayer(metrics))
         .add_service(runtime)
         .add_service(image)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
