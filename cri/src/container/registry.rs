@@ -17,6 +17,9 @@ pub struct Container {
     /// Held while an operation changes the container.
     pub op: tokio::sync::Mutex<()>,
     record: RwLock<ContainerRecord>,
+    /// Woken whenever the record changes, for callers waiting on a
+    /// transition another task records (StopContainer on the exit).
+    changed: tokio::sync::Notify,
 }
 
 impl Container {
@@ -32,6 +35,28 @@ impl Container {
         match self.record.write() {
             Ok(mut r) => *r = rec,
             Err(p) => *p.into_inner() = rec,
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds for the record, or `limit` passes;
+    /// whether it holds.
+    pub async fn wait_for(
+        &self,
+        limit: std::time::Duration,
+        done: impl Fn(&ContainerRecord) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Made before the check: a change between the check and the
+            // await still wakes it.
+            let changed = self.changed.notified();
+            if done(&self.record()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(&self.record());
+            }
         }
     }
 }
@@ -98,6 +123,7 @@ impl Containers {
         let c = Arc::new(Container {
             op: tokio::sync::Mutex::new(()),
             record: RwLock::new(rec.clone()),
+            changed: tokio::sync::Notify::new(),
         });
         self.ids().insert(rec.id.clone(), c.clone());
         c

@@ -77,12 +77,8 @@ pub async fn stop(cs: &Arc<Containers>, id: &str, timeout_secs: i64) -> Result<(
 /// StopContainer that returns is followed by an Exited status.
 async fn settle(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError> {
     let c = cs.get(id)?;
-    for _ in 0..500 {
-        if c.record().phase != Phase::Running {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    c.wait_for(Duration::from_secs(5), |r| r.phase != Phase::Running)
+        .await;
     Ok(())
 }
 
