@@ -5,7 +5,11 @@
 //! image with many layers cannot name them all by absolute path. Layer dirs
 //! are siblings (`<root>/layers/<chain id>`), so the long case mounts from a
 //! helper thread that has its own working directory, naming lowers relative
-//! to their common parent, as containerd's overlay snapshotter does.
+//! to their common parent, as containerd's overlay snapshotter does. Stacks
+//! too deep even for that (about 60 chain IDs fill the page) are named by
+//! short numbered symlinks in a scratch dir beside the target (as docker's
+//! overlay2 driver names layers by short links), up to overlayfs' own limit
+//! of 500 lowers; the links are only needed while mounting.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -20,6 +24,8 @@ use nix::sched::{unshare, CloneFlags};
 /// Bytes of mount data the kernel copies from user space: one page (4096 on
 /// the page sizes we run on), the terminating NUL included.
 const MOUNT_DATA_LIMIT: usize = 4096;
+/// The most lower dirs overlayfs stacks (the kernel's OVL_MAX_STACK).
+const MAX_LOWERS: usize = 500;
 /// Filesystem type and source name of overlay mounts.
 const OVERLAY: &str = "overlay";
 
@@ -262,7 +268,15 @@ fn fits(data: &[u8]) -> bool {
 /// path if that fits, else relative to their common parent.
 enum OverlayOptions<'a> {
     Absolute(Vec<u8>),
-    Relative { parent: &'a Path, data: Vec<u8> },
+    Relative {
+        parent: &'a Path,
+        data: Vec<u8>,
+    },
+    /// Lowers named `0`, `1`, … by symlinks made in a scratch dir.
+    Linked {
+        lowers: &'a [PathBuf],
+        data: Vec<u8>,
+    },
 }
 
 impl<'a> OverlayOptions<'a> {
@@ -275,22 +289,29 @@ impl<'a> OverlayOptions<'a> {
         if fits(&absolute) {
             return Ok(OverlayOptions::Absolute(absolute));
         }
-        let Some(parent) = common_parent(lowers) else {
+        if let Some(parent) = common_parent(lowers) {
+            let data = overlay_options(lowers.iter().filter_map(|l| l.file_name()), tail);
+            if fits(&data) {
+                return Ok(OverlayOptions::Relative { parent, data });
+            }
+        }
+        if lowers.len() > MAX_LOWERS {
             return Err(RootfsError::OptionsTooLong {
                 target: target.to_path_buf(),
                 len: absolute.len() + 1,
-                detail: "the lower dirs do not share one parent dir to name them relative to",
+                detail: "more than the 500 lower dirs overlayfs stacks",
             });
-        };
-        let data = overlay_options(lowers.iter().filter_map(|l| l.file_name()), tail);
+        }
+        let names: Vec<String> = (0..lowers.len()).map(|i| i.to_string()).collect();
+        let data = overlay_options(names.iter().map(OsStr::new), tail);
         if !fits(&data) {
             return Err(RootfsError::OptionsTooLong {
                 target: target.to_path_buf(),
                 len: data.len() + 1,
-                detail: "even with lower dirs named relative to their parent",
+                detail: "even with lower dirs named by short links",
             });
         }
-        Ok(OverlayOptions::Relative { parent, data })
+        Ok(OverlayOptions::Linked { lowers, data })
     }
 
     fn mount(&self, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
@@ -299,8 +320,38 @@ impl<'a> OverlayOptions<'a> {
             OverlayOptions::Relative { parent, data } => {
                 mount_relative(parent, target, flags, data)
             }
+            OverlayOptions::Linked { lowers, data } => {
+                let links = link_dir(target);
+                let _ = fs::remove_dir_all(&links);
+                let made = fs::create_dir(&links).and_then(|()| {
+                    lowers.iter().enumerate().try_for_each(|(i, l)| {
+                        std::os::unix::fs::symlink(l, links.join(i.to_string()))
+                    })
+                });
+                let r = match made {
+                    Ok(()) => mount_relative(&links, target, flags, data),
+                    Err(source) => Err(RootfsError::CreateDir {
+                        target: target.to_path_buf(),
+                        path: links.clone(),
+                        source,
+                    }),
+                };
+                // overlayfs holds the lower dirs themselves once mounted.
+                let _ = fs::remove_dir_all(&links);
+                r
+            }
         }
     }
+}
+
+/// The scratch dir of short lower links for a mount at `target`: beside
+/// it, hidden, and private to this process.
+fn link_dir(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.lowers-{}", std::process::id()))
 }
 
 /// The parent all lowers share, if each is `<parent>/<name>`.
@@ -398,25 +449,37 @@ mod tests {
     }
 
     #[test]
-    fn stacks_too_long_even_relative_are_refused_naming_the_limit() {
+    fn stacks_too_long_for_relative_names_get_numbered_links() {
         let lowers = layers("/var/lib/carapace/layers", 70);
-        let err = match OverlayOptions::new(&lowers, b"", Path::new("/t")) {
-            Err(e) => e,
-            Ok(_) => panic!("70 chain-id names cannot fit one page"),
-        };
-        assert!(matches!(err, RootfsError::OptionsTooLong { .. }));
-        assert!(err.to_string().contains("4096-byte"), "{err}");
+        match OverlayOptions::new(&lowers, b",upperdir=/u", Path::new("/t")) {
+            Ok(OverlayOptions::Linked { lowers: l, data }) => {
+                assert_eq!(l.len(), 70);
+                let names: Vec<String> = (0..70).map(|i| i.to_string()).collect();
+                assert_eq!(
+                    data,
+                    format!("lowerdir={},upperdir=/u", names.join(":")).into_bytes()
+                );
+            }
+            _ => panic!("expected linked options"),
+        }
+        // Scattered lowers too.
+        let mut lowers = layers("/a", 40);
+        lowers.extend(layers("/b", 40));
+        assert!(matches!(
+            OverlayOptions::new(&lowers, b"", Path::new("/t")),
+            Ok(OverlayOptions::Linked { .. })
+        ));
     }
 
     #[test]
-    fn long_stacks_without_a_common_parent_are_refused() {
-        let mut lowers = layers("/a", 40);
-        lowers.extend(layers("/b", 40));
+    fn stacks_deeper_than_overlayfs_allows_are_refused_naming_the_limit() {
+        let lowers = layers("/l", 501);
         let err = match OverlayOptions::new(&lowers, b"", Path::new("/t")) {
             Err(e) => e,
-            Ok(_) => panic!("scattered lowers cannot be named relatively"),
+            Ok(_) => panic!("501 lowers"),
         };
-        assert!(err.to_string().contains("share one parent"), "{err}");
+        assert!(matches!(err, RootfsError::OptionsTooLong { .. }));
+        assert!(err.to_string().contains("500 lower dirs"), "{err}");
     }
 
     #[test]
