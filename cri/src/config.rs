@@ -85,6 +85,42 @@ pub struct Log {
 pub struct Streaming {
     /// Listen address; port 0 picks a free port.
     pub address: String,
+    /// PEM certificate (chain) to serve the streaming URLs over TLS
+    /// (https://); empty serves plain HTTP. Set with `tls_key_file`.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`; empty with it.
+    pub tls_key_file: PathBuf,
+    /// How long an Exec/Attach/PortForward URL stays valid, in seconds
+    /// (kubelet's streaming server: one minute).
+    pub token_ttl_seconds: u64,
+}
+
+impl Streaming {
+    /// The certificate and key files when TLS is on; None for plain
+    /// HTTP. [`Config::validate`] has checked they come together.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let (cert, key) = (&self.tls_cert_file, &self.tls_key_file);
+        (!cert.as_os_str().is_empty() && !key.as_os_str().is_empty())
+            .then_some((cert.as_path(), key.as_path()))
+    }
+
+    /// Checks what the streaming section's values must be.
+    fn validate(&self) -> Result<(), String> {
+        let cert = !self.tls_cert_file.as_os_str().is_empty();
+        let key = !self.tls_key_file.as_os_str().is_empty();
+        if cert != key {
+            return Err(format!(
+                "streaming.tls_cert_file {:?} and streaming.tls_key_file {:?}: set both (TLS) or neither (plain HTTP)",
+                self.tls_cert_file, self.tls_key_file
+            ));
+        }
+        if self.token_ttl_seconds == 0 {
+            return Err(
+                "streaming.token_ttl_seconds 0: a URL must stay valid at least one second".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Metrics settings.
@@ -143,6 +179,9 @@ impl Default for Streaming {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:0".into(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            token_ttl_seconds: 60,
         }
     }
 }
@@ -224,6 +263,7 @@ impl Config {
                 self.default_runtime_handler
             ));
         }
+        self.streaming.validate()?;
         Ok(())
     }
 }
@@ -274,6 +314,13 @@ format = "text"
 [streaming]
 # Exec/attach/port-forward server; port 0 picks a free port.
 address = "127.0.0.1:0"
+# Serve it over TLS (https:// URLs) with this PEM certificate chain and
+# PEM private key (PKCS#8, PKCS#1 or SEC1): both or neither. Empty: plain
+# HTTP, fine on 127.0.0.1 where only the node can connect.
+tls_cert_file = ""
+tls_key_file = ""
+# How long an Exec/Attach/PortForward URL stays valid (used once).
+token_ttl_seconds = 60
 
 [metrics]
 # Prometheus /metrics listen address; empty turns it off.
@@ -306,5 +353,35 @@ mod tests {
             Config::load(&d.path().join("missing.toml"), false).expect("defaults"),
             Config::default()
         );
+    }
+
+    #[test]
+    fn streaming_tls_files_come_in_pairs() {
+        let half: Config =
+            toml::from_str("[streaming]\ntls_cert_file = \"/c.pem\"\n").expect("toml");
+        let e = half.validate().expect_err("a certificate without a key");
+        assert!(e.contains("tls_key_file"), "{e}");
+        let half: Config =
+            toml::from_str("[streaming]\ntls_key_file = \"/k.pem\"\n").expect("toml");
+        assert!(half.validate().is_err());
+        assert_eq!(half.streaming.tls_files(), None);
+        let both: Config =
+            toml::from_str("[streaming]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n")
+                .expect("toml");
+        assert!(both.validate().is_ok());
+        assert_eq!(
+            both.streaming.tls_files(),
+            Some((Path::new("/c.pem"), Path::new("/k.pem")))
+        );
+        assert_eq!(Config::default().streaming.tls_files(), None);
+    }
+
+    #[test]
+    fn a_token_ttl_of_zero_is_refused() {
+        let c: Config = toml::from_str("[streaming]\ntoken_ttl_seconds = 0\n").expect("toml");
+        let e = c.validate().expect_err("zero TTL");
+        assert!(e.contains("token_ttl_seconds"), "{e}");
+        let c: Config = toml::from_str("[streaming]\ntoken_ttl_seconds = 1\n").expect("toml");
+        assert!(c.validate().is_ok());
     }
 }

@@ -84,13 +84,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let address = containers.sandboxes.daemon.config.streaming.address.clone();
-    let streaming = crate::streaming::server::start(&address, containers.clone())
-        .await
-        .map_err(|source| ServerError::Io {
-            what: "bind the streaming server on",
-            path: PathBuf::from(address),
-            source,
-        })?;
+    let streaming = match crate::streaming::server::start(&address, containers.clone()).await {
+        Ok(s) => s,
+        Err(source) => {
+            // Nobody will answer on the CRI socket: do not leave it behind.
+            let _ = std::fs::remove_file(socket);
+            return Err(ServerError::Io {
+                what: "start the streaming server on",
+                path: PathBuf::from(address),
+                source,
+            });
+        }
+    };
     let metrics = DaemonMetrics::new();
     let metrics_address = containers.sandboxes.daemon.config.metrics.address.clone();
     if !metrics_address.is_empty() {

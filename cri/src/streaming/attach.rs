@@ -3,7 +3,9 @@
 //! and terminal sizes to it, through the shim's `carapace.shim.v1.Io`
 //! Attach stream. Output is what the process writes from now on (the past
 //! is in the CRI log); closing the client's stdin closes the container's
-//! only for a `stdin_once` container, as kubelet expects.
+//! only for a `stdin_once` container, as kubelet expects. A client that
+//! goes away ends the session at once, even while the container is
+//! silent, and with it the shim's attach stream.
 
 use std::sync::Arc;
 
@@ -85,9 +87,19 @@ pub async fn run(
             let _ = first.await;
         }
     } else {
-        // Output ends with the process (the shim closes the stream).
+        // Output ends with the process (the shim closes the stream), or
+        // with the client: one that leaves while the container is silent
+        // is noticed by its channels closing, not by a failed write, so
+        // the shim's attach stream is not held for nobody.
         loop {
-            let chunk = match rx.recv().await {
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                () = client_gone(out.as_ref(), err.as_ref()) => {
+                    tracing::debug!(container = %rec.id, "attach client left");
+                    break;
+                }
+            };
+            let chunk = match next {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(container = %rec.id, error = %e, "attach output ended");
@@ -113,4 +125,19 @@ pub async fn run(
     }
     let _ = tx.close_send().await;
     Ok(())
+}
+
+/// Resolves once either output channel can no longer reach the client
+/// (never, with neither).
+async fn client_gone(out: Option<&Output>, err: Option<&Output>) {
+    async fn closed(o: Option<&Output>) {
+        match o {
+            Some(o) => o.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        () = closed(out) => {}
+        () = closed(err) => {}
+    }
 }

@@ -51,6 +51,17 @@ impl Output {
         }
     }
 
+    /// Resolves once nothing sent on this channel can reach the client
+    /// any more: the client left (its connection closed or broke), reset
+    /// the SPDY stream, or the channel was finished. Lets a sender that
+    /// has nothing to send notice a client that is gone.
+    pub async fn closed(&self) {
+        match self {
+            Output::Spdy(w) => w.closed().await,
+            Output::WebSocket(w) => w.closed().await,
+        }
+    }
+
     /// Marks the end of this channel's data: SPDY half-closes the stream;
     /// a WebSocket channel has no end of its own (the connection's Close
     /// ends them all), so nothing is sent.

@@ -11,7 +11,7 @@
 //! The layers: [`spdy`], the SPDY/3.1 frame and header-block codecs and a
 //! session driver that hands the client-opened streams to a caller;
 //! [`tokens`], the single-use URLs; [`server`], the HTTP listener behind
-//! them (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
+//! them (over [`tls`] when configured) (the `Upgrade: SPDY/3.1` handshake with `X-Stream-Protocol-Version`
 //! negotiation, or `Upgrade: websocket` with `Sec-WebSocket-Protocol`);
 //! [`websocket`], the WebSocket handshake, channel framing and SPDY
 //! tunnel; [`channel`], one stdio direction whichever transport carries
@@ -25,5 +25,6 @@ pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
+pub mod tls;
 pub mod tokens;
 pub mod websocket;

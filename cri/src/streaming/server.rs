@@ -5,16 +5,21 @@
 //! `Sec-WebSocket-Protocol`) or `Upgrade: SPDY/3.1` (protocol from
 //! `X-Stream-Protocol-Version`) — and served; a used, expired or unknown
 //! token gets 404, as kubelet's server answers; no common protocol, 403.
+//! With `[streaming] tls_cert_file` and `tls_key_file` the listener
+//! speaks TLS ([`super::tls`]) and the URLs say `https://`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::container::exec::ExecStdio;
 use crate::container::Containers;
@@ -22,6 +27,7 @@ use crate::container::Containers;
 use super::portforward;
 use super::remotecommand::{self, Job};
 use super::spdy::{self, Session, SessionConfig};
+use super::tls;
 use super::tokens::{Pending, Tokens};
 use super::websocket::{self, portforward as ws_portforward, remotecommand as ws_remotecommand};
 
@@ -31,19 +37,28 @@ type WebSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgr
 /// What a request that is neither SPDY nor WebSocket is told.
 const NO_UPGRADE: &str = "streaming needs an upgrade to SPDY/3.1 or websocket";
 
+/// Idle time before the kernel starts probing a streaming connection,
+/// and the time between probes (Go's net/http defaults, which kubelet's
+/// streaming server has): a client whose host vanished without closing
+/// its connection is noticed, and what it held released, in minutes
+/// rather than never.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// The running server: where it listens and the tokens it honours.
 #[derive(Debug)]
 pub struct StreamingServer {
     addr: SocketAddr,
+    scheme: &'static str,
     tokens: Tokens,
 }
 
 impl StreamingServer {
-    /// The URL a client streams `p` at (valid once, for a minute).
+    /// The URL a client streams `p` at (valid once, for the configured
+    /// `token_ttl_seconds`); `https://` when the server speaks TLS.
     pub fn url_for(&self, p: Pending) -> std::io::Result<String> {
         let kind = p.kind();
         let token = self.tokens.insert(p)?;
-        Ok(format!("http://{}/{kind}/{token}", self.addr))
+        Ok(format!("{}://{}/{kind}/{token}", self.scheme, self.addr))
     }
 
     /// Where it listens.
@@ -52,14 +67,23 @@ impl StreamingServer {
     }
 }
 
-/// Binds `address` and serves in the background.
+/// Binds `address` and serves in the background, over TLS when the
+/// daemon's `[streaming]` config names a certificate and key (read and
+/// checked here, before binding), with URLs valid for its
+/// `token_ttl_seconds`.
 pub async fn start(address: &str, cs: Arc<Containers>) -> std::io::Result<Arc<StreamingServer>> {
+    let config = cs.sandboxes.daemon.config.streaming.clone();
+    let acceptor = match config.tls_files() {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(address).await?;
     let server = Arc::new(StreamingServer {
         addr: listener.local_addr()?,
-        tokens: Tokens::default(),
+        scheme: if acceptor.is_some() { "https" } else { "http" },
+        tokens: Tokens::new(Duration::from_secs(config.token_ttl_seconds)),
     });
-    tracing::info!(address = %server.addr, "streaming server listening");
+    tracing::info!(address = %server.addr, tls = acceptor.is_some(), "streaming server listening");
     let srv = server.clone();
     tokio::spawn(async move {
         loop {
@@ -70,23 +94,57 @@ pub async fn start(address: &str, cs: Arc<Containers>) -> std::io::Result<Arc<St
                     continue;
                 }
             };
-            let (srv, cs) = (srv.clone(), cs.clone());
+            tune(&conn, peer);
+            let (srv, cs, acceptor) = (srv.clone(), cs.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (srv, cs) = (srv.clone(), cs.clone());
-                    async move { Ok::<_, Infallible>(route(&srv, cs, req)) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(conn), svc)
-                    .with_upgrades()
-                    .await
-                {
-                    tracing::debug!(%peer, error = %e, "streaming connection");
+                match acceptor {
+                    None => serve_connection(conn, peer, srv, cs).await,
+                    Some(acceptor) => match tls::handshake(&acceptor, conn).await {
+                        Ok(conn) => serve_connection(conn, peer, srv, cs).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "streaming TLS"),
+                    },
                 }
             });
         }
     });
     Ok(server)
+}
+
+/// Socket options for a streaming connection: no Nagle delay (a status
+/// or a keystroke echo goes out at once, as Go sets it for kubelet), and
+/// TCP keepalive so a peer that vanished is noticed.
+fn tune(conn: &TcpStream, peer: SocketAddr) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE);
+    let result = conn
+        .set_nodelay(true)
+        .and_then(|()| socket2::SockRef::from(conn).set_tcp_keepalive(&keepalive));
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "streaming socket options");
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    srv: Arc<StreamingServer>,
+    cs: Arc<Containers>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let (srv, cs) = (srv.clone(), cs.clone());
+        async move { Ok::<_, Infallible>(route(&srv, cs, req)) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "streaming connection");
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {

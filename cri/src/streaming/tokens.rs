@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 
-/// How long a URL stays valid, as kubelet's streaming server.
+/// How long a URL stays valid unless configured otherwise
+/// (`[streaming] token_ttl_seconds`), as kubelet's streaming server.
 pub const TTL: Duration = Duration::from_secs(60);
 
 /// What a token stands for.

@@ -62,12 +62,71 @@ pub struct Outcome {
     pub received: Vec<Vec<u8>>,
 }
 
-/// Upgrades at `url` offering `protocols`, opens `streams`, sends their
-/// bytes, and reads until every stream marked `wait` has ended.
-pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow::Result<Outcome> {
-    let rest = url.strip_prefix("http://").context("http URL")?;
-    let (host, path) = rest.split_once('/').context("URL path")?;
-    let mut conn = TcpStream::connect(host).await.context("connect")?;
+/// A connection to a streaming server, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How the client reaches a streaming URL: `http://` over plain TCP,
+/// `https://` over TLS trusting the certificate it was given (as kubelet
+/// would be configured to trust the runtime's streaming certificate).
+#[derive(Clone, Default)]
+pub struct Dialer {
+    tls: Option<tokio_native_tls::TlsConnector>,
+}
+
+impl Dialer {
+    /// A dialer for `https://` URLs whose server presents `cert_pem` (or
+    /// a certificate it signed); plain `http://` URLs still work.
+    pub fn trusting(cert_pem: &[u8]) -> anyhow::Result<Self> {
+        let root = tokio_native_tls::native_tls::Certificate::from_pem(cert_pem)
+            .context("CA certificate")?;
+        let tls = tokio_native_tls::native_tls::TlsConnector::builder()
+            .add_root_certificate(root)
+            .build()
+            .context("TLS connector")?;
+        Ok(Dialer {
+            tls: Some(tls.into()),
+        })
+    }
+
+    /// Connects to `url`'s host: (connection, host, path without the
+    /// leading slash).
+    pub async fn connect(&self, url: &str) -> anyhow::Result<(Box<dyn Io>, String, String)> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            (false, url.strip_prefix("http://").context("http URL")?)
+        };
+        let (host, path) = rest.split_once('/').context("URL path")?;
+        let tcp = TcpStream::connect(host).await.context("connect")?;
+        tcp.set_nodelay(true)?;
+        let conn: Box<dyn Io> = if tls {
+            let connector = self
+                .tls
+                .as_ref()
+                .context("an https URL needs a dialer that trusts its certificate")?;
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake")?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        Ok((conn, host.to_string(), path.to_string()))
+    }
+}
+
+/// Sends the HTTP upgrade to SPDY/3.1 offering `protocols` on `conn` and
+/// reads the response head: (status, the protocol the server chose).
+async fn upgrade(
+    conn: &mut Box<dyn Io>,
+    host: &str,
+    path: &str,
+    protocols: &[&str],
+) -> anyhow::Result<(u16, String)> {
     let mut req = format!(
         "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );
@@ -82,20 +141,40 @@ pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow:
         head.push(conn.read_u8().await.context("response head")?);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("status line")?;
+    let protocol = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("X-Stream-Protocol-Version")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, protocol))
+}
+
+/// Upgrades at `url` offering `protocols`, opens `streams`, sends their
+/// bytes, and reads until every stream marked `wait` has ended.
+pub async fn session(url: &str, protocols: &[&str], streams: &[Open]) -> anyhow::Result<Outcome> {
+    session_via(&Dialer::default(), url, protocols, streams).await
+}
+
+/// [`session`] through `dialer` (for `https://` URLs).
+pub async fn session_via(
+    dialer: &Dialer,
+    url: &str,
+    protocols: &[&str],
+    streams: &[Open],
+) -> anyhow::Result<Outcome> {
+    let (mut conn, host, path) = dialer.connect(url).await?;
+    let (http_status, protocol) = upgrade(&mut conn, &host, &path, protocols).await?;
     let mut out = Outcome {
-        http_status: head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("status line")?,
-        protocol: head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("X-Stream-Protocol-Version")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default(),
+        http_status,
+        protocol,
         received: vec![Vec::new(); streams.len()],
     };
     if out.http_status != 101 {
@@ -236,6 +315,18 @@ pub async fn exec(
     stdin: &[u8],
     resize: Option<(u32, u32)>,
 ) -> anyhow::Result<ExecOutcome> {
+    exec_via(&Dialer::default(), url, protocols, channels, stdin, resize).await
+}
+
+/// [`exec`] through `dialer` (for `https://` URLs).
+pub async fn exec_via(
+    dialer: &Dialer,
+    url: &str,
+    protocols: &[&str],
+    channels: &[&str],
+    stdin: &[u8],
+    resize: Option<(u32, u32)>,
+) -> anyhow::Result<ExecOutcome> {
     let opens: Vec<Open> = channels
         .iter()
         .map(|ch| Open {
@@ -251,7 +342,7 @@ pub async fn exec(
             wait: matches!(*ch, "stdout" | "stderr" | "error"),
         })
         .collect();
-    let o = session(url, protocols, &opens).await?;
+    let o = session_via(dialer, url, protocols, &opens).await?;
     Ok(ExecOutcome {
         http_status: o.http_status,
         protocol: o.protocol,
@@ -306,4 +397,294 @@ pub fn port_forward_streams(port: u16, request: &[u8]) -> [Open; 2] {
             wait: true,
         },
     ]
+}
+
+/// What one bulk transfer through a forwarded connection did.
+#[derive(Debug, Default)]
+pub struct Transfer {
+    /// The HTTP status of the upgrade (101 when it streamed).
+    pub http_status: u16,
+    /// Bytes sent on the data stream.
+    pub sent: u64,
+    /// Bytes received on the data stream.
+    pub received: u64,
+    /// The error stream's text.
+    pub error: String,
+    /// From the first byte sent to the last expected byte received.
+    pub elapsed: Duration,
+}
+
+/// The size of the DATA frames [`port_forward_transfer`] sends: what
+/// spdystream makes of `io.Copy`'s 32 KiB reads under kubectl.
+const TRANSFER_CHUNK: usize = 32 << 10;
+
+/// One forwarded connection to `port` at `url` for measuring throughput,
+/// as `kubectl port-forward` drives one: opens the error stream (and
+/// half-closes it at once, as client-go does) and the data stream, sends
+/// `send` zero bytes in 32 KiB DATA frames while counting what comes
+/// back; the clock stops once `expect` bytes came back on the data
+/// stream. Only then does it half-close the data stream (containerd
+/// ends a forwarded connection a second after either direction ends, so
+/// an early half-close would cut a download short) and read until the
+/// server has ended both streams. Nothing is kept in memory, so
+/// gigabytes are fine; a data stream ending short of `expect` is an
+/// error.
+pub async fn port_forward_transfer(
+    dialer: &Dialer,
+    url: &str,
+    port: u16,
+    send: u64,
+    expect: u64,
+) -> anyhow::Result<Transfer> {
+    let (mut conn, host, path) = dialer.connect(url).await?;
+    let (http_status, _) = upgrade(&mut conn, &host, &path, &["portforward.k8s.io"]).await?;
+    let mut t = Transfer {
+        http_status,
+        ..Default::default()
+    };
+    if http_status != 101 {
+        return Ok(t);
+    }
+    const ERROR: u32 = 1;
+    const DATA: u32 = 3;
+    let mut comp = HeaderCompressor::new()?;
+    let mut decomp = HeaderDecompressor::new();
+    let mut wire = BytesMut::new();
+    for (id, kind) in [(ERROR, "error"), (DATA, "data")] {
+        let mut h = Headers::new();
+        h.insert("streamType", kind);
+        h.insert("port", &port.to_string());
+        h.insert("requestID", "0");
+        frame::encode(
+            &Frame::SynStream {
+                stream_id: id,
+                associated_to: 0,
+                priority: 0,
+                slot: 0,
+                fin: false,
+                unidirectional: false,
+                header_block: comp.compress(&h)?,
+            },
+            &mut wire,
+        )?;
+    }
+    let fin = |id: u32, wire: &mut BytesMut| {
+        frame::encode(
+            &Frame::Data {
+                stream_id: id,
+                fin: true,
+                data: Bytes::new(),
+            },
+            wire,
+        )
+    };
+    fin(ERROR, &mut wire)?;
+    conn.write_all(&wire).await?;
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let started = tokio::time::Instant::now();
+    let (got_all, all_received) = tokio::sync::oneshot::channel::<()>();
+    let writing = async {
+        let mut full = BytesMut::new();
+        frame::encode(
+            &Frame::Data {
+                stream_id: DATA,
+                fin: false,
+                data: Bytes::from(vec![0u8; TRANSFER_CHUNK]),
+            },
+            &mut full,
+        )?;
+        let mut left = send;
+        while left >= TRANSFER_CHUNK as u64 {
+            wr.write_all(&full).await?;
+            left -= TRANSFER_CHUNK as u64;
+        }
+        let mut tail = BytesMut::new();
+        if left > 0 {
+            let n = usize::try_from(left)?;
+            frame::encode(
+                &Frame::Data {
+                    stream_id: DATA,
+                    fin: false,
+                    data: Bytes::from(vec![0u8; n]),
+                },
+                &mut tail,
+            )?;
+            wr.write_all(&tail).await?;
+            tail.clear();
+        }
+        wr.flush().await?;
+        // Half-close once everything expected is back (or the reader
+        // gave up).
+        let _ = all_received.await;
+        fin(DATA, &mut tail)?;
+        wr.write_all(&tail).await?;
+        wr.flush().await?;
+        anyhow::Ok(())
+    };
+    let reading = async {
+        let (mut received, mut error) = (0u64, Vec::new());
+        let mut elapsed = None;
+        let mut got_all = Some(got_all);
+        let mut ended = std::collections::HashSet::new();
+        let mut buf = BytesMut::with_capacity(256 << 10);
+        loop {
+            if received >= expect && elapsed.is_none() {
+                elapsed = Some(started.elapsed());
+                if let Some(tx) = got_all.take() {
+                    let _ = tx.send(());
+                }
+            }
+            if ended.contains(&ERROR) && ended.contains(&DATA) {
+                break;
+            }
+            let Some(f) = frame::decode(&mut buf, frame::MAX_PAYLOAD_LEN)? else {
+                buf.reserve(128 << 10);
+                if rd.read_buf(&mut buf).await? == 0 {
+                    break;
+                }
+                continue;
+            };
+            match f {
+                Frame::Data {
+                    stream_id,
+                    fin,
+                    data,
+                } => {
+                    match stream_id {
+                        DATA => received += data.len() as u64,
+                        ERROR => error.extend_from_slice(&data),
+                        _ => {}
+                    }
+                    if fin {
+                        ended.insert(stream_id);
+                    }
+                }
+                Frame::SynReply {
+                    stream_id,
+                    fin,
+                    header_block,
+                } => {
+                    decomp.decompress(&header_block)?;
+                    if fin {
+                        ended.insert(stream_id);
+                    }
+                }
+                Frame::RstStream { stream_id, .. } => {
+                    ended.insert(stream_id);
+                }
+                Frame::GoAway { .. } => break,
+                Frame::SynStream { .. } => bail!("the server opened a stream"),
+                _ => {}
+            }
+        }
+        // Dropping `got_all` unheard lets the writer half-close anyway.
+        drop(got_all);
+        anyhow::Ok((received, error, elapsed))
+    };
+    let (w, r) = tokio::time::timeout(Duration::from_secs(600), async {
+        tokio::join!(writing, reading)
+    })
+    .await
+    .context("transfer did not finish within ten minutes")?;
+    let (received, error, elapsed) = r?;
+    t.error = String::from_utf8_lossy(&error).into_owned();
+    let Some(elapsed) = elapsed else {
+        bail!(
+            "the data stream ended after {received} of {expect} bytes (error stream: {:?})",
+            t.error
+        );
+    };
+    w?;
+    t.elapsed = elapsed;
+    t.sent = send;
+    t.received = received;
+    Ok(t)
+}
+
+/// Opens a remote-command session at `url` (from Exec or Attach) with
+/// `channels`, sends `stdin` (without half-closing it), and reads until
+/// `until` has come back on stdout; returns the connection still open,
+/// for tests about a client that walks away (drop it to vanish without
+/// a goodbye).
+pub async fn open_until(
+    url: &str,
+    protocols: &[&str],
+    channels: &[&str],
+    stdin: &[u8],
+    until: &[u8],
+) -> anyhow::Result<Box<dyn Io>> {
+    let (mut conn, host, path) = Dialer::default().connect(url).await?;
+    let (status, _) = upgrade(&mut conn, &host, &path, protocols).await?;
+    if status != 101 {
+        bail!("upgrade answered {status}");
+    }
+    let mut comp = HeaderCompressor::new()?;
+    let mut decomp = HeaderDecompressor::new();
+    let mut wire = BytesMut::new();
+    let id_of = |i: usize| 1 + 2 * i as u32;
+    for (i, ch) in channels.iter().enumerate() {
+        let mut h = Headers::new();
+        h.insert("streamType", ch);
+        frame::encode(
+            &Frame::SynStream {
+                stream_id: id_of(i),
+                associated_to: 0,
+                priority: 0,
+                slot: 0,
+                fin: false,
+                unidirectional: false,
+                header_block: comp.compress(&h)?,
+            },
+            &mut wire,
+        )?;
+    }
+    let stdin_id = channels
+        .iter()
+        .position(|c| *c == "stdin")
+        .map(id_of)
+        .context("a stdin channel")?;
+    let stdout_id = channels
+        .iter()
+        .position(|c| *c == "stdout")
+        .map(id_of)
+        .context("a stdout channel")?;
+    frame::encode(
+        &Frame::Data {
+            stream_id: stdin_id,
+            fin: false,
+            data: Bytes::copy_from_slice(stdin),
+        },
+        &mut wire,
+    )?;
+    conn.write_all(&wire).await?;
+    let mut got = Vec::new();
+    let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !got.windows(until.len()).any(|w| w == until) {
+        let Some(f) = frame::decode(&mut buf, frame::MAX_PAYLOAD_LEN)? else {
+            let mut chunk = [0u8; 16 << 10];
+            let n = tokio::time::timeout_at(deadline, conn.read(&mut chunk))
+                .await
+                .context("no answer within a minute")??;
+            if n == 0 {
+                bail!(
+                    "the server left before {:?} came back (got {:?})",
+                    String::from_utf8_lossy(until),
+                    String::from_utf8_lossy(&got)
+                );
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        match f {
+            Frame::Data {
+                stream_id, data, ..
+            } if stream_id == stdout_id => got.extend_from_slice(&data),
+            Frame::SynReply { header_block, .. } => {
+                decomp.decompress(&header_block)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(conn)
 }

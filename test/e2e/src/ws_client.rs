@@ -211,6 +211,36 @@ pub async fn exec(url: &str, protocols: &[&str], send: &Send) -> anyhow::Result<
     Ok(out)
 }
 
+/// Opens an exec or attach session at `url` offering `protocols`, sends
+/// `stdin`, and reads until `until` has come back on stdout; returns the
+/// WebSocket still open, for tests about a client that walks away (drop
+/// it to vanish without a Close).
+pub async fn open_until(
+    url: &str,
+    protocols: &[&str],
+    stdin: &[u8],
+    until: &[u8],
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let (status, protocol, ws) = connect(url, protocols).await?;
+    let Some(mut ws) = ws else {
+        bail!("upgrade answered {status}");
+    };
+    let b64 = base64_framing(&protocol);
+    ws.send(encode(b64, STDIN, stdin)).await?;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !got.windows(until.len()).any(|w| w == until) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .context("no answer within a minute")?
+            .context("the server left")??;
+        if let Some((STDOUT, data)) = decode(b64, &msg)? {
+            got.extend_from_slice(&data);
+        }
+    }
+    Ok(ws)
+}
+
 /// One forwarded connection to `port` at `url` (from the CRI PortForward
 /// call) over SPDY tunnelled through a WebSocket, as client-go's
 /// tunnelling dialer does it: sends `request`, half-closes, returns (HTTP

@@ -7,7 +7,9 @@
 //! ports. The same again over WebSocket: the remote-command channel
 //! protocols (v5 with its stdin close signal, v4, base64, the original)
 //! and port forwarding as SPDY tunnelled through WebSocket or kubelet's
-//! channel protocol.
+//! channel protocol. The server over TLS when configured, URLs that
+//! expire, and an attach client that vanishes while the container is
+//! silent.
 
 use carapace_e2e::workload::{create, pull, run_pod, start, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon};
@@ -23,8 +25,20 @@ async fn running_container() -> (Daemon, Rt, String) {
 
 /// A daemon with a running container as `adjust` makes it.
 async fn running(adjust: impl FnOnce(&mut cri::ContainerConfig)) -> (Daemon, Rt, String) {
+    running_with("", adjust).await
+}
+
+/// A daemon with `extra` config and a running container as `adjust`
+/// makes it.
+async fn running_with(
+    extra: &str,
+    adjust: impl FnOnce(&mut cri::ContainerConfig),
+) -> (Daemon, Rt, String) {
     require_registry();
-    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    let d = Daemon::start_with_network(
+        &format!("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n{extra}"),
+        &[],
+    );
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
     let pc = pod_config("streaming");
@@ -582,4 +596,234 @@ async fn port_forward_over_websocket_tunnels_spdy_and_serves_channels() {
         .await
         .expect("handshake");
     assert_eq!(out.http_status, 400);
+}
+
+// ---- TLS, expiry, vanishing clients -------------------------------------
+
+/// A self-signed certificate for 127.0.0.1 and its key, made by the
+/// `openssl` CLI in `dir`: (certificate PEM path, key path).
+fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("stream.crt"), dir.join("stream.key"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("the openssl CLI is needed to make a test certificate (apt-get install openssl): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_tls_and_plain_http_is_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed_cert(certs.path());
+    let extra = format!(
+        "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (_d, mut rt, id) = running_with(&extra, |_| {}).await;
+    let u = url(
+        &mut rt,
+        request(&id, &["sh", "-c", "cat; exit 4"], true, false),
+    )
+    .await
+    .expect("exec url");
+    assert!(u.starts_with("https://127.0.0.1:"), "{u}");
+
+    // Plain HTTP to the TLS port: told so, never upgraded.
+    let plain = u.replacen("https://", "http://", 1);
+    let out = spdy_client::exec(
+        &plain,
+        &["v4.channel.k8s.io"],
+        &["error", "stdout"],
+        b"",
+        None,
+    )
+    .await
+    .expect("plain HTTP answer");
+    assert_eq!(out.http_status, 400, "{out:?}");
+
+    // Over TLS, trusting the certificate: the same URL (the plain try
+    // never reached it) streams.
+    let tls =
+        spdy_client::Dialer::trusting(&std::fs::read(&cert).expect("read cert")).expect("dialer");
+    let out = spdy_client::exec_via(
+        &tls,
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdin", "stdout", "stderr"],
+        b"over tls\n",
+        None,
+    )
+    .await
+    .expect("exec over TLS");
+    assert_eq!(out.http_status, 101);
+    assert_eq!(out.text("stdout"), "over tls\n");
+    let status: serde_json::Value = serde_json::from_str(&out.text("error")).expect("status");
+    assert_eq!(status["details"]["causes"][0]["message"], "4");
+    // And once only, over TLS too.
+    let again = spdy_client::exec_via(
+        &tls,
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdout"],
+        b"",
+        None,
+    )
+    .await
+    .expect("second try");
+    assert_eq!(again.http_status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_url_gets_404() {
+    let ttl = std::time::Duration::from_secs(2);
+    let extra = format!("[streaming]\ntoken_ttl_seconds = {}\n", ttl.as_secs());
+    let (_d, mut rt, id) = running_with(&extra, |_| {}).await;
+    let channels = ["error", "stdout", "stderr"];
+    // Used at once: well within its life.
+    let fresh = url(&mut rt, request(&id, &["echo", "fresh"], false, false))
+        .await
+        .expect("exec url");
+    let out = spdy_client::exec(&fresh, &["v4.channel.k8s.io"], &channels, b"", None)
+        .await
+        .expect("stream");
+    assert_eq!(out.http_status, 101);
+    assert_eq!(out.text("stdout"), "fresh\n");
+    // Used after its life: gone, whatever the transport.
+    let stale = url(&mut rt, request(&id, &["echo", "stale"], false, false))
+        .await
+        .expect("exec url");
+    let stale_ws = url(&mut rt, request(&id, &["echo", "stale"], false, false))
+        .await
+        .expect("exec url");
+    tokio::time::sleep(ttl + std::time::Duration::from_secs(1)).await;
+    let out = spdy_client::exec(&stale, &["v4.channel.k8s.io"], &channels, b"", None)
+        .await
+        .expect("handshake");
+    assert_eq!(out.http_status, 404);
+    let out = ws_client::exec(
+        &stale_ws,
+        &["v5.channel.k8s.io"],
+        &ws_client::Send::default(),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(out.http_status, 404);
+}
+
+/// The daemon's open sockets and pipes (each named by its inode).
+fn open_sockets(pid: i32) -> std::collections::HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:") || l.starts_with("pipe:"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_client_that_vanishes_is_let_go() {
+    // Silent until spoken to; stdin outlives any one client.
+    let script = "while read l; do echo got:$l; done";
+    let (d, mut rt, id) = running(|c| {
+        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.stdin = true;
+        c.stdin_once = false;
+    })
+    .await;
+    for transport in ["spdy", "websocket"] {
+        let u = rt
+            .attach(cri::AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("attach url")
+            .into_inner()
+            .url;
+        let before = open_sockets(d.pid());
+        let said = format!("{transport}\n");
+        let heard = format!("got:{transport}\n");
+        // Attached once the container's answer comes back through it.
+        let client: Box<dyn std::any::Any> = match transport {
+            "spdy" => Box::new(
+                spdy_client::open_until(
+                    &u,
+                    &["v4.channel.k8s.io"],
+                    &["error", "stdin", "stdout", "stderr"],
+                    said.as_bytes(),
+                    heard.as_bytes(),
+                )
+                .await
+                .expect("attached over SPDY"),
+            ),
+            _ => Box::new(
+                ws_client::open_until(
+                    &u,
+                    &["v5.channel.k8s.io"],
+                    said.as_bytes(),
+                    heard.as_bytes(),
+                )
+                .await
+                .expect("attached over WebSocket"),
+            ),
+        };
+        let held: Vec<String> = open_sockets(d.pid()).difference(&before).cloned().collect();
+        // At least the client's connection and the one to the shim.
+        assert!(held.len() >= 2, "{transport}: the session holds {held:?}");
+        // The client vanishes without a goodbye; the container says
+        // nothing more.
+        drop(client);
+        let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
+        loop {
+            let now = open_sockets(d.pid());
+            let left: Vec<&String> = held.iter().filter(|s| now.contains(*s)).collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{transport}: the daemon still holds {left:?} a minute after the client left"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // The container is none the worse: still there to talk to.
+    let u = rt
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("attach url")
+        .into_inner()
+        .url;
+    spdy_client::open_until(
+        &u,
+        &["v4.channel.k8s.io"],
+        &["error", "stdin", "stdout"],
+        b"again\n",
+        b"got:again\n",
+    )
+    .await
+    .expect("attach after the vanished clients");
 }

@@ -165,6 +165,21 @@ impl Shared {
         }
     }
 
+    /// Waits until `id` is no longer open for sending from this end
+    /// (reset, finished, or the session over).
+    pub(crate) async fn closed(&self, id: StreamId) {
+        loop {
+            let changed = self.windows_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a change in between wakes us.
+            changed.as_mut().enable();
+            if self.check_open(id).is_err() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Whether `id` is still open for sending from this end.
     pub(crate) fn check_open(&self, id: StreamId) -> Result<(), SpdyError> {
         granted(id, lock(&self.windows).grant(id, 0)).map(drop)

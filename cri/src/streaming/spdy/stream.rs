@@ -214,6 +214,16 @@ impl StreamWriter {
         Ok(())
     }
 
+    /// Resolves once this end can no longer send on the stream: the
+    /// session ended (the client left or broke the protocol), the stream
+    /// was reset, or it was finished.
+    pub async fn closed(&self) {
+        if self.done {
+            return;
+        }
+        self.shared.closed(self.id).await
+    }
+
     /// Half-closes the stream: an empty DATA frame with FIN. The client
     /// may keep sending on its side.
     pub fn finish(&mut self) -> Result<(), SpdyError> {

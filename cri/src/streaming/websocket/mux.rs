@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -61,6 +61,9 @@ pub struct ChannelWriter {
     channel: u8,
     codec: Codec,
     tx: mpsc::Sender<Message>,
+    /// Ends (its sender drops) when the connection's reading ends: the
+    /// client closed, left or broke the connection.
+    gone: watch::Receiver<()>,
 }
 
 impl ChannelWriter {
@@ -73,6 +76,16 @@ impl ChannelWriter {
             .await
             .map_err(|_| Closed)
     }
+
+    /// Resolves once the client is gone: the connection's reading ended
+    /// (Close, disconnect, a broken connection) or its writing did.
+    pub async fn closed(&self) {
+        let mut gone = self.gone.clone();
+        tokio::select! {
+            () = self.tx.closed() => {}
+            () = async { while gone.changed().await.is_ok() {} } => {}
+        }
+    }
 }
 
 /// A WebSocket serving numbered channels.
@@ -80,6 +93,7 @@ impl ChannelWriter {
 pub struct ChannelConn {
     codec: Codec,
     tx: mpsc::Sender<Message>,
+    gone: watch::Receiver<()>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -109,12 +123,17 @@ impl ChannelConn {
             readers.insert(ch, ChannelReader { rx });
         }
         let (tx, outbox) = mpsc::channel(OUTBOX);
-        let reader = tokio::spawn(read_loop(stream, codec, close_signal, channels, senders));
+        let (reading, gone) = watch::channel(());
+        let reader = tokio::spawn(async move {
+            read_loop(stream, codec, close_signal, channels, senders).await;
+            drop(reading);
+        });
         let writer = tokio::spawn(write_loop(sink, outbox));
         (
             ChannelConn {
                 codec,
                 tx,
+                gone,
                 reader,
                 writer,
             },
@@ -128,6 +147,7 @@ impl ChannelConn {
             channel,
             codec: self.codec,
             tx: self.tx.clone(),
+            gone: self.gone.clone(),
         }
     }
 
@@ -342,6 +362,20 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(readers.get_mut(&0).expect("stdin").recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn writers_notice_a_client_that_left() {
+        let (conn, _readers, client) = pair(Codec::Binary, false, &[0]).await;
+        let out = conn.writer(1);
+        let waiting = tokio::spawn(async move { out.closed().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "closed before the client left");
+        drop(client);
+        waiting
+            .await
+            .expect("closed resolves once the client is gone");
+        drop(conn);
     }
 
     #[tokio::test]

@@ -4,13 +4,24 @@
 //! Usage: cri-bench SOCKET N                  (pods)
 //!        cri-bench SOCKET N pull IMAGE       (image pulls)
 //!        cri-bench SOCKET N containers IMAGE (container lifecycle, exec)
+//!        cri-bench SOCKET N streaming IMAGE [MIB] (streaming Exec, PortForward)
 //! Pods: runs N pods one after another; for each, times RunPodSandbox,
 //! then StopPodSandbox + RemovePodSandbox.
 //! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
 //! Containers: IMAGE pulled once; then N times, in a fresh pod (untimed),
 //! a `sleep` container: CreateContainer, StartContainer, 5 ExecSync of
 //! `true` (each timed), StopContainer (timeout 0) + RemoveContainer.
-//! Prints one line per measure: `<name> <median ms> <p95 ms>`.
+//! Streaming: IMAGE pulled, one pod with a busybox container serving two
+//! ports with `nc` and `dd` (64 KiB blocks, so the pod's end is not what
+//! is measured): 5601 swallows MIB MiB (default 256) and answers `done`,
+//! 5602 sends MIB MiB of zeros. Then N times, timed: CRI Exec of `true`
+//! → the URL → SPDY upgrade (v4.channel.k8s.io) → error/stdout/stderr
+//! streams → the Success status received; and 3 times each way, one
+//! PortForward connection pushing MIB MiB into 5601 until its `done`
+//! comes back, and one pulling them from 5602, in 32 KiB DATA frames as
+//! kubectl sends them.
+//! Prints one line per measure: `<name> <median ms> <p95 ms>`; for the
+//! transfers `<name> <median MiB/s> <worst MiB/s>`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -96,6 +107,14 @@ async fn main() -> anyhow::Result<()> {
         }
         report("pull_image", times);
         return Ok(());
+    }
+    if args.get(3).map(String::as_str) == Some("streaming") {
+        let image = args.get(4).context("streaming needs an IMAGE")?;
+        let mib: u64 = match args.get(5) {
+            Some(m) => m.parse().context("MIB must be a number")?,
+            None => 256,
+        };
+        return streaming(ch, n, image, mib).await;
     }
     if args.get(3).map(String::as_str) == Some("containers") {
         let image = args.get(4).context("containers needs an IMAGE")?;
@@ -235,4 +254,231 @@ async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> any
     report("exec_sync", exec);
     report("stop_remove_container", teardown);
     Ok(())
+}
+
+/// The ports the streaming benchmark's container serves.
+const SINK_PORT: u16 = 5601;
+const SOURCE_PORT: u16 = 5602;
+/// What the sink answers once it has swallowed everything.
+const DONE: &str = "done\n";
+
+/// Streaming Exec round trips and PortForward throughput in one pod.
+async fn streaming(
+    ch: tonic::transport::Channel,
+    n: usize,
+    image: &str,
+    mib: u64,
+) -> anyhow::Result<()> {
+    let spec = Some(cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    });
+    ImageServiceClient::new(ch.clone())
+        .pull_image(cri::PullImageRequest {
+            image: spec.clone(),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .map_err(status_err("PullImage"))?;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let pc = pod(0);
+    let pod_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map_err(status_err("RunPodSandbox"))?
+        .into_inner()
+        .pod_sandbox_id;
+    if mib == 0 {
+        bail!("MIB must be at least 1");
+    }
+    let bytes = mib << 20;
+    let blocks = mib * 16;
+    let script = format!(
+        "nc -ll -p {SINK_PORT} -e sh -c \
+           'dd bs=65536 count={blocks} iflag=fullblock of=/dev/null 2>/dev/null; echo done' & \
+         exec nc -ll -p {SOURCE_PORT} -e sh -c 'dd if=/dev/zero bs=65536 count={blocks} 2>/dev/null'"
+    );
+    let config = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: "bench".into(),
+            attempt: 0,
+        }),
+        image: spec,
+        command: vec!["sh".into(), "-c".into(), script],
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    };
+    let result = async {
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pc),
+            })
+            .await
+            .map_err(status_err("CreateContainer"))?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .map_err(status_err("StartContainer"))?;
+        let exec = stream_execs(&mut rt, &id, n).await?;
+        let dialer = carapace_e2e::spdy_client::Dialer::default();
+        // nc has had the execs' time to listen; wait for it all the same.
+        let mut ready = false;
+        for _ in 0..100 {
+            let url = port_forward_url(&mut rt, &pod_id, SINK_PORT).await?;
+            let t =
+                carapace_e2e::spdy_client::port_forward_transfer(&dialer, &url, SINK_PORT, 0, 0)
+                    .await?;
+            if t.error.is_empty() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if !ready {
+            bail!("nothing listens on port {SINK_PORT} in the benchmark pod");
+        }
+        let (mut push, mut pull) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let url = port_forward_url(&mut rt, &pod_id, SINK_PORT).await?;
+            let t = carapace_e2e::spdy_client::port_forward_transfer(
+                &dialer,
+                &url,
+                SINK_PORT,
+                bytes,
+                DONE.len() as u64,
+            )
+            .await?;
+            if !t.error.is_empty() || t.http_status != 101 {
+                bail!("push: HTTP {}: {}", t.http_status, t.error);
+            }
+            push.push(mib as f64 / t.elapsed.as_secs_f64());
+            let url = port_forward_url(&mut rt, &pod_id, SOURCE_PORT).await?;
+            let t = carapace_e2e::spdy_client::port_forward_transfer(
+                &dialer,
+                &url,
+                SOURCE_PORT,
+                0,
+                bytes,
+            )
+            .await?;
+            if !t.error.is_empty() || t.received != bytes {
+                bail!(
+                    "pull: HTTP {}, {} of {bytes} bytes: {}",
+                    t.http_status,
+                    t.received,
+                    t.error
+                );
+            }
+            pull.push(mib as f64 / t.elapsed.as_secs_f64());
+        }
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .map_err(status_err("StopContainer"))?;
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+            .await
+            .map_err(status_err("RemoveContainer"))?;
+        anyhow::Ok((exec, push, pull))
+    }
+    .await;
+    let stopped = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .map_err(status_err("StopPodSandbox"));
+    let removed = rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await
+        .map_err(status_err("RemovePodSandbox"));
+    let (exec, push, pull) = result?;
+    stopped?;
+    removed?;
+    report("exec_stream", exec);
+    report_rate("portforward_push", push);
+    report_rate("portforward_pull", pull);
+    Ok(())
+}
+
+/// Times `n` streaming execs of `true`, each from the CRI call to the
+/// Success status on the error stream.
+async fn stream_execs(
+    rt: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let url = rt
+            .exec(cri::ExecRequest {
+                container_id: id.to_string(),
+                cmd: vec!["true".into()],
+                tty: false,
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .map_err(status_err("Exec"))?
+            .into_inner()
+            .url;
+        let out = carapace_e2e::spdy_client::exec(
+            &url,
+            &["v4.channel.k8s.io"],
+            &["error", "stdout", "stderr"],
+            b"",
+            None,
+        )
+        .await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let status = out.text("error");
+        if out.http_status != 101 || !status.contains("Success") {
+            bail!(
+                "streaming exec: HTTP {}, status {status:?}",
+                out.http_status
+            );
+        }
+    }
+    Ok(times)
+}
+
+/// A PortForward URL for `port` of `pod`.
+async fn port_forward_url(
+    rt: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &str,
+    port: u16,
+) -> anyhow::Result<String> {
+    Ok(rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.to_string(),
+            port: vec![i32::from(port)],
+        })
+        .await
+        .map_err(status_err("PortForward"))?
+        .into_inner()
+        .url)
+}
+
+/// Prints `<name> <median> <worst>` of rates (higher is better).
+fn report_rate(name: &str, mut rates: Vec<f64>) {
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{name} {:.1} {:.1}",
+        quantile(&rates, 0.5),
+        rates.first().copied().unwrap_or(0.0)
+    );
 }
