@@ -24,7 +24,7 @@ fn busy_script(ready: &Path) -> String {
     format!(
         "x=$(head -c 4000000 /dev/zero | tr '\\0' a); \
          i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
-         echo ${{#x}} > {}; sleep 1000; echo ${{#x}}",
+         sleep 1000 & echo ${{#x}} > {}; wait $!; echo ${{#x}}",
         ready.display()
     )
 }
