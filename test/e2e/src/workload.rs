@@ -1,5 +1,6 @@
 //! CRI calls the container-level e2e suites all make (pull an image,
-//! create and start a container, ExecSync), in one place.
+//! create and start a container, ExecSync, status, waiting for an exit),
+//! in one place.
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -96,4 +97,33 @@ pub async fn exec(
     })
     .await
     .map(|r| r.into_inner())
+}
+
+/// ContainerStatus (non-verbose; panics on failure).
+pub async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("container status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+/// Polls until container `id` has exited (hang-guarded); its status.
+pub async fn wait_exited(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
+    let deadline = std::time::Instant::now() + crate::HANG_GUARD;
+    loop {
+        let s = status(rt, id).await;
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} never exited: {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{create, exec, pull, run_pod, start, Rt};
+use carapace_e2e::workload::{create, exec, pull, run_pod, start, status, wait_exited, Rt};
 use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
@@ -46,33 +46,6 @@ fn container(name: &str, image: &str, args: &[&str]) -> cri::ContainerConfig {
         labels: [("c".to_string(), name.to_string())].into(),
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
-    }
-}
-
-async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
-    rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("container status")
-    .into_inner()
-    .status
-    .expect("status")
-}
-
-async fn wait_exited(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let s = status(rt, id).await;
-        if s.state == cri::ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} never exited: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

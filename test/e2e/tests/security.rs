@@ -6,10 +6,9 @@
 //! stdout; a container killed over its memory limit reported OOMKilled.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{create, exec, pull, run_pod, start, Rt};
-use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
+use carapace_e2e::workload::{create, exec, pull, run_pod, start, status, wait_exited, Rt};
+use carapace_e2e::{pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -79,18 +78,6 @@ async fn sh(rt: &mut Rt, id: &str, script: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&r.stdout).into_owned(),
         String::from_utf8_lossy(&r.stderr).into_owned(),
     )
-}
-
-async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
-    rt.container_status(cri::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("container status")
-    .into_inner()
-    .status
-    .expect("status")
 }
 
 /// The effective capability mask of the container's processes.
@@ -390,18 +377,6 @@ fn records(p: &Path) -> Vec<(String, String)> {
             Some((stream.to_string(), content.to_string()))
         })
         .collect()
-}
-
-async fn wait_exited(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let s = status(rt, id).await;
-        if s.state == cri::ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{id} never exited: {s:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
