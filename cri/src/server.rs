@@ -15,6 +15,7 @@ use crate::container::Containers;
 use crate::image_service::ImageServiceImpl;
 use crate::prometheus::grpc::GrpcMetricsLayer;
 use crate::prometheus::DaemonMetrics;
+use crate::runtime_service::update_pod_sandbox_resources::WithPodResources;
 use crate::runtime_service::RuntimeServiceImpl;
 
 /// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
@@ -107,7 +108,10 @@ pub async fn serve(
                 source,
             })?;
     }
-    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone(), streaming));
+    let runtime = WithPodResources::new(
+        RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone(), streaming)),
+        containers.clone(),
+    );
     let image = ImageServiceServer::new(ImageServiceImpl::new(containers));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))

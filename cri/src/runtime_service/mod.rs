@@ -24,6 +24,7 @@ pub mod status;
 mod stop_container;
 mod stop_pod_sandbox;
 mod update_container_resources;
+pub mod update_pod_sandbox_resources;
 mod update_runtime_config;
 mod version;
 

@@ -40,7 +40,8 @@ pub fn pod_cgroup_path(pod: &str) -> Result<String, carapace_cgroups::Error> {
     }
 }
 
-fn manager(pod: &str) -> Result<Manager, SandboxError> {
+/// The cgroup manager of pod cgroup `pod`.
+pub(super) fn manager(pod: &str) -> Result<Manager, SandboxError> {
     let err = |source| SandboxError::Cgroup {
         path: pod.to_string(),
         source,

@@ -16,6 +16,7 @@ pub mod record;
 pub mod recover;
 pub mod registry;
 pub mod remove;
+pub mod resources;
 pub mod run;
 pub mod shm;
 pub mod spec;

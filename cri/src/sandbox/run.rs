@@ -15,7 +15,9 @@ use crate::store::Kind as StoreKind;
 use super::record::{host_network, ns_options};
 use super::registry::{Sandbox, Sandboxes};
 use super::spec::InfraSpec;
-use super::{cgroup, files, infra, remove, shm, stop, sysctl, Phase, SandboxError, SandboxRecord};
+use super::{
+    cgroup, files, infra, remove, resources, shm, stop, sysctl, Phase, SandboxError, SandboxRecord,
+};
 
 /// A new random ID: 64 hex digits, as containerd's.
 pub fn new_id() -> Result<String, SandboxError> {
@@ -74,6 +76,8 @@ pub async fn run(
     runtime_handler: &str,
 ) -> Result<String, SandboxError> {
     validate(&config)?;
+    // Pod limits are checked before anything is made.
+    resources::of_config(&config)?;
     let cfg = &s.daemon.config;
     let handler_name = if runtime_handler.is_empty() {
         cfg.default_runtime_handler.clone()
@@ -219,6 +223,10 @@ async fn build(
         rec.cgroup_created = true;
         s.save(sb, rec.clone())?;
         cgroup::ensure(&rec.cgroup_parent)?;
+        // kubelet sizes a cgroup of its own; one of ours is sized here.
+        if let Some(limits) = resources::of_config(&rec.config)? {
+            resources::apply(&rec.cgroup_parent, &limits)?;
+        }
     }
     let pid_mode = ns_options(&rec.config).pid;
     let spec = InfraSpec {

@@ -617,6 +617,28 @@ async fn update_container_resources_changes_live_limits_and_status() {
         128 << 20
     );
 
+    // The new limit is enforced: a process that needs more than 48 MiB is
+    // killed by the kernel, one that needs less is not.
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 48 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("lower the limit");
+    let hog = |mib: u32| format!("dd if=/dev/zero of=/dev/null bs={mib}M count=1");
+    let r = exec(&mut rt, &id, &["sh", "-c", &hog(16)], 0)
+        .await
+        .expect("small dd");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let r = exec(&mut rt, &id, &["sh", "-c", &hog(80)], 0)
+        .await
+        .expect("big dd");
+    assert_eq!(r.exit_code, 137, "killed over the new limit: {r:?}");
+
     let e = rt
         .update_container_resources(cri::UpdateContainerResourcesRequest {
             container_id: "feedface".into(),
@@ -626,6 +648,148 @@ async fn update_container_resources_changes_live_limits_and_status() {
         .await
         .expect_err("unknown");
     assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+/// Whether the node has the unified hierarchy only.
+fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// A file of pod cgroup `path` (cgroup v2 layout, or v1's `controller`).
+fn pod_cgroup_file(path: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let f = if cgroup_v2() {
+        format!("/sys/fs/cgroup{path}/{v2}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}{path}/{v1}")
+    };
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("read {f}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
+    use carapace_e2e::workload::{pod_resources, update_pod_resources};
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mib = |n: i64| n << 20;
+    let limits = |memory: i64, quota: i64| cri::LinuxContainerResources {
+        memory_limit_in_bytes: memory,
+        cpu_quota: quota,
+        cpu_period: 100_000,
+        cpu_shares: 512,
+        ..Default::default()
+    };
+    let mut pc = pod_config("podres");
+    pc.log_directory = d.dir.path().join("logs/podres").display().to_string();
+    let linux = pc.linux.get_or_insert_with(Default::default);
+    linux.overhead = Some(limits(mib(16), 10_000));
+    linux.resources = Some(limits(mib(96), 50_000));
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    // No cgroup_parent: the pod cgroup is the daemon's, sized to the
+    // containers' sum plus the overhead.
+    let path = format!("/carapace/pod-{pod}");
+    let memory = || pod_cgroup_file(&path, "memory", "memory.limit_in_bytes", "memory.max");
+    let quota = || {
+        let v = pod_cgroup_file(&path, "cpu", "cpu.cfs_quota_us", "cpu.max");
+        v.split_whitespace().next().unwrap_or_default().to_string()
+    };
+    assert_eq!(memory(), mib(112).to_string());
+    assert_eq!(quota(), "60000");
+
+    let id = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container("app", BUSYBOX, &["sleep", "1000"]),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+
+    // A resize: the new total reaches the cgroup and the recorded config.
+    update_pod_resources(
+        &d,
+        pod_resources::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead: Some(limits(mib(16), 10_000)),
+            resources: Some(limits(mib(200), 150_000)),
+        },
+    )
+    .await
+    .expect("update");
+    assert_eq!(memory(), mib(216).to_string());
+    assert_eq!(quota(), "160000");
+    let (_, info) = carapace_e2e::pod_info(&mut rt, &pod).await;
+    assert_eq!(
+        info["config"]["linux"]["resources"]["memory_limit_in_bytes"],
+        mib(200),
+        "{info}"
+    );
+
+    // Invalid values are refused and change nothing.
+    let e = update_pod_resources(
+        &d,
+        pod_resources::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead: None,
+            resources: Some(limits(-5, 0)),
+        },
+    )
+    .await
+    .expect_err("negative memory");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("memory_limit_in_bytes"), "{e:?}");
+    assert_eq!(memory(), mib(216).to_string());
+
+    // The pod's limit holds for its containers: under a 40 MiB pod, a
+    // process needing 80 MiB is killed.
+    update_pod_resources(
+        &d,
+        pod_resources::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead: Some(cri::LinuxContainerResources::default()),
+            resources: Some(limits(mib(40), 0)),
+        },
+    )
+    .await
+    .expect("shrink");
+    assert_eq!(memory(), mib(40).to_string());
+    let unlimited = if cgroup_v2() { "max" } else { "-1" };
+    assert_eq!(quota(), unlimited, "no quota in the containers' sum");
+    let r = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=80M count=1"],
+        0,
+    )
+    .await
+    .expect("big dd");
+    assert_eq!(r.exit_code, 137, "killed over the pod's limit: {r:?}");
+
+    for (req, code) in [
+        (
+            pod_resources::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: "feedface".into(),
+                overhead: None,
+                resources: Some(limits(mib(64), 0)),
+            },
+            tonic::Code::NotFound,
+        ),
+        (
+            pod_resources::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod.clone(),
+                overhead: None,
+                resources: None,
+            },
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let e = update_pod_resources(&d, req).await.expect_err("refused");
+        assert_eq!(e.code(), code, "{e:?}");
+    }
 }
 
 /// Reads a stream's events up to and including the pod's deletion.
