@@ -3,7 +3,8 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats and
 //! ListPodSandboxStats — CPU counters and rates, memory, the writable
 //! layer, the pod's network counters and process count, list filters,
-//! stopped containers and pods, unknown IDs, and host-network pods.
+//! stopped containers and pods, unknown IDs, and host-network pods; a
+//! container holding 52 MiB in its heap, and traffic from pod to pod.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -403,4 +404,136 @@ async fn host_network_pods_report_no_network_stats() {
     })
     .await
     .expect("remove pod");
+}
+
+/// The pod's eth0 counters (rx, tx bytes).
+async fn eth0_bytes(rt: &mut Rt, pod: &str) -> (u64, u64) {
+    let ps = pod_stats(rt, pod).await.expect("pod stats");
+    let eth0 = ps
+        .linux
+        .and_then(|l| l.network)
+        .and_then(|n| n.default_interface)
+        .expect("eth0 stats");
+    (
+        val(&eth0.rx_bytes).expect("rx"),
+        val(&eth0.tx_bytes).expect("tx"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_memory_and_traffic_between_two_pods_show_in_stats() {
+    require_registry();
+    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let pod_of = |name: &str| {
+        let mut c = pod_config(name);
+        c.log_directory = d.dir.path().join("logs").join(name).display().to_string();
+        c
+    };
+    let (server_cfg, client_cfg) = (pod_of("server"), pod_of("client"));
+    let server = run_pod(&mut rt, server_cfg.clone()).await;
+    let client = run_pod(&mut rt, client_cfg.clone()).await;
+
+    // The server pod serves 4 MiB over HTTP; the client pod's container
+    // holds 52 MiB in its shell's own heap (a variable), then sleeps.
+    let web = create(
+        &mut rt,
+        &server,
+        &server_cfg,
+        container(
+            "web",
+            "mkdir /www && dd if=/dev/zero of=/www/blob bs=1M count=4 && \
+             exec httpd -f -p 8080 -h /www",
+        ),
+    )
+    .await;
+    let hog = create(
+        &mut rt,
+        &client,
+        &client_cfg,
+        container(
+            "hog",
+            "x=$(head -c 54525952 /dev/zero | tr '\\0' a); \
+             while :; do sleep 3600; done",
+        ),
+    )
+    .await;
+    start(&mut rt, &web).await;
+    start(&mut rt, &hog).await;
+
+    // Memory: once the shell holds its 52 MiB, the working set has it.
+    let ws = eventually("a working set of at least 50 MiB", || {
+        let mut rt = rt.clone();
+        let hog = hog.clone();
+        async move {
+            let m = container_stats(&mut rt, &hog).await.memory.expect("memory");
+            match val(&m.working_set_bytes) {
+                Some(ws) if ws >= 50 << 20 => Ok(ws),
+                ws => Err(format!("{ws:?} of {m:?}")),
+            }
+        }
+    })
+    .await;
+    let usage = val(&container_stats(&mut rt, &hog)
+        .await
+        .memory
+        .expect("memory")
+        .usage_bytes)
+    .expect("usage");
+    assert!(ws <= usage, "working set {ws} within usage {usage}");
+
+    // Network: 4 MiB fetched from pod to pod shows on both pods' eth0.
+    let ip = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: server.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("server status")
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .expect("server network")
+        .ip;
+    let (server_rx0, server_tx0) = eth0_bytes(&mut rt, &server).await;
+    let (client_rx0, client_tx0) = eth0_bytes(&mut rt, &client).await;
+    let fetch = format!("wget -q -O /dev/null http://{ip}:8080/blob");
+    // httpd may still be starting: retry until the fetch succeeds.
+    eventually("the client pod to fetch the blob", || {
+        let mut rt = rt.clone();
+        let (hog, fetch) = (hog.clone(), fetch.clone());
+        async move {
+            let r = carapace_e2e::workload::exec(&mut rt, &hog, &["sh", "-c", &fetch], 20)
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.exit_code {
+                0 => Ok(()),
+                code => Err(format!(
+                    "wget exit {code}: {}",
+                    String::from_utf8_lossy(&r.stderr)
+                )),
+            }
+        }
+    })
+    .await;
+    let (server_rx, server_tx) = eth0_bytes(&mut rt, &server).await;
+    let (client_rx, client_tx) = eth0_bytes(&mut rt, &client).await;
+    let mib4 = 4 << 20;
+    assert!(
+        server_tx - server_tx0 >= mib4,
+        "server tx {server_tx0} → {server_tx}"
+    );
+    assert!(
+        client_rx - client_rx0 >= mib4,
+        "client rx {client_rx0} → {client_rx}"
+    );
+    assert!(
+        server_rx > server_rx0,
+        "server rx {server_rx0} → {server_rx}"
+    );
+    assert!(
+        client_tx > client_tx0,
+        "client tx {client_tx0} → {client_tx}"
+    );
 }

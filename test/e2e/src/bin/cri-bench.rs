@@ -5,6 +5,7 @@
 //!        cri-bench SOCKET N pull IMAGE       (image pulls)
 //!        cri-bench SOCKET N containers IMAGE (container lifecycle, exec)
 //!        cri-bench SOCKET N streaming IMAGE [MIB] (streaming Exec, PortForward)
+//!        cri-bench SOCKET N stats IMAGE [C]  (stats with C containers running)
 //! Pods: runs N pods one after another; for each, times RunPodSandbox,
 //! then StopPodSandbox + RemovePodSandbox.
 //! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
@@ -20,6 +21,12 @@
 //! PortForward connection pushing MIB MiB into 5601 until its `done`
 //! comes back, and one pulling them from 5602, in 32 KiB DATA frames as
 //! kubectl sends them.
+//! Stats: IMAGE pulled, C (default 50) `sleep` containers started, five
+//! to a pod; after one untimed warm-up of each, N times
+//! ListContainerStats (every container) and N times ListPodSandboxStats
+//! (every pod); then the memory of the daemon's shims while they run
+//! (the processes named *shim* whose `-address` is SOCKET):
+//! `shims <count> <total Pss KiB> <total VmRSS KiB>`.
 //! Prints one line per measure: `<name> <median ms> <p95 ms>`; for the
 //! transfers `<name> <median MiB/s> <worst MiB/s>`.
 
@@ -116,6 +123,14 @@ async fn main() -> anyhow::Result<()> {
         };
         return streaming(ch, n, image, mib).await;
     }
+    if args.get(3).map(String::as_str) == Some("stats") {
+        let image = args.get(4).context("stats needs an IMAGE")?;
+        let c: usize = match args.get(5) {
+            Some(c) => c.parse().context("C must be a number")?,
+            None => 50,
+        };
+        return stats(ch, n, image, c, &sock).await;
+    }
     if args.get(3).map(String::as_str) == Some("containers") {
         let image = args.get(4).context("containers needs an IMAGE")?;
         return containers(ch, n, image).await;
@@ -154,8 +169,11 @@ fn status_err(call: &'static str) -> impl Fn(tonic::Status) -> anyhow::Error {
     move |s| anyhow::anyhow!("{call}: {:?}: {}", s.code(), s.message())
 }
 
-/// The container lifecycle and ExecSync, timed call by call.
-async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> anyhow::Result<()> {
+/// Pulls `image` (untimed); its spec for container configs.
+async fn pull(
+    ch: &tonic::transport::Channel,
+    image: &str,
+) -> anyhow::Result<Option<cri::ImageSpec>> {
     let spec = Some(cri::ImageSpec {
         image: image.to_string(),
         ..Default::default()
@@ -168,6 +186,26 @@ async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> any
         })
         .await
         .map_err(status_err("PullImage"))?;
+    Ok(spec)
+}
+
+/// A container config running `command` from `image`.
+fn container(name: &str, image: &Option<cri::ImageSpec>, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: image.clone(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The container lifecycle and ExecSync, timed call by call.
+async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> anyhow::Result<()> {
+    let spec = pull(&ch, image).await?;
     let mut rt = RuntimeServiceClient::new(ch);
     let (mut create, mut start, mut exec, mut teardown) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -182,16 +220,7 @@ async fn containers(ch: tonic::transport::Channel, n: usize, image: &str) -> any
             .map_err(status_err("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: "bench".into(),
-                attempt: 0,
-            }),
-            image: spec.clone(),
-            command: vec!["sleep".into(), "3600".into()],
-            linux: Some(cri::LinuxContainerConfig::default()),
-            ..Default::default()
-        };
+        let config = container("bench", &spec, &["sleep", "3600"]);
         let t = Instant::now();
         let id = rt
             .create_container(cri::CreateContainerRequest {
@@ -269,18 +298,7 @@ async fn streaming(
     image: &str,
     mib: u64,
 ) -> anyhow::Result<()> {
-    let spec = Some(cri::ImageSpec {
-        image: image.to_string(),
-        ..Default::default()
-    });
-    ImageServiceClient::new(ch.clone())
-        .pull_image(cri::PullImageRequest {
-            image: spec.clone(),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .map_err(status_err("PullImage"))?;
+    let spec = pull(&ch, image).await?;
     let mut rt = RuntimeServiceClient::new(ch);
     let pc = pod(0);
     let pod_id = rt
@@ -302,16 +320,7 @@ async fn streaming(
            'dd bs=65536 count={blocks} iflag=fullblock of=/dev/null 2>/dev/null; echo done' & \
          exec nc -ll -p {SOURCE_PORT} -e sh -c 'dd if=/dev/zero bs=65536 count={blocks} 2>/dev/null'"
     );
-    let config = cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: "bench".into(),
-            attempt: 0,
-        }),
-        image: spec,
-        command: vec!["sh".into(), "-c".into(), script],
-        linux: Some(cri::LinuxContainerConfig::default()),
-        ..Default::default()
-    };
+    let config = container("bench", &spec, &["sh", "-c", &script]);
     let result = async {
         let id = rt
             .create_container(cri::CreateContainerRequest {
@@ -481,4 +490,148 @@ fn report_rate(name: &str, mut rates: Vec<f64>) {
         quantile(&rates, 0.5),
         rates.first().copied().unwrap_or(0.0)
     );
+}
+
+/// Stats calls with `c` containers running, five to a pod; then the
+/// memory of the daemon's shims.
+async fn stats(
+    ch: tonic::transport::Channel,
+    n: usize,
+    image: &str,
+    c: usize,
+    sock: &std::path::Path,
+) -> anyhow::Result<()> {
+    let spec = pull(&ch, image).await?;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let mut pods = Vec::new();
+    let result = async {
+        for i in 0..c {
+            if i % 5 == 0 {
+                let pc = pod(i / 5);
+                let id = rt
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(pc.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .map_err(status_err("RunPodSandbox"))?
+                    .into_inner()
+                    .pod_sandbox_id;
+                pods.push((id, pc));
+            }
+            let Some((pod_id, pc)) = pods.last().cloned() else {
+                bail!("no pod");
+            };
+            let id = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod_id,
+                    config: Some(container(&format!("c{i}"), &spec, &["sleep", "3600"])),
+                    sandbox_config: Some(pc),
+                })
+                .await
+                .map_err(status_err("CreateContainer"))?
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest { container_id: id })
+                .await
+                .map_err(status_err("StartContainer"))?;
+        }
+        let all_containers = cri::ListContainerStatsRequest { filter: None };
+        let all_pods = cri::ListPodSandboxStatsRequest { filter: None };
+        // The first call of each may fill caches: untimed.
+        rt.list_container_stats(all_containers.clone())
+            .await
+            .map_err(status_err("ListContainerStats"))?;
+        rt.list_pod_sandbox_stats(all_pods.clone())
+            .await
+            .map_err(status_err("ListPodSandboxStats"))?;
+        let (mut containers, mut pod_stats) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t = Instant::now();
+            let got = rt
+                .list_container_stats(all_containers.clone())
+                .await
+                .map_err(status_err("ListContainerStats"))?
+                .into_inner()
+                .stats
+                .len();
+            containers.push(t.elapsed().as_secs_f64() * 1e3);
+            if got != c {
+                bail!("ListContainerStats gave {got} containers, not {c}");
+            }
+            let t = Instant::now();
+            let got = rt
+                .list_pod_sandbox_stats(all_pods.clone())
+                .await
+                .map_err(status_err("ListPodSandboxStats"))?
+                .into_inner()
+                .stats
+                .len();
+            pod_stats.push(t.elapsed().as_secs_f64() * 1e3);
+            if got != pods.len() {
+                bail!("ListPodSandboxStats gave {got} pods, not {}", pods.len());
+            }
+        }
+        anyhow::Ok((containers, pod_stats, shim_memory(sock)?))
+    }
+    .await;
+    // Removing a pod removes its containers.
+    let mut teardown = Ok(());
+    for (id, _) in pods {
+        let stopped = rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .map_err(status_err("StopPodSandbox"));
+        let removed = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .map_err(status_err("RemovePodSandbox"));
+        // The first failure is the one reported; every pod is tried.
+        if teardown.is_ok() {
+            teardown = stopped.and(removed).map(drop);
+        }
+    }
+    let (containers, pod_stats, (count, pss, rss)) = result?;
+    teardown?;
+    report("list_container_stats", containers);
+    report("list_pod_sandbox_stats", pod_stats);
+    println!("shims {count} {pss} {rss}");
+    Ok(())
+}
+
+/// The shims serving the daemon on `sock` (processes whose name has
+/// "shim" in it and whose `-address` is `sock`): (count, total Pss KiB,
+/// total VmRSS KiB).
+fn shim_memory(sock: &std::path::Path) -> anyhow::Result<(usize, u64, u64)> {
+    let want = sock.as_os_str().as_encoded_bytes();
+    let (mut count, mut pss, mut rss) = (0, 0, 0);
+    for e in std::fs::read_dir("/proc").context("read /proc")? {
+        let dir = e.context("read /proc")?.path();
+        // Processes come and go: one that is gone is skipped.
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let named_shim = argv
+            .first()
+            .and_then(|a| a.rsplit(|&b| b == b'/').next())
+            .is_some_and(|name| name.windows(4).any(|w| w == b"shim"));
+        let serves_sock = argv.windows(2).any(|w| w[0] == b"-address" && w[1] == want);
+        if !named_shim || !serves_sock {
+            continue;
+        }
+        let kib = |file: &str, key: &str| -> Option<u64> {
+            let text = std::fs::read_to_string(dir.join(file)).ok()?;
+            let line = text.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        if let (Some(p), Some(r)) = (kib("smaps_rollup", "Pss:"), kib("status", "VmRSS:")) {
+            count += 1;
+            pss += p;
+            rss += r;
+        }
+    }
+    Ok((count, pss, rss))
 }
