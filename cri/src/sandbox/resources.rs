@@ -88,8 +88,8 @@ pub fn pod_limits(
     resources: &cri::LinuxContainerResources,
 ) -> Result<LinuxResources, SandboxError> {
     for (what, r) in [("overhead", overhead), ("resources", resources)] {
-        // Negative values have no meaning in a sum (the unlimited -1 is
-        // expressed by leaving a field zero).
+        // -1 is OCI's "unlimited", as zero is here; other negative values
+        // mean nothing in a sum.
         let negative = [
             ("cpu_period", r.cpu_period),
             ("cpu_quota", r.cpu_quota),
@@ -98,23 +98,38 @@ pub fn pod_limits(
             ("memory_swap_limit_in_bytes", r.memory_swap_limit_in_bytes),
         ]
         .into_iter()
-        .find(|(_, v)| *v < 0);
+        .find(|(_, v)| *v < -1);
         if let Some((field, v)) = negative {
             return Err(SandboxError::InvalidArgument(format!(
                 "pod {what}: {field} {v} is negative"
             )));
         }
+        let r = &unlimited_as_zero(r);
         // The container rules (page sizes, cpusets, unified keys) hold for
         // each part as well.
         spec_resources::resources(Some(r), &[], false)
             .map_err(|e| SandboxError::InvalidArgument(format!("pod {what}: {e}")))?;
     }
-    let mut built = spec_resources::resources(Some(&pod_total(overhead, resources)), &[], false)
+    let total = pod_total(&unlimited_as_zero(overhead), &unlimited_as_zero(resources));
+    let mut built = spec_resources::resources(Some(&total), &[], false)
         .map_err(|e| SandboxError::InvalidArgument(format!("pod resources: {e}")))?
         .resources;
     // The pod cgroup's device rules are not ours to change.
     built.set_devices(None);
     Ok(built)
+}
+
+/// `r` with OCI's unlimited (-1) written as CRI's unset (0).
+fn unlimited_as_zero(r: &cri::LinuxContainerResources) -> cri::LinuxContainerResources {
+    let z = |v: i64| v.max(0);
+    cri::LinuxContainerResources {
+        cpu_period: z(r.cpu_period),
+        cpu_quota: z(r.cpu_quota),
+        cpu_shares: z(r.cpu_shares),
+        memory_limit_in_bytes: z(r.memory_limit_in_bytes),
+        memory_swap_limit_in_bytes: z(r.memory_swap_limit_in_bytes),
+        ..r.clone()
+    }
 }
 
 /// The limits a pod config asks for its cgroup, if it names any.
@@ -235,6 +250,13 @@ mod tests {
         assert_eq!(l.memory().as_ref().and_then(|m| m.limit()), Some(-1));
         assert_eq!(l.cpu().as_ref().and_then(|c| c.quota()), Some(-1));
         assert!(l.devices().is_none());
+    }
+
+    #[test]
+    fn minus_one_is_unlimited_as_in_oci() {
+        let l = pod_limits(&res(0, -1, 0, -1), &res(0, -1, 0, -1)).expect("limits");
+        assert_eq!(l.memory().as_ref().and_then(|m| m.limit()), Some(-1));
+        assert_eq!(l.cpu().as_ref().and_then(|c| c.quota()), Some(-1));
     }
 
     #[test]
