@@ -9,14 +9,28 @@
 //! and port forwarding as SPDY tunnelled through WebSocket or kubelet's
 //! channel protocol. The server over TLS when configured, URLs that
 //! expire, and an attach client that vanishes while the container is
-//! silent.
+//! silent. Several concurrent connections in one port-forward session (as
+//! `kubectl port-forward` multiplexes them), with and without SPDY flow
+//! control; an attach that follows live output and leaves the container
+//! running.
 
-use carapace_e2e::workload::{create, pull, run_pod, start, Rt};
-use carapace_e2e::{pod_config, require_registry, Daemon};
-use carapace_e2e::{spdy_client, ws_client};
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use carapace_e2e::spdy_client::{self, Flow};
+use carapace_e2e::workload::{create, pull, run_pod, start, status, Rt};
+use carapace_e2e::ws_client;
+use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+
+/// A web server in the container with one page, `hello-pf`, on 8080.
+const HTTPD: &str = "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 8080 -h /www";
+
+/// A container that answers each line on stdin on stdout and stderr.
+const ECHO_LINES: &str = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
 
 /// A daemon with a running `sleep` container: (daemon, client, container).
 async fn running_container() -> (Daemon, Rt, String) {
@@ -29,7 +43,8 @@ async fn running(adjust: impl FnOnce(&mut cri::ContainerConfig)) -> (Daemon, Rt,
 }
 
 /// A daemon with `extra` config and a running container as `adjust`
-/// makes it.
+/// makes it, in a pod with a log directory (a container with a
+/// `log_path` has a CRI log there).
 async fn running_with(
     extra: &str,
     adjust: impl FnOnce(&mut cri::ContainerConfig),
@@ -41,9 +56,10 @@ async fn running_with(
     );
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
-    let pc = pod_config("streaming");
+    let mut pc = pod_config("streaming");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
     let pod = run_pod(&mut rt, pc.clone()).await;
-    let cfg = cri::ContainerConfig {
+    let mut cfg = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: "app".into(),
             attempt: 0,
@@ -56,7 +72,6 @@ async fn running_with(
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     };
-    let mut cfg = cfg;
     adjust(&mut cfg);
     let id = create(&mut rt, &pod, &pc, cfg).await.expect("create");
     start(&mut rt, &id).await;
@@ -76,6 +91,72 @@ fn request(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
 
 async fn url(rt: &mut Rt, req: cri::ExecRequest) -> Result<String, tonic::Status> {
     rt.exec(req).await.map(|r| r.into_inner().url)
+}
+
+/// `sh -c script`.
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// An attach to `id` without a terminal, with stdout and as asked stdin
+/// and stderr.
+fn attach_request(id: &str, stdin: bool, stderr: bool) -> cri::AttachRequest {
+    cri::AttachRequest {
+        container_id: id.into(),
+        stdin,
+        tty: false,
+        stdout: true,
+        stderr,
+    }
+}
+
+async fn attach_url(rt: &mut Rt, req: cri::AttachRequest) -> Result<String, tonic::Status> {
+    rt.attach(req).await.map(|r| r.into_inner().url)
+}
+
+/// The one pod the test's daemon runs.
+async fn the_pod(rt: &mut Rt) -> String {
+    rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list pods")
+        .into_inner()
+        .items
+        .first()
+        .expect("the pod")
+        .id
+        .clone()
+}
+
+/// A PortForward URL for `port` of `pod`.
+async fn port_forward_url(rt: &mut Rt, pod: &str, port: u16) -> String {
+    rt.port_forward(cri::PortForwardRequest {
+        pod_sandbox_id: pod.into(),
+        port: vec![i32::from(port)],
+    })
+    .await
+    .expect("port-forward url")
+    .into_inner()
+    .url
+}
+
+/// Retries `attempt` until it succeeds, for a server in the container
+/// that may still be starting or a log still to be written; fails with
+/// the last attempt's story after the hang guard.
+async fn until_ready<T, F>(what: &str, mut attempt: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not there within the hang guard; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,25 +291,15 @@ async fn bad_exec_requests_get_clear_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_joins_the_containers_own_stdio() {
-    let script = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
     let (_d, mut rt, id) = running(|c| {
-        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.command = sh(ECHO_LINES);
         c.stdin = true;
         c.stdin_once = true;
     })
     .await;
-    let u = rt
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
+    let u = attach_url(&mut rt, attach_request(&id, true, true))
         .await
-        .expect("attach url")
-        .into_inner()
-        .url;
+        .expect("attach url");
     assert!(u.contains("/attach/"), "{u}");
     let out = spdy_client::exec(
         &u,
@@ -247,14 +318,7 @@ async fn attach_joins_the_containers_own_stdio() {
 
     // A container made without stdin cannot be given one.
     let (_d2, mut rt2, plain) = running_container().await;
-    let e = rt2
-        .attach(cri::AttachRequest {
-            container_id: plain,
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
+    let e = attach_url(&mut rt2, attach_request(&plain, true, true))
         .await
         .expect_err("no stdin");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
@@ -262,51 +326,28 @@ async fn attach_joins_the_containers_own_stdio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_reaches_a_port_inside_the_pod() {
-    let script = "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (_d, mut rt, id) = running(|c| {
-        c.command = vec!["sh".into(), "-c".into(), script.into()];
-    })
-    .await;
-    let pod = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .expect("status")
-        .into_inner()
-        .info
-        .get("info")
-        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
-        .and_then(|v| v["sandboxID"].as_str().map(str::to_string))
-        .expect("sandbox id");
+    let (_d, mut rt, _) = running(|c| c.command = sh(HTTPD)).await;
+    let pod = the_pod(&mut rt).await;
     let forward = |port: u16| {
         let mut rt = rt.clone();
         let pod = pod.clone();
         async move {
-            let u = rt
-                .port_forward(cri::PortForwardRequest {
-                    pod_sandbox_id: pod,
-                    port: vec![i32::from(port)],
-                })
-                .await
-                .expect("port-forward url")
-                .into_inner()
-                .url;
+            let u = port_forward_url(&mut rt, &pod, port).await;
             spdy_client::port_forward(&u, port, b"GET /index.html HTTP/1.0\r\n\r\n")
                 .await
                 .expect("forward")
         }
     };
-    // httpd may still be starting: retry until it answers (hang-guarded).
-    let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
-    let (status, data, error) = loop {
+    // httpd may still be starting: retry until it answers.
+    let (status, data, error) = until_ready("httpd", || async {
         let r = forward(8080).await;
-        if !r.1.is_empty() || std::time::Instant::now() > deadline {
-            break r;
+        if r.1.is_empty() {
+            Err(format!("{r:?}"))
+        } else {
+            Ok(r)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(status, 101);
     let text = String::from_utf8_lossy(&data);
     assert!(text.contains("hello-pf"), "{text:?} / {error:?}");
@@ -325,6 +366,237 @@ async fn port_forward_reaches_a_port_inside_the_pod() {
         .await
         .expect_err("unknown pod");
     assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+/// An echo server in the container: busybox `nc -ll` hands each
+/// connection to a `cat` of its own and keeps listening, so connections
+/// are served at the same time.
+const ECHO_SERVER: &str = "exec nc -ll -p 7777 -e /bin/cat";
+const ECHO_PORT: u16 = 7777;
+
+/// `len` bytes for connection `n`: its name, then a pseudo-random run no
+/// other connection sends.
+fn payload(n: u32, len: usize) -> Vec<u8> {
+    let mut bytes = format!("connection {n}\n").into_bytes();
+    let mut x = 0x9e37_79b9_u32 ^ n.wrapping_mul(0x85eb_ca6b);
+    while bytes.len() < len {
+        // xorshift32
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push(x as u8);
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// Where two byte strings first differ (or where the shorter ends).
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_carries_concurrent_connections_in_one_session() {
+    let (_d, mut rt, _) = running(|c| c.command = sh(ECHO_SERVER)).await;
+    let pod = the_pod(&mut rt).await;
+    // nc may still be starting: one connection at a time until it echoes.
+    until_ready("the echo server", || {
+        let mut rt = rt.clone();
+        let pod = pod.clone();
+        async move {
+            let u = port_forward_url(&mut rt, &pod, ECHO_PORT).await;
+            let r = spdy_client::port_forward(&u, ECHO_PORT, b"ping")
+                .await
+                .expect("forward");
+            if r.1 == b"ping" {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        }
+    })
+    .await;
+
+    // One connection carries over a MiB: sixteen times the 64 KiB window
+    // a SPDY/3.1 sender starts with.
+    let payloads = [
+        payload(0, 100),
+        payload(1, (1 << 20) + 4321),
+        payload(2, 200 << 10),
+        payload(3, 20),
+    ];
+    // As kubectl does (no flow control), then as SPDY/3.1 prescribes (the
+    // client sends only within the windows the daemon grants).
+    for flow in [Flow::LikeSpdystream, Flow::Windowed] {
+        let u = port_forward_url(&mut rt, &pod, ECHO_PORT).await;
+        let mut pf = spdy_client::PortForward::connect(&u, flow)
+            .await
+            .expect("port-forward session");
+        // One session, one stream pair per connection; the pairs' streams
+        // interleave, so only their requestIDs tell them apart.
+        let conns = pf
+            .forward_interleaved(ECHO_PORT, payloads.len())
+            .expect("open the connections");
+        let ids: std::collections::HashSet<u32> = conns.iter().map(|c| c.request_id).collect();
+        assert_eq!(ids.len(), conns.len(), "{flow:?}: request IDs {ids:?}");
+        let exchange = async {
+            // Every connection is up at once: each echoes a greeting while
+            // all the others are still open.
+            for (i, c) in conns.iter().enumerate() {
+                c.data
+                    .write(format!("hello {i}\n").as_bytes())
+                    .await
+                    .expect("greet");
+            }
+            for (i, c) in conns.iter().enumerate() {
+                let hello = format!("hello {i}\n");
+                let mut got = Vec::new();
+                c.data
+                    .read_until(&mut got, |g| g.len() >= hello.len())
+                    .await
+                    .unwrap_or_else(|e| panic!("{flow:?}: connection {i}: {e:#}"));
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    hello,
+                    "{flow:?}: connection {i}"
+                );
+            }
+            // Then all the payloads at the same time, each connection
+            // half-closed once its own is sent.
+            futures_util::future::join_all(
+                conns.iter().zip(&payloads).map(|(c, p)| c.round_trip(p)),
+            )
+            .await
+        };
+        let results = tokio::time::timeout(HANG_GUARD, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{flow:?}: the connections hung"));
+        for (i, (r, sent)) in results.into_iter().zip(&payloads).enumerate() {
+            let (back, error) = r.unwrap_or_else(|e| panic!("{flow:?}: connection {i}: {e:#}"));
+            assert_eq!(error, "", "{flow:?}: connection {i}");
+            assert!(
+                back == *sent,
+                "{flow:?}: connection {i} sent {} bytes and got {} back, first difference at {:?}",
+                sent.len(),
+                back.len(),
+                first_difference(sent, &back)
+            );
+        }
+    }
+}
+
+/// A counter on stdout, one number per line, five a second.
+const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
+
+/// The numbers on the complete lines of `text` (a line still being
+/// written is left out).
+fn numbers(text: &str) -> Vec<u64> {
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .map(|l| {
+            l.parse()
+                .unwrap_or_else(|_| panic!("{l:?} is not a number in {text:?}"))
+        })
+        .collect()
+}
+
+/// The numbers the counter has written to its CRI log so far.
+fn logged_numbers(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: String = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| {
+            // <timestamp> <stream> <tag> <content>
+            let mut f = l.splitn(4, ' ');
+            let (_, stream, tag) = (f.next(), f.next(), f.next());
+            assert_eq!((stream, tag), (Some("stdout"), Some("F")), "{l:?}");
+            f.next().unwrap_or_default()
+        })
+        .collect();
+    numbers(&lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_follows_live_output_and_the_container_outlives_the_client() {
+    let (_d, mut rt, id) = running(|c| {
+        c.command = sh(COUNTER);
+        c.log_path = "counter.log".into();
+    })
+    .await;
+    let log = std::path::PathBuf::from(status(&mut rt, &id).await.log_path);
+    assert!(log.ends_with("logs/counter.log"), "{log:?}");
+    // The counter has been going for a while when the client comes.
+    let before = until_ready("the first lines in the log", || {
+        let n = logged_numbers(&log);
+        async move {
+            match n.last() {
+                Some(&last) if n.len() >= 3 => Ok(last),
+                _ => Err(format!("{n:?}")),
+            }
+        }
+    })
+    .await;
+    // Stdout only: no stdin, no stderr.
+    let u = attach_url(&mut rt, attach_request(&id, false, false))
+        .await
+        .expect("attach url");
+    let session = spdy_client::Session::connect(&u, &["v4.channel.k8s.io"], Flow::LikeSpdystream)
+        .await
+        .expect("attach session");
+    assert_eq!(session.protocol, "v4.channel.k8s.io");
+    let error = session
+        .open(&[("streamType", "error")])
+        .expect("error stream");
+    let stdout = session
+        .open(&[("streamType", "stdout")])
+        .expect("stdout stream");
+    let mut got = Vec::new();
+    tokio::time::timeout(
+        HANG_GUARD,
+        stdout.read_until(&mut got, |g| {
+            g.iter().filter(|b| **b == b'\n').count() >= 10
+        }),
+    )
+    .await
+    .expect("ten lines within the hang guard")
+    .expect("the attach's stdout");
+    let seen = numbers(&String::from_utf8_lossy(&got));
+    // Live: what the counter says from now on, not a replay of its log.
+    assert!(
+        seen.first().is_some_and(|first| *first > before),
+        "the log had reached {before} before the attach, which then got {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "not consecutive: {seen:?}"
+    );
+    // The client goes away without a goodbye.
+    drop((error, stdout, session));
+    let at_leaving = logged_numbers(&log).last().copied().unwrap_or_default();
+    // The container runs on, its log growing with nothing lost.
+    let logged = until_ready("the log to grow after the client left", || {
+        let n = logged_numbers(&log);
+        async move {
+            match n.last() {
+                Some(&last) if last >= at_leaving + 3 => Ok(n),
+                _ => Err(format!("{n:?}")),
+            }
+        }
+    })
+    .await;
+    let expected: Vec<u64> = (0..logged.len() as u64).collect();
+    assert_eq!(logged, expected, "the CRI log lost or repeated lines");
+    let s = status(&mut rt, &id).await;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{s:?}"
+    );
 }
 
 // ---- WebSocket ----------------------------------------------------------
@@ -481,25 +753,15 @@ async fn exec_over_websocket_v4_and_older_protocols() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_over_websocket_joins_the_containers_own_stdio() {
-    let script = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
     let (_d, mut rt, id) = running(|c| {
-        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.command = sh(ECHO_LINES);
         c.stdin = true;
         c.stdin_once = true;
     })
     .await;
-    let u = rt
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
+    let u = attach_url(&mut rt, attach_request(&id, true, true))
         .await
-        .expect("attach url")
-        .into_inner()
-        .url;
+        .expect("attach url");
     let send = ws_client::Send {
         stdin: b"one\ntwo\n".to_vec(),
         close_stdin: true,
@@ -518,49 +780,26 @@ async fn attach_over_websocket_joins_the_containers_own_stdio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_over_websocket_tunnels_spdy_and_serves_channels() {
-    let script = "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 8080 -h /www";
-    let (_d, mut rt, id) = running(|c| {
-        c.command = vec!["sh".into(), "-c".into(), script.into()];
-    })
-    .await;
-    let _ = id;
-    // The daemon runs this one pod.
-    let pod = rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .expect("list pods")
-        .into_inner()
-        .items
-        .first()
-        .expect("the pod")
-        .id
-        .clone();
+    let (_d, mut rt, _) = running(|c| c.command = sh(HTTPD)).await;
+    let pod = the_pod(&mut rt).await;
     let pf_url = |port: u16| {
         let mut rt = rt.clone();
         let pod = pod.clone();
-        async move {
-            rt.port_forward(cri::PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![i32::from(port)],
-            })
-            .await
-            .expect("port-forward url")
-            .into_inner()
-            .url
-        }
+        async move { port_forward_url(&mut rt, &pod, port).await }
     };
     const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
-    // httpd may still be starting: retry until it answers (hang-guarded).
-    let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
-    let (status, protocol, data, error) = loop {
+    // httpd may still be starting: retry until it answers.
+    let (status, protocol, data, error) = until_ready("httpd", || async {
         let r = ws_client::port_forward_tunnel(&pf_url(8080).await, 8080, GET)
             .await
             .expect("tunnel");
-        if !r.2.is_empty() || std::time::Instant::now() > deadline {
-            break r;
+        if r.2.is_empty() {
+            Err(format!("{r:?}"))
+        } else {
+            Ok(r)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(status, 101);
     assert_eq!(protocol, "SPDY/3.1+portforward.k8s.io");
     let text = String::from_utf8_lossy(&data);
@@ -688,7 +927,7 @@ async fn exec_over_tls_and_plain_http_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_url_gets_404() {
-    let ttl = std::time::Duration::from_secs(2);
+    let ttl = Duration::from_secs(2);
     let extra = format!("[streaming]\ntoken_ttl_seconds = {}\n", ttl.as_secs());
     let (_d, mut rt, id) = running_with(&extra, |_| {}).await;
     let channels = ["error", "stdout", "stderr"];
@@ -708,7 +947,7 @@ async fn an_expired_url_gets_404() {
     let stale_ws = url(&mut rt, request(&id, &["echo", "stale"], false, false))
         .await
         .expect("exec url");
-    tokio::time::sleep(ttl + std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
     let out = spdy_client::exec(&stale, &["v4.channel.k8s.io"], &channels, b"", None)
         .await
         .expect("handshake");
@@ -739,24 +978,15 @@ async fn an_attach_client_that_vanishes_is_let_go() {
     // Silent until spoken to; stdin outlives any one client.
     let script = "while read l; do echo got:$l; done";
     let (d, mut rt, id) = running(|c| {
-        c.command = vec!["sh".into(), "-c".into(), script.into()];
+        c.command = sh(script);
         c.stdin = true;
         c.stdin_once = false;
     })
     .await;
     for transport in ["spdy", "websocket"] {
-        let u = rt
-            .attach(cri::AttachRequest {
-                container_id: id.clone(),
-                stdin: true,
-                tty: false,
-                stdout: true,
-                stderr: true,
-            })
+        let u = attach_url(&mut rt, attach_request(&id, true, true))
             .await
-            .expect("attach url")
-            .into_inner()
-            .url;
+            .expect("attach url");
         let before = open_sockets(d.pid());
         let said = format!("{transport}\n");
         let heard = format!("got:{transport}\n");
@@ -790,7 +1020,7 @@ async fn an_attach_client_that_vanishes_is_let_go() {
         // The client vanishes without a goodbye; the container says
         // nothing more.
         drop(client);
-        let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
+        let deadline = Instant::now() + HANG_GUARD;
         loop {
             let now = open_sockets(d.pid());
             let left: Vec<&String> = held.iter().filter(|s| now.contains(*s)).collect();
@@ -798,25 +1028,16 @@ async fn an_attach_client_that_vanishes_is_let_go() {
                 break;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "{transport}: the daemon still holds {left:?} a minute after the client left"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     // The container is none the worse: still there to talk to.
-    let u = rt
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: false,
-        })
+    let u = attach_url(&mut rt, attach_request(&id, true, false))
         .await
-        .expect("attach url")
-        .into_inner()
-        .url;
+        .expect("attach url");
     spdy_client::open_until(
         &u,
         &["v4.channel.k8s.io"],
