@@ -39,21 +39,25 @@ pub async fn run_pod(rt: &mut Rt, config: cri::PodSandboxConfig) -> String {
     .pod_sandbox_id
 }
 
+/// The pod's primary IP (panics when it has none).
+pub async fn pod_ip(rt: &mut Rt, pod: &str) -> String {
+    rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.into(),
+        verbose: false,
+    })
+    .await
+    .expect("pod status")
+    .into_inner()
+    .status
+    .and_then(|s| s.network)
+    .expect("pod network")
+    .ip
+}
+
 /// Sends a few packets across the pod's eth0: a TCP connect to its IP
 /// (refused or not), so its interface counters move.
 pub async fn knock_on_pod(rt: &mut Rt, pod: &str) {
-    let ip = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: false,
-        })
-        .await
-        .expect("pod status")
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
-        .expect("pod network")
-        .ip;
+    let ip = pod_ip(rt, pod).await;
     let addr: std::net::IpAddr = ip.parse().expect("pod IP");
     let _ =
         std::net::TcpStream::connect_timeout(&(addr, 9).into(), std::time::Duration::from_secs(5));

@@ -479,18 +479,7 @@ async fn held_memory_and_traffic_between_two_pods_show_in_stats() {
     assert!(ws <= usage, "working set {ws} within usage {usage}");
 
     // Network: 4 MiB fetched from pod to pod shows on both pods' eth0.
-    let ip = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: server.clone(),
-            verbose: false,
-        })
-        .await
-        .expect("server status")
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
-        .expect("server network")
-        .ip;
+    let ip = carapace_e2e::workload::pod_ip(&mut rt, &server).await;
     let (server_rx0, server_tx0) = eth0_bytes(&mut rt, &server).await;
     let (client_rx0, client_tx0) = eth0_bytes(&mut rt, &client).await;
     let fetch = format!("wget -q -O /dev/null http://{ip}:8080/blob");
