@@ -70,18 +70,22 @@ pub fn from_stats(s: &Stats, base: &BaseLabels, timestamp: i64) -> Vec<cri::Metr
 /// The metrics of container `rec` of pod `pod` now. Only a Running
 /// container has cgroup metrics; a cgroup that is gone or cannot be read
 /// leaves them out (logged at debug), never failing the caller.
-pub fn collect(rec: &ContainerRecord, pod: &SandboxRecord) -> cri::ContainerMetrics {
+pub fn collect(
+    host: &cgroup::Host,
+    rec: &ContainerRecord,
+    pod: &SandboxRecord,
+) -> cri::ContainerMetrics {
     let base = BaseLabels::of_container(rec, pod);
     let timestamp = now_ns();
     let now_secs = u64::try_from(timestamp).unwrap_or(0) / NS_PER_SECOND;
     let mut metrics = vec![d::LAST_SEEN.sample(&base, &[], now_secs, timestamp)];
     if rec.phase == Phase::Running {
-        match cgroup::read(&rec.cgroups_path, &rec.id) {
+        match cgroup::read(host, &rec.cgroups_path, &rec.id) {
             Ok(Some(mut s)) => {
                 if s.pids.current.is_none() {
                     // No pids controller: count cgroup.procs, as the pod
                     // stats do.
-                    s.pids.current = cgroup::process_count(&rec.cgroups_path, &rec.id)
+                    s.pids.current = cgroup::process_count(host, &rec.cgroups_path, &rec.id)
                         .unwrap_or_else(|e| {
                             tracing::debug!(container = %rec.id, error = %e, "process count");
                             None

@@ -11,6 +11,7 @@ use crate::container::ContainerRecord;
 use crate::sandbox::record::host_network;
 use crate::sandbox::run::now_ns;
 use crate::sandbox::SandboxRecord;
+use crate::stats::cgroup::Host;
 
 use super::labels::BaseLabels;
 use super::{container, network};
@@ -19,7 +20,11 @@ use super::{container, network};
 /// order given) now. Whether the pod should be measured at all (Ready) is
 /// the caller's decision; a part that cannot be read is logged at debug
 /// and left out.
-pub fn collect(rec: &SandboxRecord, containers: &[ContainerRecord]) -> cri::PodSandboxMetrics {
+pub fn collect(
+    host: &Host,
+    rec: &SandboxRecord,
+    containers: &[ContainerRecord],
+) -> cri::PodSandboxMetrics {
     let mut metrics = Vec::new();
     if !host_network(&rec.ns_options()) {
         if let Some(netns) = &rec.netns {
@@ -34,7 +39,7 @@ pub fn collect(rec: &SandboxRecord, containers: &[ContainerRecord]) -> cri::PodS
         metrics,
         container_metrics: containers
             .iter()
-            .map(|c| container::collect(c, rec))
+            .map(|c| container::collect(host, c, rec))
             .collect(),
     }
 }

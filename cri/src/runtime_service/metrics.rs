@@ -42,11 +42,12 @@ pub async fn handle_list(
         }
     }
     let pod_metrics = stats::blocking(move || {
+        let host = stats::cgroup::Host::resolve();
         pods.iter()
             .map(|rec| {
                 let mut containers = by_pod.remove(&rec.id).unwrap_or_default();
                 containers.sort_by_key(|c| c.created_at);
-                crate::metrics::pod::collect(rec, &containers)
+                crate::metrics::pod::collect(&host, rec, &containers)
             })
             .collect()
     })

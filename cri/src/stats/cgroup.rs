@@ -9,11 +9,31 @@ use k8s_cri::v1 as cri;
 
 use super::StatsError;
 
+/// The node's cgroup hierarchies, resolved once for a whole stats or
+/// metrics call: resolving them per cgroup re-read /proc/self/mountinfo,
+/// which grows with every container's mounts, for every container listed.
+pub struct Host(Option<Manager>);
+
+impl Host {
+    /// The hierarchies as mounted now. If they cannot be resolved, each
+    /// cgroup is resolved on its own (and fails with the reason).
+    pub fn resolve() -> Host {
+        Host(Manager::new(None, "stats", false).ok())
+    }
+
+    fn manager(&self, cgroups_path: &str, id: &str) -> Result<Manager, carapace_cgroups::Error> {
+        match &self.0 {
+            Some(m) => m.at(Some(cgroups_path), id),
+            None => Manager::new(Some(cgroups_path), id, false),
+        }
+    }
+}
+
 /// Reads the cgroup at `cgroups_path` (an OCI `linux.cgroupsPath`, plain
 /// or systemd `slice:prefix:name`) of container or pod `id`. None when
 /// there is no such cgroup (not made yet, or already removed): nothing to
 /// report, not an error.
-pub fn read(cgroups_path: &str, id: &str) -> Result<Option<Stats>, StatsError> {
+pub fn read(host: &Host, cgroups_path: &str, id: &str) -> Result<Option<Stats>, StatsError> {
     if cgroups_path.is_empty() {
         return Ok(None);
     }
@@ -22,7 +42,7 @@ pub fn read(cgroups_path: &str, id: &str) -> Result<Option<Stats>, StatsError> {
         path: cgroups_path.to_string(),
         source,
     };
-    let m = Manager::new(Some(cgroups_path), id, false).map_err(err)?;
+    let m = host.manager(cgroups_path, id).map_err(err)?;
     if !m.exists() {
         return Ok(None);
     }
@@ -38,13 +58,13 @@ pub fn read(cgroups_path: &str, id: &str) -> Result<Option<Stats>, StatsError> {
 /// hold, counted from their `cgroup.procs`: for hosts without the pids
 /// controller, whose `pids.current` is missing. None when the cgroup is
 /// gone.
-pub fn process_count(cgroups_path: &str, id: &str) -> Result<Option<u64>, StatsError> {
+pub fn process_count(host: &Host, cgroups_path: &str, id: &str) -> Result<Option<u64>, StatsError> {
     let err = |source| StatsError::Cgroup {
         id: id.to_string(),
         path: cgroups_path.to_string(),
         source,
     };
-    let m = Manager::new(Some(cgroups_path), id, false).map_err(err)?;
+    let m = host.manager(cgroups_path, id).map_err(err)?;
     match m.pids() {
         Ok(p) => Ok(Some(p.len() as u64)),
         Err(_) if !m.exists() => Ok(None),
@@ -201,6 +221,6 @@ mod tests {
 
     #[test]
     fn no_cgroups_path_reads_nothing() {
-        assert!(read("", "c").expect("read").is_none());
+        assert!(read(&Host::resolve(), "", "c").expect("read").is_none());
     }
 }

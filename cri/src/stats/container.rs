@@ -21,6 +21,8 @@ pub struct Context<'a> {
     /// The image filesystem's identifier, the same ImageFsInfo reports,
     /// so kubelet charges writable layers to that filesystem.
     pub fs_mountpoint: String,
+    /// The node's cgroup hierarchies, resolved once for the call.
+    pub host: cgroup::Host,
 }
 
 impl<'a> Context<'a> {
@@ -29,6 +31,7 @@ impl<'a> Context<'a> {
         Context {
             sampler,
             fs_mountpoint: cs.images.dir().to_string_lossy().into_owned(),
+            host: cgroup::Host::resolve(),
         }
     }
 }
@@ -54,7 +57,7 @@ pub fn stats(ctx: &Context<'_>, rec: &ContainerRecord) -> cri::ContainerStats {
     if !matches!(rec.phase, Phase::Created | Phase::Running) {
         return out;
     }
-    let read = cgroup::read(&rec.cgroups_path, &rec.id);
+    let read = cgroup::read(&ctx.host, &rec.cgroups_path, &rec.id);
     let at = Instant::now();
     let timestamp = now_ns();
     match read {

@@ -43,7 +43,7 @@ pub fn stats(
     let mut linux = cri::LinuxPodSandboxStats::default();
     let timestamp = now_ns();
     match cgroup::pod_cgroups_path(&rec.cgroup_parent, &rec.id)
-        .and_then(|path| Ok((cgroup::read(&path, &rec.id)?, path)))
+        .and_then(|path| Ok((cgroup::read(&ctx.host, &path, &rec.id)?, path)))
     {
         Ok((Some(s), path)) => {
             let at = Instant::now();
@@ -55,7 +55,7 @@ pub fn stats(
             linux.memory = cgroup::memory_usage(&s.memory, timestamp);
             let count = match s.pids.current {
                 Some(n) => Some(n),
-                None => cgroup::process_count(&path, &rec.id).unwrap_or_else(|e| {
+                None => cgroup::process_count(&ctx.host, &path, &rec.id).unwrap_or_else(|e| {
                     tracing::warn!(pod = %rec.id, error = %e, "pod process count");
                     None
                 }),

@@ -128,6 +128,19 @@ impl Manager {
         })
     }
 
+    /// A manager of another cgroup on the same host, reusing this one's
+    /// view of the hierarchies. Resolving them reads /proc/self/mountinfo,
+    /// which grows with every container's mounts: a caller that handles
+    /// many cgroups at once (the daemon's stats of every container)
+    /// resolves the host once and derives the rest.
+    pub fn at(&self, cgroups_path: Option<&str>, id: &str) -> Result<Manager, Error> {
+        Ok(Manager {
+            hierarchy: self.hierarchy,
+            relative: path::normalize(cgroups_path, id)?,
+            mounts: self.mounts.clone(),
+        })
+    }
+
     /// Which cgroup version this manager drives.
     pub fn hierarchy(&self) -> Hierarchy {
         self.hierarchy

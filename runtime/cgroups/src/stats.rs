@@ -1277,6 +1277,16 @@ thp_collapse_alloc 0
         assert!(err.starts_with("read "), "{err}");
         assert!(err.contains("memory/pod/ctr/memory.stat: EISDIR"), "{err}");
 
+        // A manager derived from another reads its own cgroup through the
+        // same hierarchies.
+        put("cpu,cpuacct/pod/other/cpuacct.usage", "7\n");
+        let other = m.at(Some("/pod/other"), "other").unwrap();
+        assert_eq!(other.stats().unwrap().cpu.usage_ns, Some(7));
+        assert_eq!(
+            other.path_for("cpuacct"),
+            Some(root.join("cpu,cpuacct/pod/other"))
+        );
+
         let gone = Manager::with_root(root, Hierarchy::V1, Some("/pod/gone"), "gone").unwrap();
         assert!(matches!(
             gone.stats(),
