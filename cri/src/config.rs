@@ -93,6 +93,10 @@ pub struct Streaming {
     /// How long an Exec/Attach/PortForward URL stays valid, in seconds
     /// (kubelet's streaming server: one minute).
     pub token_ttl_seconds: u64,
+    /// How long the first stream of a forwarded connection waits for its
+    /// partner (error + data) before the pair is given up with an error,
+    /// in seconds (kubelet's stream creation timeout: 30).
+    pub stream_creation_timeout_seconds: u64,
 }
 
 impl Streaming {
@@ -117,6 +121,11 @@ impl Streaming {
         if self.token_ttl_seconds == 0 {
             return Err(
                 "streaming.token_ttl_seconds 0: a URL must stay valid at least one second".into(),
+            );
+        }
+        if self.stream_creation_timeout_seconds == 0 {
+            return Err(
+                "streaming.stream_creation_timeout_seconds 0: a stream pair needs at least one second to form".into(),
             );
         }
         Ok(())
@@ -182,6 +191,7 @@ impl Default for Streaming {
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             token_ttl_seconds: 60,
+            stream_creation_timeout_seconds: 30,
         }
     }
 }
@@ -321,6 +331,10 @@ tls_cert_file = ""
 tls_key_file = ""
 # How long an Exec/Attach/PortForward URL stays valid (used once).
 token_ttl_seconds = 60
+# How long one stream of a port-forward connection waits for its partner
+# (kubectl opens an error and a data stream per connection) before the
+# connection is refused with "timed out waiting for streams".
+stream_creation_timeout_seconds = 30
 
 [metrics]
 # Prometheus /metrics listen address; empty turns it off.
@@ -383,5 +397,13 @@ mod tests {
         assert!(e.contains("token_ttl_seconds"), "{e}");
         let c: Config = toml::from_str("[streaming]\ntoken_ttl_seconds = 1\n").expect("toml");
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_stream_creation_timeout_of_zero_is_refused() {
+        let c: Config =
+            toml::from_str("[streaming]\nstream_creation_timeout_seconds = 0\n").expect("toml");
+        let e = c.validate().expect_err("zero timeout");
+        assert!(e.contains("stream_creation_timeout_seconds"), "{e}");
     }
 }

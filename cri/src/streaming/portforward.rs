@@ -5,12 +5,16 @@
 //! the server connects to that port on the pod's loopback — inside the
 //! pod's network namespace, or the node's for a host-network pod — and
 //! copies bytes both ways. A failure to connect is written as text on the
-//! pair's error stream, as kubelet does.
+//! pair's error stream, as kubelet does. So is a pair whose partner
+//! stream never comes (after `[streaming] stream_creation_timeout_seconds`),
+//! and a second stream of one type for a request is reset, as kubelet
+//! refuses it.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,16 +23,51 @@ use tokio::net::TcpStream;
 use crate::container::Containers;
 
 use super::channel::{Input, Output};
-use super::spdy::{Session, SpdyStream};
+use super::spdy::{RstStatus, Session, SpdyStream};
 
 /// The protocol served.
 pub const PROTOCOL: &str = "portforward.k8s.io";
 
 /// The two streams of one forwarded connection, as they arrive.
-#[derive(Default)]
 struct Pair {
     error: Option<SpdyStream>,
     data: Option<SpdyStream>,
+    /// When the pair is given up if still incomplete.
+    deadline: tokio::time::Instant,
+}
+
+/// What kubelet writes on the error stream of a pair whose partner
+/// never came.
+const TIMED_OUT: &str = "timed out waiting for streams";
+
+/// Gives up the incomplete pairs whose deadline has passed: the error
+/// stream (if that is the one that came) gets the reason, the data
+/// stream is ended.
+fn expire(pairs: &mut HashMap<String, Pair>, pod_id: &str) {
+    let now = tokio::time::Instant::now();
+    let late: Vec<String> = pairs
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in late {
+        let Some(pair) = pairs.remove(&key) else {
+            continue;
+        };
+        tracing::info!(pod = %pod_id, request = %key, "port-forward: {TIMED_OUT}");
+        if let Some(mut data) = pair.data {
+            let _ = data.finish();
+        }
+        if let Some(error) = pair.error {
+            let mut error = Output::Spdy(error.into_parts().2);
+            tokio::spawn(async move {
+                let _ = error
+                    .send(Bytes::from(format!("error: {TIMED_OUT} for request {key}")))
+                    .await;
+                error.finish();
+            });
+        }
+    }
 }
 
 /// Serves one port-forward session for pod `pod_id` until the client
@@ -42,8 +81,31 @@ pub async fn serve(mut session: Session, cs: Arc<Containers>, pod_id: String) {
             return;
         }
     };
+    let timeout = Duration::from_secs(
+        cs.sandboxes
+            .daemon
+            .config
+            .streaming
+            .stream_creation_timeout_seconds,
+    );
     let mut pairs: HashMap<String, Pair> = HashMap::new();
-    while let Some(stream) = session.accept().await {
+    loop {
+        let first_deadline = pairs.values().map(|p| p.deadline).min();
+        let mut stream = tokio::select! {
+            s = session.accept() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            () = async {
+                match first_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                expire(&mut pairs, &pod_id);
+                continue;
+            }
+        };
         let h = stream.headers();
         let kind = h.get("streamType").unwrap_or("").to_string();
         let port = h.get("port").unwrap_or("").to_string();
@@ -52,19 +114,31 @@ pub async fn serve(mut session: Session, cs: Arc<Containers>, pod_id: String) {
             .get("requestID")
             .map(str::to_string)
             .unwrap_or_else(|| format!("port-{port}"));
-        let pair = pairs.entry(key.clone()).or_default();
-        match kind.as_str() {
-            "error" => pair.error = Some(stream),
-            "data" => pair.data = Some(stream),
+        let pair = pairs.entry(key.clone()).or_insert_with(|| Pair {
+            error: None,
+            data: None,
+            deadline: tokio::time::Instant::now() + timeout,
+        });
+        let slot = match kind.as_str() {
+            "error" => &mut pair.error,
+            "data" => &mut pair.data,
             other => {
                 tracing::debug!(pod = %pod_id, kind = other, "port-forward: unexpected stream");
                 continue;
             }
+        };
+        if slot.is_some() {
+            // kubelet refuses a second stream of a type for one request.
+            tracing::info!(pod = %pod_id, request = %key, kind = %kind, "port-forward: duplicate stream reset");
+            stream.reset(RstStatus::PROTOCOL_ERROR);
+            continue;
         }
+        *slot = Some(stream);
         if pair.error.is_some() && pair.data.is_some() {
             if let Some(Pair {
                 error: Some(error),
                 data: Some(data),
+                ..
             }) = pairs.remove(&key)
             {
                 let (_, from_client, to_client) = data.into_parts();

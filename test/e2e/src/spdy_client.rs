@@ -983,7 +983,9 @@ impl PortForward {
         })
     }
 
-    fn stream(&self, kind: &str, port: u16, request_id: u32) -> anyhow::Result<Stream> {
+    /// Opens one stream of `kind` ("error" or "data") for `port` and
+    /// `request_id` on its own: for tests of streams that do not pair up.
+    pub fn stream(&self, kind: &str, port: u16, request_id: u32) -> anyhow::Result<Stream> {
         let headers = forward_headers(kind, port, request_id);
         let headers: Vec<(&str, &str)> = headers
             .iter()
@@ -993,7 +995,7 @@ impl PortForward {
     }
 
     /// The error stream (half-closed at once) of the next connection.
-    fn error_stream(&mut self, port: u16) -> anyhow::Result<(u32, Stream)> {
+    pub fn error_stream(&mut self, port: u16) -> anyhow::Result<(u32, Stream)> {
         let request_id = self.next_request;
         self.next_request += 1;
         let error = self.stream("error", port, request_id)?;

@@ -376,6 +376,27 @@ const ECHO_PORT: u16 = 7777;
 
 /// `len` bytes for connection `n`: its name, then a pseudo-random run no
 /// other connection sends.
+/// Waits until the pod's echo server answers: nc may still be starting,
+/// so one connection at a time until it echoes.
+async fn wait_for_echo(rt: &Rt, pod: &str) {
+    until_ready("the echo server", || {
+        let mut rt = rt.clone();
+        let pod = pod.to_string();
+        async move {
+            let u = port_forward_url(&mut rt, &pod, ECHO_PORT).await;
+            let r = spdy_client::port_forward(&u, ECHO_PORT, b"ping")
+                .await
+                .expect("forward");
+            if r.1 == b"ping" {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        }
+    })
+    .await;
+}
+
 fn payload(n: u32, len: usize) -> Vec<u8> {
     let mut bytes = format!("connection {n}\n").into_bytes();
     let mut x = 0x9e37_79b9_u32 ^ n.wrapping_mul(0x85eb_ca6b);
@@ -402,23 +423,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 async fn port_forward_carries_concurrent_connections_in_one_session() {
     let (_d, mut rt, _) = running(|c| c.command = sh(ECHO_SERVER)).await;
     let pod = the_pod(&mut rt).await;
-    // nc may still be starting: one connection at a time until it echoes.
-    until_ready("the echo server", || {
-        let mut rt = rt.clone();
-        let pod = pod.clone();
-        async move {
-            let u = port_forward_url(&mut rt, &pod, ECHO_PORT).await;
-            let r = spdy_client::port_forward(&u, ECHO_PORT, b"ping")
-                .await
-                .expect("forward");
-            if r.1 == b"ping" {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        }
-    })
-    .await;
+    wait_for_echo(&rt, &pod).await;
 
     // One connection carries over a MiB: sixteen times the 64 KiB window
     // a SPDY/3.1 sender starts with.
@@ -1047,4 +1052,51 @@ async fn an_attach_client_that_vanishes_is_let_go() {
     )
     .await
     .expect("attach after the vanished clients");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_gives_up_a_lone_stream_and_resets_a_duplicate() {
+    let (_d, mut rt, _) = running_with("[streaming]\nstream_creation_timeout_seconds = 1\n", |c| {
+        c.command = sh(ECHO_SERVER)
+    })
+    .await;
+    let pod = the_pod(&mut rt).await;
+    wait_for_echo(&rt, &pod).await;
+    let u = port_forward_url(&mut rt, &pod, ECHO_PORT).await;
+    let mut pf = spdy_client::PortForward::connect(&u, Flow::LikeSpdystream)
+        .await
+        .expect("port-forward session");
+
+    // An error stream whose data stream never comes gets kubelet's reason
+    // once the pair's time is up, and ends.
+    let (lone_id, lone) = pf.error_stream(ECHO_PORT).expect("lone error stream");
+    let text = tokio::time::timeout(HANG_GUARD, lone.read_to_end())
+        .await
+        .expect("the lone stream is given up")
+        .expect("read the lone stream");
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("timed out waiting for streams"), "{text:?}");
+    assert!(text.contains(&lone_id.to_string()), "{text:?}");
+
+    // A second error stream for a request that has one is reset at once;
+    // the request's own streams then pair up and carry the connection.
+    let (id, error) = pf.error_stream(ECHO_PORT).expect("error stream");
+    let dup = pf.stream("error", ECHO_PORT, id).expect("duplicate");
+    let dup_got = tokio::time::timeout(HANG_GUARD, dup.read_to_end())
+        .await
+        .expect("the duplicate is ended, not kept")
+        .expect("read the duplicate");
+    assert!(dup_got.is_empty(), "{dup_got:?}");
+    let data = pf.stream("data", ECHO_PORT, id).expect("data stream");
+    let c = spdy_client::Forwarded {
+        request_id: id,
+        error,
+        data,
+    };
+    let (back, err) = tokio::time::timeout(HANG_GUARD, c.round_trip(b"still here"))
+        .await
+        .expect("the pair carries the connection")
+        .expect("round trip");
+    assert_eq!(back, b"still here");
+    assert_eq!(err, "");
 }
