@@ -20,6 +20,28 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// guard, not a performance bound.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
+/// Retries `attempt` every 100 ms until it returns Ok: for what takes a
+/// moment to appear (a server in a container starting, log lines, a
+/// counter moving). Fails with the last attempt's story after the hang
+/// guard.
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not there within the hang guard; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The daemon binary from the same build (cargo builds every workspace
 /// binary for `cargo test --workspace`).
 pub fn daemon_bin() -> PathBuf {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use carapace_e2e::workload::{knock_on_pod, pull, run_pod, start, Rt};
-use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
+use carapace_e2e::{eventually, pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -114,26 +114,6 @@ fn labels(kv: &[(&str, &str)]) -> HashMap<String, String> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// Polls `f` until it returns Ok, failing (with its last Err) after the
-/// hang guard.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what} never happened; last: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,14 +14,13 @@
 //! control; an attach that follows live output and leaves the container
 //! running.
 
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use carapace_e2e::spdy_client::{self, Flow};
 use carapace_e2e::workload::{create, pull, run_pod, start, status, Rt};
 use carapace_e2e::ws_client;
-use carapace_e2e::{pod_config, require_registry, Daemon, HANG_GUARD};
+use carapace_e2e::{eventually, pod_config, require_registry, Daemon, HANG_GUARD};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -137,26 +136,6 @@ async fn port_forward_url(rt: &mut Rt, pod: &str, port: u16) -> String {
     .expect("port-forward url")
     .into_inner()
     .url
-}
-
-/// Retries `attempt` until it succeeds, for a server in the container
-/// that may still be starting or a log still to be written; fails with
-/// the last attempt's story after the hang guard.
-async fn until_ready<T, F>(what: &str, mut attempt: impl FnMut() -> F) -> T
-where
-    F: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not there within the hang guard; last: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +318,7 @@ async fn port_forward_reaches_a_port_inside_the_pod() {
         }
     };
     // httpd may still be starting: retry until it answers.
-    let (status, data, error) = until_ready("httpd", || async {
+    let (status, data, error) = eventually("httpd", || async {
         let r = forward(8080).await;
         if r.1.is_empty() {
             Err(format!("{r:?}"))
@@ -379,7 +358,7 @@ const ECHO_PORT: u16 = 7777;
 /// Waits until the pod's echo server answers: nc may still be starting,
 /// so one connection at a time until it echoes.
 async fn wait_for_echo(rt: &Rt, pod: &str) {
-    until_ready("the echo server", || {
+    eventually("the echo server", || {
         let mut rt = rt.clone();
         let pod = pod.to_string();
         async move {
@@ -536,7 +515,7 @@ async fn attach_follows_live_output_and_the_container_outlives_the_client() {
     let log = std::path::PathBuf::from(status(&mut rt, &id).await.log_path);
     assert!(log.ends_with("logs/counter.log"), "{log:?}");
     // The counter has been going for a while when the client comes.
-    let before = until_ready("the first lines in the log", || {
+    let before = eventually("the first lines in the log", || {
         let n = logged_numbers(&log);
         async move {
             match n.last() {
@@ -584,7 +563,7 @@ async fn attach_follows_live_output_and_the_container_outlives_the_client() {
     drop((error, stdout, session));
     let at_leaving = logged_numbers(&log).last().copied().unwrap_or_default();
     // The container runs on, its log growing with nothing lost.
-    let logged = until_ready("the log to grow after the client left", || {
+    let logged = eventually("the log to grow after the client left", || {
         let n = logged_numbers(&log);
         async move {
             match n.last() {
@@ -794,7 +773,7 @@ async fn port_forward_over_websocket_tunnels_spdy_and_serves_channels() {
     };
     const GET: &[u8] = b"GET /index.html HTTP/1.0\r\n\r\n";
     // httpd may still be starting: retry until it answers.
-    let (status, protocol, data, error) = until_ready("httpd", || async {
+    let (status, protocol, data, error) = eventually("httpd", || async {
         let r = ws_client::port_forward_tunnel(&pf_url(8080).await, 8080, GET)
             .await
             .expect("tunnel");
