@@ -54,6 +54,15 @@ pub fn stage1(
         // Keep /proc/PID of our setup processes out of the container's reach.
         nix::sys::prctl::set_dumpable(false).ctx(|| "PR_SET_DUMPABLE")?;
         plan.join(true)?;
+        if plan.has_user() && !plan.new.contains(CloneFlags::CLONE_NEWUSER) {
+            // Joined a user namespace (a pod's): become its root, as runc
+            // does, so the mount points we make in it (tmpfs /dev, owned
+            // by that namespace) get an owner it can map.
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                .ctx(|| "become root (gid 0) of the joined user namespace")?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                .ctx(|| "become root (uid 0) of the joined user namespace")?;
+        }
         if plan.new.contains(CloneFlags::CLONE_NEWUSER) {
             nix::sched::unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "unshare user namespace")?;
             ch.send(&Msg::UserNsReady)?;
