@@ -9,6 +9,7 @@ pub mod container;
 pub mod daemon;
 pub mod events;
 pub mod grpc;
+pub mod idmap;
 pub mod image;
 pub mod image_service;
 pub mod lifecycle;

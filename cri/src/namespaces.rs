@@ -23,7 +23,15 @@ pub enum Kind {
     Ipc,
     /// Hostname and domain name.
     Uts,
+    /// Users and groups: a pod with `userns_options` mode POD has one of
+    /// its own, which owns its other namespaces. Made by the pod's infra
+    /// process (a multi-threaded daemon cannot enter a new one) and
+    /// pinned from it ([`Pinned::adopt`]).
+    User,
 }
+
+/// Every kind, in the order they are looked for and unpinned.
+const ALL: [Kind; 4] = [Kind::Net, Kind::Ipc, Kind::Uts, Kind::User];
 
 impl Kind {
     /// The name under /proc/PID/ns and of the pin file.
@@ -32,6 +40,7 @@ impl Kind {
             Kind::Net => "net",
             Kind::Ipc => "ipc",
             Kind::Uts => "uts",
+            Kind::User => "user",
         }
     }
 
@@ -40,6 +49,7 @@ impl Kind {
             Kind::Net => CloneFlags::CLONE_NEWNET,
             Kind::Ipc => CloneFlags::CLONE_NEWIPC,
             Kind::Uts => CloneFlags::CLONE_NEWUTS,
+            Kind::User => CloneFlags::CLONE_NEWUSER,
         }
     }
 }
@@ -121,11 +131,44 @@ impl Pinned {
         Ok(done)
     }
 
+    /// Pins the namespaces of `kinds` that process `pid` (a pod's infra,
+    /// which made them) is in, at `dir/<kind>` as [`Pinned::create`] does;
+    /// the network namespace gets `lo` up. On failure nothing stays pinned.
+    pub fn adopt(dir: &Path, pid: u32, kinds: &[Kind]) -> Result<Pinned, NsError> {
+        std::fs::create_dir_all(dir).map_err(|source| NsError::Io {
+            what: "create namespace directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut done = Pinned {
+            dir: dir.to_path_buf(),
+            kinds: Vec::new(),
+        };
+        for &k in kinds {
+            let src = PathBuf::from(format!("/proc/{pid}/ns/{}", k.name()));
+            let r = pin_at(&src, &dir.join(k.name())).and_then(|()| {
+                if k == Kind::Net {
+                    in_netns(&dir.join(k.name()), loopback_up)
+                } else {
+                    Ok(())
+                }
+            });
+            match r {
+                Ok(()) => done.kinds.push(k),
+                Err(e) => {
+                    let _ = done.remove();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// Finds the namespaces a previous run pinned in `dir` (daemon restart):
     /// each existing pin file must still be an nsfs mount.
     pub fn open(dir: &Path) -> Result<Pinned, NsError> {
         let mut kinds = Vec::new();
-        for k in [Kind::Net, Kind::Ipc, Kind::Uts] {
+        for k in ALL {
             let p = dir.join(k.name());
             if !p.exists() {
                 continue;
@@ -158,7 +201,7 @@ impl Pinned {
     /// removes the pin files. Idempotent: missing pins are fine.
     pub fn remove(&self) -> Result<(), NsError> {
         let mut first_err = None;
-        for k in [Kind::Net, Kind::Ipc, Kind::Uts] {
+        for k in ALL {
             let p = self.dir.join(k.name());
             if let Err(e) = unpin(&p) {
                 first_err.get_or_insert(e);
@@ -204,6 +247,57 @@ fn unpin(p: &Path) -> Result<(), NsError> {
     }
 }
 
+/// Bind-mounts the namespace file `src` at `target` (created).
+fn pin_at(src: &Path, target: &Path) -> Result<(), NsError> {
+    std::fs::File::create(target).map_err(|source| NsError::Io {
+        what: "create namespace pin",
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let r = nix::mount::mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|errno| NsError::Sys {
+        what: "pin namespace at",
+        path: target.to_path_buf(),
+        errno,
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(target);
+    }
+    r
+}
+
+/// Runs `f` on a thread of its own inside the network namespace pinned at
+/// `netns` (a network namespace belongs to a thread, so the daemon's other
+/// threads stay where they are).
+fn in_netns(
+    netns: &Path,
+    f: impl FnOnce() -> Result<(), NsError> + Send + 'static,
+) -> Result<(), NsError> {
+    let file = std::fs::File::open(netns).map_err(|source| NsError::Io {
+        what: "open network namespace",
+        path: netns.to_path_buf(),
+        source,
+    })?;
+    let path = netns.to_path_buf();
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| NsError::Sys {
+            what: "enter network namespace",
+            path,
+            errno,
+        })?;
+        f()
+        // The thread ends here, and its namespace with it.
+    })
+    .join()
+    .map_err(|_| NsError::Thread)?
+}
+
 /// Makes one new namespace on a thread of its own and bind-mounts it at
 /// `<dir>/<kind>`.
 fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
@@ -238,7 +332,7 @@ fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
                     })?;
                 }
             }
-            Kind::Ipc => {}
+            Kind::Ipc | Kind::User => {}
         }
         for (name, value) in &sysctls {
             let path = PathBuf::from(format!("/proc/sys/{}", name.replace('.', "/")));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use crate::idmap;
 use crate::image::rootfs;
 use crate::sandbox::run::{new_id, now_ns};
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
@@ -15,6 +16,7 @@ use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
 
 use super::registry::Containers;
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
+use super::userns::PodUserns;
 use super::{ContainerError, ContainerRecord, Phase};
 
 /// Reads a small file of the image (`/etc/passwd`) from the mounted rootfs
@@ -165,6 +167,22 @@ fn target_pid(cs: &Containers, config: &cri::ContainerConfig) -> Option<u32> {
     (rec.phase == Phase::Running && rec.pid > 0).then_some(rec.pid)
 }
 
+/// The user namespace a pod's config asks for (validated when it ran).
+fn pod_userns(pod: &SandboxRecord) -> Option<cri::UserNamespace> {
+    let opts = pod
+        .config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?;
+    spec::namespaces::userns(opts.userns_options.as_ref())
+        .ok()
+        .flatten()
+        .cloned()
+}
+
 /// The pod facts the spec builder needs.
 fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
     let ns = pod.dir.join("ns");
@@ -179,6 +197,7 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
         netns: pod.netns.clone(),
         ipc_ns: own("ipc"),
         uts_ns: own("uts"),
+        user_ns: own("user"),
         infra_pid: pod.infra_pid,
         pod_dir: pod.dir.clone(),
         shm: own("ipc").map(|_| shm),
@@ -328,19 +347,43 @@ async fn build(
         .rev()
         .map(|l| cs.images.layer_dir(&l.chain_id))
         .collect::<Result<_, _>>()?;
-    rootfs::mount_overlay(
-        &lowers,
-        &rec.data.join("upper"),
-        &rec.data.join("work"),
-        &rootfs_dir,
-    )?;
+    let sandbox = sandbox_facts(cs, pod);
+    // A pod in its own user namespace: the layers are stacked through
+    // idmapped views (removed once the overlay holds them).
+    let userns = match (&sandbox.user_ns, pod_userns(pod)) {
+        (Some(path), Some(u)) => Some(PodUserns::open(path, u)?),
+        (None, None) => None,
+        _ => {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod sandbox {} has lost its user namespace",
+                pod.id
+            )))
+        }
+    };
+    let upper = rec.data.join("upper");
+    match &userns {
+        Some(u) => {
+            let views = rec.data.join("idmap");
+            let mounted = u.lowers(&lowers, &views).and_then(|l| {
+                u.prepare_upper(&upper)?;
+                Ok(rootfs::mount_overlay(
+                    &l,
+                    &upper,
+                    &rec.data.join("work"),
+                    &rootfs_dir,
+                )?)
+            });
+            idmap::detach_all(&views)?;
+            mounted?;
+        }
+        None => rootfs::mount_overlay(&lowers, &upper, &rec.data.join("work"), &rootfs_dir)?,
+    }
     let facts = ImageFacts {
         config: image.runtime_config().clone(),
         passwd: read_image_file(&rootfs_dir, "etc/passwd"),
         group: read_image_file(&rootfs_dir, "etc/group"),
         image_name: rec.image_name.clone(),
     };
-    let sandbox = sandbox_facts(cs, pod);
     let seccomp_localhost = match spec::seccomp_localhost_ref(&rec.config)? {
         Some(p) => Some(
             std::fs::read_to_string(&p)
@@ -375,7 +418,10 @@ async fn build(
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
     };
-    let built = spec::build(&input)?;
+    let mut built = spec::build(&input)?;
+    if let Some(u) = &userns {
+        u.bind_idmapped(&mut built.spec, &rec.bundle.join("idmap"))?;
+    }
     for (dir, _) in &built.volumes {
         std::fs::create_dir_all(dir).map_err(|e| ContainerError::io("create volume", dir, e))?;
     }

@@ -42,6 +42,9 @@ pub enum ContainerError {
     /// The shim failed.
     #[error(transparent)]
     Shim(#[from] ShimError),
+    /// An idmapped mount (of a pod in its own user namespace) failed.
+    #[error(transparent)]
+    Idmap(#[from] crate::idmap::IdmapError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

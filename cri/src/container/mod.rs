@@ -16,6 +16,7 @@ pub mod spec;
 pub mod start;
 pub mod stop;
 pub mod update;
+pub mod userns;
 
 pub use error::ContainerError;
 pub use record::{ContainerRecord, Phase};

@@ -47,6 +47,12 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
     // Whatever a shim caught mid-create may still have made.
     task.reap(stopped.shim_pid).await;
     rootfs::unmount(&rec.rootfs())?;
+    // Idmapped views (a pod in its own user namespace) are detached before
+    // anything is deleted: removing a directory would reach through a
+    // still-attached view into the volume behind it.
+    for views in [rec.bundle.join("idmap"), rec.data.join("idmap")] {
+        crate::idmap::detach_all(&views)?;
+    }
     for dir in [&rec.bundle, &rec.data] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}

@@ -75,6 +75,8 @@ pub struct SandboxFacts {
     pub ipc_ns: Option<PathBuf>,
     /// The pod's pinned UTS namespace; None on the host network.
     pub uts_ns: Option<PathBuf>,
+    /// The pod's pinned user namespace; None for a pod in the host's.
+    pub user_ns: Option<PathBuf>,
     /// The pod's infra process: its `/proc/<pid>/ns/pid` is the pod's PID
     /// namespace (for PID mode POD).
     pub infra_pid: u32,

@@ -22,6 +22,13 @@ pub async fn start(
     let bundle = rec.bundle();
     let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(&rootfs).map_err(|e| SandboxError::io("create", &rootfs, e))?;
+    // The runtime makes the mount points in it as the pod's root, who is
+    // nobody to a directory of host root's.
+    if let Some(own) = &spec.own {
+        let (uid, gid) = own.root_ids();
+        std::os::unix::fs::chown(&rootfs, Some(uid), Some(gid))
+            .map_err(|e| SandboxError::io("chown", &rootfs, e))?;
+    }
     let config = bundle.join("config.json");
     let spec = spec
         .build()

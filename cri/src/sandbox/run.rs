@@ -14,7 +14,7 @@ use crate::store::Kind as StoreKind;
 
 use super::record::{host_network, ns_options};
 use super::registry::{Sandbox, Sandboxes};
-use super::spec::InfraSpec;
+use super::spec::{InfraSpec, OwnNamespaces};
 use super::{
     cgroup, files, infra, remove, resources, shm, stop, sysctl, Phase, SandboxError, SandboxRecord,
 };
@@ -102,6 +102,22 @@ pub async fn run(
     })?;
     let opts = ns_options(&config);
     let host_net = host_network(&opts);
+    let userns = crate::container::spec::namespaces::userns(opts.userns_options.as_ref())
+        .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?
+        .cloned();
+    if userns.is_some()
+        && (host_net
+            || opts.ipc == cri::NamespaceMode::Node as i32
+            || opts.pid == cri::NamespaceMode::Node as i32)
+    {
+        // As Kubernetes' own validation: the node's namespaces belong to
+        // the node's user namespace.
+        return Err(SandboxError::InvalidArgument(
+            "a pod in its own user namespace cannot share the node's network, IPC or PID \
+             namespace"
+                .into(),
+        ));
+    }
     let mut own = Vec::new();
     if !host_net {
         own.extend([Kind::Net, Kind::Uts]);
@@ -165,7 +181,7 @@ pub async fn run(
     }
     let sb = s.insert(rec.clone());
     let op = sb.op.lock().await;
-    let built = build(s, &sb, &mut rec, &own, sysctls, net_conf).await;
+    let built = build(s, &sb, &mut rec, &own, sysctls, net_conf, userns).await;
     drop(op);
     match built {
         Ok(()) => {
@@ -197,6 +213,7 @@ async fn build(
     own: &[Kind],
     sysctls: Vec<(Kind, String, String)>,
     net_conf: Option<network::NetworkConf>,
+    userns: Option<cri::UserNamespace>,
 ) -> Result<(), SandboxError> {
     let hostname = pod_hostname(&rec.config);
     let host_net = rec.netns.is_none();
@@ -204,17 +221,33 @@ async fn build(
     let t = std::time::Instant::now();
     let pod_id = rec.id.clone();
     let step = |what: &str| tracing::debug!(pod = %pod_id, step = what, ms = t.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
-    let pinned = Pinned::create(
-        &ns_dir,
-        own,
-        &Setup {
-            hostname: (!host_net).then(|| hostname.clone()),
-            sysctls,
-        },
-    )?;
+    // The host IDs of the pod's root, who owns the pod's files.
+    let owner = userns.as_ref().map(crate::idmap::root_ids);
+    let own_ns = userns.as_ref().map(|u| OwnNamespaces {
+        uid_mappings: u.uids.clone(),
+        gid_mappings: u.gids.clone(),
+        hostname: hostname.clone(),
+        sysctls: sysctls
+            .iter()
+            .map(|(_, n, v)| (n.clone(), v.clone()))
+            .collect(),
+    });
+    // A pod in its own user namespace has its namespaces made by its
+    // infra, which enters that user namespace first (see OwnNamespaces).
+    let pinned = match own_ns {
+        Some(_) => None,
+        None => Some(Pinned::create(
+            &ns_dir,
+            own,
+            &Setup {
+                hostname: (!host_net).then(|| hostname.clone()),
+                sysctls,
+            },
+        )?),
+    };
     step("namespaces");
     if own.contains(&Kind::Ipc) {
-        shm::mount(&rec.dir.join("shm"))?;
+        shm::mount(&rec.dir.join("shm"), owner)?;
     }
     step("shm");
     // Recorded before it is made, so a crash cannot leak it.
@@ -229,21 +262,16 @@ async fn build(
         }
     }
     let pid_mode = ns_options(&rec.config).pid;
+    let pinned_path = |k| pinned.as_ref().and_then(|p| p.path(k));
     let spec = InfraSpec {
         binary: s.paths.infra.clone(),
-        net: pinned.path(Kind::Net),
-        ipc: pinned.path(Kind::Ipc),
-        uts: pinned.path(Kind::Uts),
+        net: pinned_path(Kind::Net),
+        ipc: pinned_path(Kind::Ipc),
+        uts: pinned_path(Kind::Uts),
         new_pid: pid_mode != cri::NamespaceMode::Node as i32,
         cgroups_path: rec.infra_cgroup.clone(),
+        own: own_ns,
     };
-    // The infra only joins the pinned namespaces; it does not need the
-    // network configured. So CNI ADD and the infra's start run at once:
-    // a pod is ready in the longer of the two, not their sum.
-    if net_conf.is_some() {
-        rec.network_attached = true;
-        s.save(sb, rec.clone())?;
-    }
     let pod_net = stop::pod_network(s, rec);
     let network = async {
         match &net_conf {
@@ -253,12 +281,42 @@ async fn build(
             None => Ok(None),
         }
     };
-    // The infra side records its shim address in its own copy (network
-    // state is only written after both finish).
-    let mut infra_rec = rec.clone();
-    let (net_r, infra_r) = tokio::join!(network, infra::start(s, sb, &mut infra_rec, &spec));
-    rec.shim_address = infra_rec.shim_address;
-    rec.infra_pid = infra_rec.infra_pid;
+    let (net_r, infra_r) = if spec.own.is_some() {
+        // The network namespace is the infra's: it comes first, then is
+        // pinned, then configured.
+        let started = infra::start(s, sb, rec, &spec).await;
+        let pinned = started.and_then(|()| {
+            Pinned::adopt(
+                &ns_dir,
+                rec.infra_pid,
+                &[Kind::User, Kind::Net, Kind::Ipc, Kind::Uts],
+            )
+            .map(drop)
+            .map_err(SandboxError::from)
+        });
+        if pinned.is_ok() && net_conf.is_some() {
+            rec.network_attached = true;
+            s.save(sb, rec.clone())?;
+            (network.await, pinned)
+        } else {
+            (Ok(None), pinned)
+        }
+    } else {
+        // The infra only joins the pinned namespaces; it does not need
+        // the network configured. So CNI ADD and the infra's start run at
+        // once: a pod is ready in the longer of the two, not their sum.
+        if net_conf.is_some() {
+            rec.network_attached = true;
+            s.save(sb, rec.clone())?;
+        }
+        // The infra side records its shim address in its own copy
+        // (network state is only written after both finish).
+        let mut infra_rec = rec.clone();
+        let r = tokio::join!(network, infra::start(s, sb, &mut infra_rec, &spec));
+        rec.shim_address = infra_rec.shim_address;
+        rec.infra_pid = infra_rec.infra_pid;
+        r
+    };
     match net_r {
         Ok(Some(added)) => {
             rec.ips = added.ips;
@@ -282,7 +340,7 @@ async fn build(
     s.save(sb, rec.clone())?;
     infra_r?;
     step("network and infra");
-    write_files(rec, &hostname, host_net)?;
+    write_files(rec, &hostname, host_net, owner)?;
     rec.phase = Phase::Ready;
     s.save(sb, rec.clone())?;
     step("ready");
@@ -290,7 +348,15 @@ async fn build(
 }
 
 /// hostname, hosts and resolv.conf in the pod directory.
-fn write_files(rec: &SandboxRecord, hostname: &str, host_net: bool) -> Result<(), SandboxError> {
+/// `owner`: the host IDs of the root of a pod in its own user namespace,
+/// who must be able to change them (as containerd's do, they stay the
+/// pod's to edit).
+fn write_files(
+    rec: &SandboxRecord,
+    hostname: &str,
+    host_net: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<(), SandboxError> {
     let host_hosts = PathBuf::from("/etc/hosts");
     let host_resolv = PathBuf::from("/etc/resolv.conf");
     let read = |p: &PathBuf| files::read_host(p).map_err(|e| SandboxError::io("read", p, e));
@@ -310,6 +376,10 @@ fn write_files(rec: &SandboxRecord, hostname: &str, host_net: bool) -> Result<()
     ] {
         let p = rec.dir.join(name);
         std::fs::write(&p, text).map_err(|e| SandboxError::io("write", &p, e))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                .map_err(|e| SandboxError::io("chown", &p, e))?;
+        }
     }
     Ok(())
 }

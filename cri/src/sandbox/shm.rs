@@ -11,15 +11,21 @@ use super::SandboxError;
 /// The tmpfs options of a pod's shm.
 const SHM_OPTIONS: &str = "mode=1777,size=65536k";
 
-/// Mounts the pod's shm tmpfs at `dir` (created if needed).
-pub fn mount(dir: &Path) -> Result<(), SandboxError> {
+/// Mounts the pod's shm tmpfs at `dir` (created if needed), its root
+/// owned by `owner` (uid, gid): the host IDs of the container root of a
+/// pod in its own user namespace, for which the host's root is nobody.
+pub fn mount(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| SandboxError::io("create", dir, e))?;
+    let options = match owner {
+        Some((uid, gid)) => format!("{SHM_OPTIONS},uid={uid},gid={gid}"),
+        None => SHM_OPTIONS.to_string(),
+    };
     nix::mount::mount(
         Some("shm"),
         dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(SHM_OPTIONS),
+        Some(options.as_str()),
     )
     .map_err(|errno| SandboxError::Mount {
         what: "mount shm tmpfs at",

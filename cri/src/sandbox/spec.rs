@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use k8s_cri::v1 as cri;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
@@ -29,6 +30,40 @@ pub struct InfraSpec {
     pub new_pid: bool,
     /// The infra's `linux.cgroupsPath`.
     pub cgroups_path: String,
+    /// For a pod in a user namespace of its own: the infra makes it and
+    /// the pod's network, IPC and UTS namespaces (owned by it), to be
+    /// pinned from the infra; `net`, `ipc` and `uts` are None then.
+    pub own: Option<OwnNamespaces>,
+}
+
+/// What the namespaces an infra makes for its pod start with.
+#[derive(Clone, Debug)]
+pub struct OwnNamespaces {
+    /// The user namespace's uid mappings.
+    pub uid_mappings: Vec<cri::IdMapping>,
+    /// Its gid mappings.
+    pub gid_mappings: Vec<cri::IdMapping>,
+    /// The pod's hostname, in its new UTS namespace.
+    pub hostname: String,
+    /// The pod's sysctls (the runtime writes them inside).
+    pub sysctls: Vec<(String, String)>,
+}
+
+impl OwnNamespaces {
+    /// The host uid and gid of the pod's root.
+    pub fn root_ids(&self) -> (u32, u32) {
+        crate::idmap::root_ids(&cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: self.uid_mappings.clone(),
+            gids: self.gid_mappings.clone(),
+        })
+    }
+}
+
+fn mappings(m: &[cri::IdMapping]) -> Value {
+    m.iter()
+        .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.length}))
+        .collect()
 }
 
 fn ns(kind: &str, path: Option<&Path>) -> Value {
@@ -54,7 +89,12 @@ impl InfraSpec {
                 namespaces.push(ns(kind, Some(p)));
             }
         }
-        let v = json!({
+        if self.own.is_some() {
+            for kind in ["user", "network", "ipc", "uts"] {
+                namespaces.push(ns(kind, None));
+            }
+        }
+        let mut v = json!({
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
@@ -91,6 +131,18 @@ impl InfraSpec {
                 "readonlyPaths": []
             }
         });
+        if let Some(own) = &self.own {
+            v["hostname"] = json!(own.hostname);
+            let l = &mut v["linux"];
+            l["uidMappings"] = mappings(&own.uid_mappings);
+            l["gidMappings"] = mappings(&own.gid_mappings);
+            let sysctl: serde_json::Map<String, Value> = own
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            l["sysctl"] = Value::Object(sysctl);
+        }
         serde_json::from_value(v)
     }
 }
@@ -107,6 +159,7 @@ mod tests {
             uts: Some("/run/carapace/pods/p/ns/uts".into()),
             new_pid: true,
             cgroups_path: "/carapace/pods/p/p".into(),
+            own: None,
         }
     }
 
@@ -143,6 +196,47 @@ mod tests {
         assert_eq!(v["process"]["user"]["uid"], json!(65535));
         assert_eq!(v["root"]["readonly"], json!(true));
         assert_eq!(v["mounts"][1]["source"], json!("/usr/bin/carapace-infra"));
+    }
+
+    #[test]
+    fn an_infra_in_its_own_user_namespace_makes_the_pods_namespaces() {
+        let map = vec![cri::IdMapping {
+            container_id: 0,
+            host_id: 100000,
+            length: 65536,
+        }];
+        let s = InfraSpec {
+            net: None,
+            ipc: None,
+            uts: None,
+            own: Some(OwnNamespaces {
+                uid_mappings: map.clone(),
+                gid_mappings: map,
+                hostname: "web-0".into(),
+                sysctls: vec![("net.ipv4.ip_unprivileged_port_start".into(), "0".into())],
+            }),
+            ..base()
+        }
+        .build()
+        .expect("spec");
+        let k: Vec<_> = kinds(&s)
+            .into_iter()
+            .map(|(t, p)| (t, p.is_none()))
+            .collect();
+        let want: Vec<_> = ["mount", "pid", "user", "network", "ipc", "uts"]
+            .iter()
+            .map(|t| (t.to_string(), true))
+            .collect();
+        assert_eq!(k, want);
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["hostname"], json!("web-0"));
+        let m = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        assert_eq!(v["linux"]["uidMappings"], m);
+        assert_eq!(v["linux"]["gidMappings"], m);
+        assert_eq!(
+            v["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            json!("0")
+        );
     }
 
     #[test]

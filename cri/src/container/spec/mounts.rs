@@ -273,8 +273,9 @@ fn oci_bind(b: &Bind, rootfs_propagation: &mut Option<String>) -> Result<Mount, 
 /// The mounts of a container (see the module doc).
 ///
 /// `image_volumes` are the image config's `Volumes` keys; `userns` the
-/// container's user namespace (its mappings idmap the pod files and the
-/// volumes, as containerd does; /dev/shm is left unmapped, as there).
+/// container's user namespace (its mappings idmap the image volumes; the
+/// pod's files and /dev/shm are owned by the pod's root instead, as they
+/// may be on a tmpfs, which kernels before 6.3 cannot idmap).
 pub fn plan(
     input: &SpecInput<'_>,
     image_volumes: &[String],
@@ -301,7 +302,7 @@ pub fn plan(
         (RESOLV_CONF, "resolv.conf"),
     ] {
         if !in_cri(dst) {
-            extra.push(Bind::new(dst, sb.pod_dir.join(file), readonly_rootfs).with_userns(userns));
+            extra.push(Bind::new(dst, sb.pod_dir.join(file), readonly_rootfs));
         }
     }
     if !in_cri(DEV_SHM) {

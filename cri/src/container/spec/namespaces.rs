@@ -51,9 +51,10 @@ fn mode(v: i32, what: &str) -> Result<cri::NamespaceMode, SpecError> {
         .map_err(|_| SpecError::InvalidNamespaces(format!("unknown {what} namespace mode {v}")))
 }
 
-/// The user namespace a container asks for, None for the host's (no
-/// options, or mode NODE). Only POD is supported, with mappings, as the
-/// CRI says (CONTAINER and TARGET are not user namespace modes).
+/// The user namespace a container (or pod) asks for, None for the host's
+/// (no options, or mode NODE). Only POD is supported, with one mapping
+/// each of uids and gids from container ID 0 ([`crate::idmap::check_mappings`]),
+/// as the CRI says (CONTAINER and TARGET are not user namespace modes).
 pub fn userns(opts: Option<&cri::UserNamespace>) -> Result<Option<&cri::UserNamespace>, SpecError> {
     let Some(u) = opts else {
         return Ok(None);
@@ -61,11 +62,7 @@ pub fn userns(opts: Option<&cri::UserNamespace>) -> Result<Option<&cri::UserName
     match mode(u.mode, "user")? {
         cri::NamespaceMode::Node => Ok(None),
         cri::NamespaceMode::Pod => {
-            if u.uids.is_empty() || u.gids.is_empty() {
-                return Err(SpecError::InvalidNamespaces(
-                    "user namespace mode POD needs uid and gid mappings".into(),
-                ));
-            }
+            crate::idmap::check_mappings(u).map_err(SpecError::InvalidNamespaces)?;
             Ok(Some(u))
         }
         m => Err(SpecError::InvalidNamespaces(format!(
@@ -163,10 +160,16 @@ pub fn namespaces(input: &SpecInput<'_>, privileged: bool) -> Result<Namespaces,
         }
     }
     if let Some(u) = user {
-        // The pod has no user namespace of its own to join (its
-        // namespaces are pinned in the host's), so each container gets
-        // a new one with the pod's mappings.
-        out.list.push(ns(LinuxNamespaceType::User, None));
+        // The pod's user namespace, pinned when its infra made it (with
+        // the pod's net, IPC and UTS namespaces, which it owns). The
+        // mappings are repeated, as containerd does, for runtimes that
+        // check them against the namespace joined.
+        let Some(path) = &sb.user_ns else {
+            return Err(SpecError::InvalidNamespaces(
+                "the container asks for a user namespace but its pod has none".into(),
+            ));
+        };
+        out.list.push(ns(LinuxNamespaceType::User, Some(path)));
         out.uid_mappings = id_mappings(&u.uids)?;
         out.gid_mappings = id_mappings(&u.gids)?;
     }

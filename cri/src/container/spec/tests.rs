@@ -38,6 +38,7 @@ impl Fx {
                 netns: Some("/run/carapace/pods/pod1/ns/net".into()),
                 ipc_ns: Some("/run/carapace/pods/pod1/ns/ipc".into()),
                 uts_ns: Some("/run/carapace/pods/pod1/ns/uts".into()),
+                user_ns: None,
                 infra_pid: 4242,
                 pod_dir: "/run/carapace/pods/pod1".into(),
                 shm: Some("/run/carapace/pods/pod1/shm".into()),
@@ -199,6 +200,7 @@ fn spec_round_trips_through_json() {
         .unified
         .insert("memory.high".into(), "1000000".into());
     full.ns_opts().userns_options = Some(userns(cri::NamespaceMode::Pod));
+    full.sandbox.user_ns = Some("/run/carapace/pods/pod1/ns/user".into());
     full.sandbox.pod_security = Some(cri::LinuxSandboxSecurityContext {
         privileged: true,
         namespace_options: Some(cri::NamespaceOption {
@@ -484,18 +486,34 @@ fn userns(mode: cri::NamespaceMode) -> cri::UserNamespace {
 }
 
 #[test]
-fn pod_user_namespace_maps_ids_and_idmaps_pod_files() {
+fn pod_user_namespace_is_joined_and_idmaps_image_volumes() {
     let mut fx = Fx::new();
     fx.ns_opts().userns_options = Some(userns(cri::NamespaceMode::Pod));
+    // A pod without a pinned user namespace has none to join.
+    assert!(matches!(fx.err(), SpecError::InvalidNamespaces(_)));
+    fx.sandbox.user_ns = Some("/run/carapace/pods/pod1/ns/user".into());
+    fx.image.config["Volumes"] = json!({"/data": {}});
     let s = fx.json();
-    assert_eq!(namespaces(&s).last(), Some(&("user".to_string(), None)));
+    assert_eq!(
+        namespaces(&s).last(),
+        Some(&(
+            "user".to_string(),
+            Some("/run/carapace/pods/pod1/ns/user".to_string())
+        ))
+    );
     let mapping = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     assert_eq!(s["linux"]["uidMappings"], mapping);
     assert_eq!(s["linux"]["gidMappings"], mapping);
-    for dst in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
-        assert_eq!(mount_at(&s, dst)["uidMappings"], mapping, "{dst}");
+    assert_eq!(mount_at(&s, "/data")["uidMappings"], mapping);
+    // The pod's files and shm are owned by the pod's root instead.
+    for dst in [
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/dev/shm",
+    ] {
+        assert!(mount_at(&s, dst).get("uidMappings").is_none(), "{dst}");
     }
-    assert!(mount_at(&s, "/dev/shm").get("uidMappings").is_none());
     // Empty masked/readonly lists mean Unmasked in a user namespace.
     assert_eq!(s["linux"]["maskedPaths"], json!([]));
 
@@ -515,6 +533,21 @@ fn user_namespace_errors() {
     no_maps.gids.clear();
     fx.ns_opts().userns_options = Some(no_maps);
     assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    // One range each, mapping container root.
+    let mut two = userns(cri::NamespaceMode::Pod);
+    let extra = cri::IdMapping {
+        container_id: 65536,
+        host_id: 500000,
+        length: 10,
+    };
+    two.uids.push(extra);
+    fx.ns_opts().userns_options = Some(two);
+    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    let mut rootless = userns(cri::NamespaceMode::Pod);
+    rootless.uids[0].container_id = 1;
+    fx.ns_opts().userns_options = Some(rootless);
+    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    fx.sandbox.user_ns = Some("/run/carapace/pods/pod1/ns/user".into());
     // The container's user namespace must be its pod's.
     fx.ns_opts().userns_options = Some(userns(cri::NamespaceMode::Pod));
     fx.sandbox.pod_security = Some(Default::default());
