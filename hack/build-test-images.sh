@@ -196,6 +196,7 @@ build_nonroot() {
     copy_rootfs "$r"
     echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> "$r/etc/passwd"
     echo 'app:x:1000:' >> "$r/etc/group"
+    echo 'staff:x:50:app' >> "$r/etc/group"
     mkdir -p "$r/home/app"
     chmod 0755 "$r/home/app"
     chown 1000:1000 "$r/home/app"

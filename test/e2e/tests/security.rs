@@ -3,7 +3,9 @@
 //! and dropped (read from /proc/self/status), privileged; a read-only
 //! rootfs; seccomp RuntimeDefault blocking what the default profile blocks;
 //! a pod's shared PID namespace versus private ones; tty output logged as
-//! stdout; a container killed over its memory limit reported OOMKilled.
+//! stdout; a container killed over its memory limit reported OOMKilled;
+//! supplemental groups merged from the image or not (Strict); recursive
+//! read-only mounts.
 
 use std::path::Path;
 
@@ -12,6 +14,8 @@ use carapace_e2e::{pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+/// User `app` (1000:1000), also listed in group `staff` (50).
+const NONROOT: &str = "127.0.0.1:5000/test/nonroot:latest";
 
 async fn setup(name: &str) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
     setup_with(name, |_| {}).await
@@ -243,6 +247,133 @@ async fn capabilities_are_added_dropped_or_all_when_privileged() {
             "container {id}: sysfs mounted {opts}: {out}"
         );
     }
+}
+
+/// The Status features kubelet reads before it sends the fields they
+/// gate (and critest before it runs the checks below).
+async fn features(rt: &mut Rt) -> (Vec<cri::RuntimeHandlerFeatures>, cri::RuntimeFeatures) {
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("status")
+        .into_inner();
+    (
+        st.runtime_handlers
+            .into_iter()
+            .map(|h| h.features.expect("handler features"))
+            .collect(),
+        st.features.expect("runtime features"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supplemental_groups_merge_the_images_unless_strict() {
+    let (d, mut rt, pod, pc) = setup("groups").await;
+    let (_, f) = features(&mut rt).await;
+    assert!(f.supplemental_groups_policy, "{f:?}");
+    pull(&d, NONROOT).await;
+    let mut ids = Vec::new();
+    for policy in [
+        cri::SupplementalGroupsPolicy::Merge,
+        cri::SupplementalGroupsPolicy::Strict,
+    ] {
+        let mut c = container(
+            policy.as_str_name(),
+            &["sleep", "300"],
+            cri::LinuxContainerSecurityContext {
+                supplemental_groups: vec![4000],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            },
+        );
+        // The image's user `app` is listed in its /etc/group's `staff` (50).
+        c.image = Some(cri::ImageSpec {
+            image: NONROOT.into(),
+            ..Default::default()
+        });
+        let id = run(&mut rt, &pod, &pc, c).await;
+        let (code, out, err) = sh(&mut rt, &id, "id -G").await;
+        assert_eq!(code, 0, "{err}");
+        let mut groups: Vec<u32> = out
+            .split_whitespace()
+            .map(|g| g.parse().expect("gid"))
+            .collect();
+        groups.sort();
+        let reported = status(&mut rt, &id)
+            .await
+            .user
+            .and_then(|u| u.linux)
+            .expect("effective user reported");
+        let mut supp: Vec<u32> = reported
+            .supplemental_groups
+            .iter()
+            .map(|g| *g as u32)
+            .collect();
+        supp.sort();
+        ids.push((groups, supp));
+    }
+    assert_eq!(ids[0].0, vec![50, 1000, 4000], "merge");
+    assert_eq!(ids[0].1, vec![50, 1000, 4000], "merge, reported");
+    assert_eq!(ids[1].0, vec![1000, 4000], "strict");
+    assert_eq!(ids[1].1, vec![1000, 4000], "strict, reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recursive_read_only_mount_covers_its_submounts() {
+    let (d, mut rt, pod, pc) = setup("rro").await;
+    let (handlers, _) = features(&mut rt).await;
+    assert!(
+        handlers.iter().all(|h| h.recursive_read_only_mounts),
+        "{handlers:?}"
+    );
+    // A host dir with a writable filesystem mounted inside it.
+    let src = d.dir.path().join("rro");
+    let sub = src.join("sub");
+    std::fs::create_dir_all(&sub).expect("dirs");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
+    let mut outcomes = Vec::new();
+    for (name, recursive) in [("plain-ro", false), ("rro", true)] {
+        let mut c = container(name, &["sleep", "300"], Default::default());
+        c.mounts = vec![cri::Mount {
+            container_path: "/m".into(),
+            host_path: src.display().to_string(),
+            readonly: true,
+            recursive_read_only: recursive,
+            ..Default::default()
+        }];
+        let id = run(&mut rt, &pod, &pc, c).await;
+        let (top, _, top_err) = sh(&mut rt, &id, "touch /m/top").await;
+        assert_ne!(top, 0, "{name}: wrote to a read-only mount");
+        assert!(top_err.contains("Read-only file system"), "{top_err}");
+        let (code, _, err) = sh(&mut rt, &id, "touch /m/sub/x").await;
+        outcomes.push((code, err));
+    }
+    // A plain read-only bind leaves the submount writable; rro does not.
+    assert_eq!(outcomes[0].0, 0, "plain ro: {}", outcomes[0].1);
+    assert_ne!(outcomes[1].0, 0, "rro left the submount writable");
+    assert!(
+        outcomes[1].1.contains("Read-only file system"),
+        "{}",
+        outcomes[1].1
+    );
+    // Writable with rro and no read-only: a clear refusal.
+    let mut bad = container("bad", &["true"], Default::default());
+    bad.mounts = vec![cri::Mount {
+        container_path: "/m".into(),
+        host_path: src.display().to_string(),
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let e = create(&mut rt, &pod, &pc, bad).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH).expect("unmount tmpfs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
