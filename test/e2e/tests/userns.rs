@@ -3,8 +3,9 @@
 //! unprivileged host uid, yet owns the image's files (idmapped layers),
 //! the pod's network (it binds port 80, its sysctls apply) and its files;
 //! a volume kubelet maps is idmapped both ways; every container of the
-//! pod shares one user namespace; bad mappings and modes are refused; and
-//! nothing of it is left once the pod is removed.
+//! pod shares one user namespace, also after a daemon crash; bad mappings
+//! and modes are refused; and nothing of it is left once the pod is
+//! removed.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -102,7 +103,7 @@ fn daemon() -> Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_in_its_own_user_namespace_owns_its_files_network_and_mapped_volumes() {
-    let d = daemon();
+    let mut d = daemon();
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
     let st = rt
@@ -219,6 +220,18 @@ async fn a_pod_in_its_own_user_namespace_owns_its_files_network_and_mapped_volum
             .any(|l| l.trim_start().starts_with("327680 ") && l.contains("sleep 3600")),
         "no sleep as uid 327680:\n{ps}"
     );
+
+    // After a daemon crash the pod's user namespace is found again: a new
+    // container joins the same one, and execs still work in the old.
+    d.stop(nix::sys::signal::Signal::SIGKILL);
+    d.spawn();
+    let mut rt = d.runtime().await;
+    let c = create(&mut rt, &pod, &pc, container("c", Some(u.clone()), vec![]))
+        .await
+        .expect("create c after a restart");
+    start(&mut rt, &c).await;
+    assert_eq!(sh(&mut rt, &c, "readlink /proc/self/ns/user").await, na);
+    assert_eq!(sh(&mut rt, &a, "stat -c %u /vol/owned").await, "0");
 
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),
