@@ -9,6 +9,7 @@ pub mod io_service;
 pub mod oom;
 pub mod process;
 pub mod proto;
+pub mod publisher;
 pub mod runtime_cli;
 pub mod serve;
 pub mod service;

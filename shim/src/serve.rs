@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
 use containerd_shim::asynchronous::Shim;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags};
 use containerd_shim_protos::shim_async::create_task;
 use containerd_shim_protos::ttrpc::r#async::Server;
@@ -20,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::io_service::IoService;
 use crate::proto::io_ttrpc::create_io;
+use crate::publisher::Publisher;
 use crate::service::Service;
 
 /// The Task service name of the current API (containerd 2.x).
@@ -66,10 +66,10 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
     }
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| "TTRPC_ADDRESS is not set: no events endpoint to publish to".to_string())?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
+    let publisher = Publisher::connect(&ttrpc_address)
         .await
-        .map_err(|e| format!("connect to events endpoint {ttrpc_address}: {e}"))?;
-    let service = shim.create_task_service(publisher).await;
+        .map_err(|e| e.to_string())?;
+    let service = shim.task_service(publisher);
     let idle_check = service.clone();
     let io = create_io(Arc::new(IoService::new(service.clone())));
     let task: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(service);

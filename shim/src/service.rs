@@ -13,6 +13,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, Error, Flags, StartOpts};
 
 use crate::process::{to_timestamp, ExitFile};
+use crate::publisher::Publisher;
 use crate::task::{unmount_rootfs, RuntimeChoice, TaskService};
 
 /// Environment variable naming the directory for shim sockets; the
@@ -30,6 +31,13 @@ pub struct Service {
     namespace: String,
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
+}
+
+impl Service {
+    /// The Task service of this shim, publishing through `publisher`.
+    pub fn task_service(&self, publisher: Publisher) -> TaskService {
+        TaskService::new(&self.namespace, publisher, self.exit.clone())
+    }
 }
 
 #[async_trait]
@@ -108,6 +116,8 @@ impl Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        TaskService::new(&self.namespace, publisher, self.exit.clone())
+        // Only its address is kept: events go through our own publisher
+        // (see crate::publisher for why).
+        self.task_service(Publisher::lazy(&publisher.address))
     }
 }

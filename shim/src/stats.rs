@@ -7,16 +7,22 @@ use carapace_cgroups::{Hierarchy, Stats};
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::protobuf::Message;
 
 use crate::error::{Error, Result};
 
 /// What containerd reports for "no limit".
 const NO_LIMIT: u64 = u64::MAX;
 
-fn any_of<M: MessageFull>(m: &M) -> Result<Any> {
+/// The type names containerd decodes the metrics by. Constants, not
+/// protobuf reflection: building the descriptors costs a few hundred KiB
+/// of heap that would stay in the shim for the container's life.
+const V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+const V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
+fn any_of<M: Message>(m: &M, type_url: &str) -> Result<Any> {
     let mut any = Any::new();
-    any.type_url = M::descriptor().full_name().to_string();
+    any.type_url = type_url.to_string();
     any.value = m
         .write_to_bytes()
         .map_err(|e| Error::InvalidArgument(format!("encode metrics: {e}")))?;
@@ -26,8 +32,8 @@ fn any_of<M: MessageFull>(m: &M) -> Result<Any> {
 /// The metrics message for `stats` read on a host of `hierarchy`.
 pub fn to_any(stats: &Stats, hierarchy: Hierarchy) -> Result<Any> {
     match hierarchy {
-        Hierarchy::V1 => any_of(&to_v1(stats)),
-        Hierarchy::V2 => any_of(&to_v2(stats)),
+        Hierarchy::V1 => any_of(&to_v1(stats), V1_METRICS),
+        Hierarchy::V2 => any_of(&to_v2(stats), V2_METRICS),
     }
 }
 
@@ -219,7 +225,13 @@ pub fn to_v2(s: &Stats) -> v2::Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::protobuf::MessageFull;
+
+    #[test]
+    fn metric_type_names_match_reflection() {
+        assert_eq!(V1_METRICS, v1::Metrics::descriptor().full_name());
+        assert_eq!(V2_METRICS, v2::Metrics::descriptor().full_name());
+    }
 
     fn sample() -> Stats {
         let mut s = Stats::default();

@@ -108,19 +108,19 @@ impl TaskService {
         if pause {
             self.publish(
                 topics::TASK_PAUSED_EVENT_TOPIC,
-                Box::new(TaskPaused {
+                TaskPaused {
                     container_id: id.to_string(),
                     ..Default::default()
-                }),
+                },
             )
             .await;
         } else {
             self.publish(
                 topics::TASK_RESUMED_EVENT_TOPIC,
-                Box::new(TaskResumed {
+                TaskResumed {
                     container_id: id.to_string(),
                     ..Default::default()
-                }),
+                },
             )
             .await;
         }

@@ -205,7 +205,7 @@ impl TaskService {
         }
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate {
+            TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: req.rootfs.clone(),
@@ -219,7 +219,7 @@ impl TaskService {
                 .into(),
                 pid: u32::try_from(pid).unwrap_or(0),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(api::CreateTaskResponse {
@@ -244,10 +244,10 @@ impl TaskService {
                 publish(
                     &inner,
                     topics::TASK_OOM_EVENT_TOPIC,
-                    Box::new(TaskOOM {
+                    TaskOOM {
                         container_id: id.clone(),
                         ..Default::default()
-                    }),
+                    },
                 )
                 .await;
             }

@@ -72,14 +72,14 @@ impl TaskService {
     ) {
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
-            Box::new(TaskDelete {
+            TaskDelete {
                 container_id: id.to_string(),
                 id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
                 pid: u32::try_from(pid).unwrap_or(0),
                 exit_status: e.map(|e| e.status).unwrap_or(0),
                 exited_at: e.map(|e| e.timestamp()).into(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
     }

@@ -15,19 +15,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::publisher::{Event, Publisher};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::monitor::{Subject, Topic};
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, TtrpcContext, TtrpcResult};
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::topics;
-use containerd_shim_protos::ttrpc::context::Context;
 use containerd_shim_protos::types::task::Status;
 use tokio::sync::Mutex;
 
@@ -55,7 +53,7 @@ pub struct TaskService {
 
 struct Inner {
     namespace: String,
-    publisher: RemotePublisher,
+    publisher: Publisher,
     exit: Arc<ExitSignal>,
     state: Mutex<State>,
 }
@@ -84,7 +82,7 @@ struct Container {
 impl TaskService {
     /// A service for one container, publishing events under `namespace`,
     /// and signalling `exit` when the shim may go away.
-    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(namespace: &str, publisher: Publisher, exit: Arc<ExitSignal>) -> Self {
         let svc = TaskService {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
@@ -122,19 +120,13 @@ impl TaskService {
         self.inner.state.lock().await.container.is_none()
     }
 
-    async fn publish(&self, topic: &str, ev: Box<dyn MessageDyn>) {
+    async fn publish<E: Event>(&self, topic: &str, ev: E) {
         publish(&self.inner, topic, ev).await;
     }
 }
 
-async fn publish(inner: &Inner, topic: &str, ev: Box<dyn MessageDyn>) {
-    if let Err(e) = inner
-        .publisher
-        .publish(Context::default(), topic, &inner.namespace, ev)
-        .await
-    {
-        log::warn!("publish {topic}: {e}");
-    }
+async fn publish<E: Event>(inner: &Inner, topic: &str, ev: E) {
+    inner.publisher.publish(topic, &inner.namespace, &ev).await;
 }
 
 impl Inner {
@@ -196,14 +188,14 @@ impl Inner {
         publish(
             inner,
             topics::TASK_EXIT_EVENT_TOPIC,
-            Box::new(TaskExit {
+            TaskExit {
                 container_id: cid.clone(),
                 id: exec_id.unwrap_or_else(|| cid.clone()),
                 pid: u32::try_from(pid).unwrap_or(0),
                 exit_status: e.status,
                 exited_at: Some(e.timestamp()).into(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
     }

@@ -27,11 +27,11 @@ impl TaskService {
             drop(st);
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
-                Box::new(TaskStart {
+                TaskStart {
                     container_id: req.id.clone(),
                     pid: u32::try_from(pid).unwrap_or(0),
                     ..Default::default()
-                }),
+                },
             )
             .await;
             return Ok(api::StartResponse {
@@ -97,12 +97,12 @@ impl TaskService {
         }
         self.publish(
             topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-            Box::new(TaskExecStarted {
+            TaskExecStarted {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 pid: u32::try_from(pid).unwrap_or(0),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(api::StartResponse {

@@ -368,6 +368,8 @@ impl Harness {
     /// The TaskExit event's payload.
     pub async fn exit_event(&mut self) -> TaskExit {
         let any = self.event("/tasks/exit").await;
+        // The name containerd decodes the payload by.
+        assert_eq!(any.type_url, "containerd.events.TaskExit");
         TaskExit::parse_from_bytes(&any.value).expect("decode TaskExit")
     }
 
