@@ -167,7 +167,9 @@ impl CriLog {
             file: Some(file),
             stdout_tail: Vec::new(),
             stderr_tail: Vec::new(),
-            record: Vec::with_capacity(MAX_LINE + 64),
+            // Grows with the longest record written, not reserved up
+            // front: a quiet container's shim keeps no 16 KiB of scratch.
+            record: Vec::new(),
             error: None,
             recheck_every: RECHECK_EVERY,
             last_check: Instant::now(),

@@ -457,17 +457,26 @@ fn spawn_stdin_fifo(src: &str, io: &Arc<ProcessIo>) {
     });
 }
 
-async fn copy_out(mut rx: pipe::Receiver, out: Out, stream: Stream, fanout: &Fanout) {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match rx.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        write_out(&out, stream, &buf[..n]).await;
-        fanout.send(stream, &buf[..n]);
+/// Copies the container's output on `stream` until it closes. The read
+/// buffer exists only while output is flowing: the shim of an idle
+/// container holds none (a shim is paid once per container on a node).
+async fn copy_out(rx: pipe::Receiver, out: Out, stream: Stream, fanout: &Fanout) {
+    'idle: loop {
+        if rx.readable().await.is_err() {
+            break;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match rx.try_read(&mut buf) {
+                Ok(0) => break 'idle,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue 'idle,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break 'idle,
+            };
+            write_out(&out, stream, &buf[..n]).await;
+            fanout.send(stream, &buf[..n]);
+        }
     }
     finish_out(&out, stream);
 }
@@ -554,12 +563,17 @@ pub fn start_console(spec: &IoSpec, master: OwnedFd) -> Result<Arc<ProcessIo>> {
     Ok(io)
 }
 
+/// [`copy_out`] for a pty's master: the buffer, again, only while output
+/// flows.
 async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out, fanout: &Fanout) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let Ok(mut g) = afd.readable().await else {
             break;
         };
+        if buf.is_empty() {
+            buf = vec![0u8; CHUNK];
+        }
         match g.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from))
         {
             Ok(Ok(0)) => break,
@@ -569,7 +583,8 @@ async fn copy_console_out(afd: Arc<AsyncFd<OwnedFd>>, out: Out, fanout: &Fanout)
             }
             // EIO: every slave end is closed (the process exited).
             Ok(Err(_)) => break,
-            Err(_would_block) => continue,
+            // Drained: idle again, without a buffer.
+            Err(_would_block) => buf = Vec::new(),
         }
     }
     finish_out(&out, Stream::Stdout);
