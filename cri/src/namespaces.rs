@@ -110,31 +110,30 @@ impl Pinned {
     /// if needed). The network namespace gets `lo` up; the UTS namespace
     /// the hostname of `setup`. On failure nothing stays pinned.
     pub fn create(dir: &Path, kinds: &[Kind], setup: &Setup) -> Result<Pinned, NsError> {
-        std::fs::create_dir_all(dir).map_err(|source| NsError::Io {
-            what: "create namespace directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut done = Pinned {
-            dir: dir.to_path_buf(),
-            kinds: Vec::new(),
-        };
-        for &k in kinds {
-            match pin_new(dir, k, setup) {
-                Ok(()) => done.kinds.push(k),
-                Err(e) => {
-                    let _ = done.remove();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(done)
+        Pinned::pin_each(dir, kinds, |k| pin_new(dir, k, setup))
     }
 
     /// Pins the namespaces of `kinds` that process `pid` (a pod's infra,
     /// which made them) is in, at `dir/<kind>` as [`Pinned::create`] does;
     /// the network namespace gets `lo` up. On failure nothing stays pinned.
     pub fn adopt(dir: &Path, pid: u32, kinds: &[Kind]) -> Result<Pinned, NsError> {
+        Pinned::pin_each(dir, kinds, |k| {
+            let src = PathBuf::from(format!("/proc/{pid}/ns/{}", k.name()));
+            pin_at(&src, &dir.join(k.name()))?;
+            if k == Kind::Net {
+                in_netns(&dir.join(k.name()), loopback_up)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `pin` for each of `kinds` in `dir` (created if needed); on the
+    /// first failure unpins what was pinned and returns it.
+    fn pin_each(
+        dir: &Path,
+        kinds: &[Kind],
+        mut pin: impl FnMut(Kind) -> Result<(), NsError>,
+    ) -> Result<Pinned, NsError> {
         std::fs::create_dir_all(dir).map_err(|source| NsError::Io {
             what: "create namespace directory",
             path: dir.to_path_buf(),
@@ -145,15 +144,7 @@ impl Pinned {
             kinds: Vec::new(),
         };
         for &k in kinds {
-            let src = PathBuf::from(format!("/proc/{pid}/ns/{}", k.name()));
-            let r = pin_at(&src, &dir.join(k.name())).and_then(|()| {
-                if k == Kind::Net {
-                    in_netns(&dir.join(k.name()), loopback_up)
-                } else {
-                    Ok(())
-                }
-            });
-            match r {
+            match pin(k) {
                 Ok(()) => done.kinds.push(k),
                 Err(e) => {
                     let _ = done.remove();
@@ -302,11 +293,6 @@ fn in_netns(
 /// `<dir>/<kind>`.
 fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
     let target = dir.join(kind.name());
-    std::fs::File::create(&target).map_err(|source| NsError::Io {
-        what: "create namespace pin",
-        path: target.clone(),
-        source,
-    })?;
     let hostname = setup.hostname.clone();
     let sysctls: Vec<(String, String)> = setup
         .sysctls
@@ -314,8 +300,7 @@ fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
         .filter(|(k, _, _)| *k == kind)
         .map(|(_, n, v)| (n.clone(), v.clone()))
         .collect();
-    let t = target.clone();
-    let r = std::thread::spawn(move || -> Result<(), NsError> {
+    std::thread::spawn(move || -> Result<(), NsError> {
         nix::sched::unshare(kind.flag()).map_err(|errno| NsError::Sys {
             what: "unshare",
             path: PathBuf::from(kind.name()),
@@ -347,21 +332,11 @@ fn pin_new(dir: &Path, kind: Kind, setup: &Setup) -> Result<(), NsError> {
             nix::unistd::gettid(),
             kind.name()
         ));
-        nix::mount::mount(Some(&src), &t, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
-            |errno| NsError::Sys {
-                what: "pin namespace at",
-                path: t.clone(),
-                errno,
-            },
-        )
+        pin_at(&src, &target)
         // The thread ends here; its namespace lives on in the pin.
     })
     .join()
-    .map_err(|_| NsError::Thread)?;
-    if r.is_err() {
-        let _ = std::fs::remove_file(&target);
-    }
-    r
+    .map_err(|_| NsError::Thread)?
 }
 
 /// Brings `lo` up in the calling thread's network namespace.

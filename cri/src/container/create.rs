@@ -169,15 +169,7 @@ fn target_pid(cs: &Containers, config: &cri::ContainerConfig) -> Option<u32> {
 
 /// The user namespace a pod's config asks for (validated when it ran).
 fn pod_userns(pod: &SandboxRecord) -> Option<cri::UserNamespace> {
-    let opts = pod
-        .config
-        .linux
-        .as_ref()?
-        .security_context
-        .as_ref()?
-        .namespace_options
-        .as_ref()?;
-    spec::namespaces::userns(opts.userns_options.as_ref())
+    spec::namespaces::userns(pod.ns_options().userns_options.as_ref())
         .ok()
         .flatten()
         .cloned()

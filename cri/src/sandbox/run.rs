@@ -223,9 +223,8 @@ async fn build(
     let step = |what: &str| tracing::debug!(pod = %pod_id, step = what, ms = t.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
     // The host IDs of the pod's root, who owns the pod's files.
     let owner = userns.as_ref().map(crate::idmap::root_ids);
-    let own_ns = userns.as_ref().map(|u| OwnNamespaces {
-        uid_mappings: u.uids.clone(),
-        gid_mappings: u.gids.clone(),
+    let own_ns = userns.map(|userns| OwnNamespaces {
+        userns,
         hostname: hostname.clone(),
         sysctls: sysctls
             .iter()

@@ -39,10 +39,8 @@ pub struct InfraSpec {
 /// What the namespaces an infra makes for its pod start with.
 #[derive(Clone, Debug)]
 pub struct OwnNamespaces {
-    /// The user namespace's uid mappings.
-    pub uid_mappings: Vec<cri::IdMapping>,
-    /// Its gid mappings.
-    pub gid_mappings: Vec<cri::IdMapping>,
+    /// The pod's user namespace option (mode POD, its mappings).
+    pub userns: cri::UserNamespace,
     /// The pod's hostname, in its new UTS namespace.
     pub hostname: String,
     /// The pod's sysctls (the runtime writes them inside).
@@ -52,11 +50,7 @@ pub struct OwnNamespaces {
 impl OwnNamespaces {
     /// The host uid and gid of the pod's root.
     pub fn root_ids(&self) -> (u32, u32) {
-        crate::idmap::root_ids(&cri::UserNamespace {
-            mode: cri::NamespaceMode::Pod as i32,
-            uids: self.uid_mappings.clone(),
-            gids: self.gid_mappings.clone(),
-        })
+        crate::idmap::root_ids(&self.userns)
     }
 }
 
@@ -134,8 +128,8 @@ impl InfraSpec {
         if let Some(own) = &self.own {
             v["hostname"] = json!(own.hostname);
             let l = &mut v["linux"];
-            l["uidMappings"] = mappings(&own.uid_mappings);
-            l["gidMappings"] = mappings(&own.gid_mappings);
+            l["uidMappings"] = mappings(&own.userns.uids);
+            l["gidMappings"] = mappings(&own.userns.gids);
             let sysctl: serde_json::Map<String, Value> = own
                 .sysctls
                 .iter()
@@ -210,8 +204,11 @@ mod tests {
             ipc: None,
             uts: None,
             own: Some(OwnNamespaces {
-                uid_mappings: map.clone(),
-                gid_mappings: map,
+                userns: cri::UserNamespace {
+                    mode: cri::NamespaceMode::Pod as i32,
+                    uids: map.clone(),
+                    gids: map,
+                },
                 hostname: "web-0".into(),
                 sysctls: vec![("net.ipv4.ip_unprivileged_port_start".into(), "0".into())],
             }),

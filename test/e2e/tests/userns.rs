@@ -96,6 +96,18 @@ async fn sh(rt: &mut Rt, id: &str, script: &str) -> String {
     String::from_utf8_lossy(&r.stdout).trim().to_string()
 }
 
+/// Removes the pod and checks no mount of it (rootfs, idmapped view,
+/// namespace pin, shm) is left under the daemon's directories.
+async fn remove_leaving_no_mount(rt: &mut Rt, d: &Daemon, pod: &str) {
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    })
+    .await
+    .expect("remove pod");
+    let left = mounts_under(d.dir.path());
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn daemon() -> Daemon {
     require_registry();
     Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[])
@@ -233,16 +245,7 @@ async fn a_pod_in_its_own_user_namespace_owns_its_files_network_and_mapped_volum
     assert_eq!(sh(&mut rt, &c, "readlink /proc/self/ns/user").await, na);
     assert_eq!(sh(&mut rt, &a, "stat -c %u /vol/owned").await, "0");
 
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("remove pod");
-    assert!(
-        mounts_under(d.dir.path()).is_empty(),
-        "{:?}",
-        mounts_under(d.dir.path())
-    );
+    remove_leaving_no_mount(&mut rt, &d, &pod).await;
     // The volume outlives the pod, untouched.
     assert_eq!(
         std::fs::read_to_string(vol.join("made")).expect("volume kept"),
@@ -337,14 +340,5 @@ async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
         .into_inner()
         .items;
     assert_eq!(pods.len(), 1, "only the good pod: {pods:?}");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("remove pod");
-    assert!(
-        mounts_under(d.dir.path()).is_empty(),
-        "{:?}",
-        mounts_under(d.dir.path())
-    );
+    remove_leaving_no_mount(&mut rt, &d, &pod).await;
 }
