@@ -85,6 +85,47 @@ pub fn openat2_in_root(dirfd: RawFd, path: &Path, flags: i32) -> Result<OwnedFd,
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sets every signal that can be caught or ignored back to its default
+/// action. execve(2) resets handled signals but keeps ignored ones ignored,
+/// and this process ignores some (Rust's runtime ignores SIGPIPE at start;
+/// callers may pass more down): a container program must not inherit that,
+/// or `yes | head` in it never ends. The raw rt_sigaction reaches the two
+/// real-time signals glibc reserves and its wrapper refuses. Failures are
+/// per signal and not fatal: what could be reset has been.
+pub fn default_signal_dispositions() {
+    /// The kernel's `struct sigaction` on x86_64 and aarch64; all zero is
+    /// SIG_DFL with no flags and an empty mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction only reads `act` (a valid kernel sigaction of
+        // the size passed) and is not asked for the old action.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+}
+
 /// Mark every fd from `first` up as close-on-exec, so nothing the caller
 /// leaked to us reaches the container (CVE-2024-21626 class).
 pub fn cloexec_from(first: u32) -> Result<(), Errno> {

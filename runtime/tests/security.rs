@@ -320,3 +320,25 @@ fn container_cannot_overwrite_the_runtime_binary() {
     );
     b.destroy(&id);
 }
+
+/// The program starts with every signal at its default action and none
+/// blocked. The runtime ignores SIGPIPE (as every Rust program does at
+/// start) and execve keeps ignored signals ignored: without the reset a
+/// container's `yes | head` never ends.
+#[test]
+fn the_program_starts_with_default_signal_actions() {
+    let b = Bundle::new(
+        "signals",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -c 3",
+        ],
+    );
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status_field(&out, "SigIgn:"), 0, "{out}");
+    assert_eq!(status_field(&out, "SigBlk:"), 0, "{out}");
+    assert!(out.ends_with("y\ny"), "{out}");
+}

@@ -340,7 +340,9 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
 /// Mark every fd but stdio and the preserved ones close-on-exec, then exec.
 pub fn exec_now(exec: &Exec, preserve_fds: u32) -> Result<()> {
     syscall::cloexec_from(3 + preserve_fds).ctx(|| "close_range")?;
-    // The program starts with no blocked signals, whatever the caller had.
+    // The program starts with default signal actions and no blocked
+    // signals, whatever this process had.
+    syscall::default_signal_dispositions();
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
     let e = nix::unistd::execve(&exec.path, &exec.argv, &exec.envp);
     e.map(|_| ()).ctx(|| format!("exec {:?}", exec.path))
