@@ -140,8 +140,7 @@ impl TaskService {
             .resources
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
-        let _: oci_spec::runtime::LinuxResources = serde_json::from_slice(&res.value)
-            .map_err(|e| Error::InvalidArgument(format!("resources: {e}")))?;
+        shape::check_resources(&res.value)?;
         let file = c.bundle.join("update-resources.json");
         std::fs::write(&file, &res.value)
             .map_err(|e| Error::io(format!("write {}", file.display()), e))?;

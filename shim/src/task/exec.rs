@@ -25,13 +25,7 @@ impl TaskService {
             .spec
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))?;
-        let process: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
-            .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
-        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-            return Err(Error::InvalidArgument(
-                "exec process spec has no args".into(),
-            ));
-        }
+        shape::check_process(&spec.value)?;
         let file = c.bundle.join(format!("{}.process.json", req.exec_id));
         std::fs::write(&file, &spec.value)
             .map_err(|e| Error::io(format!("write {}", file.display()), e))?;

@@ -8,6 +8,7 @@ mod create;
 mod delete;
 mod exec;
 mod options;
+mod shape;
 mod start;
 
 use std::collections::{HashMap, VecDeque};
