@@ -2,7 +2,7 @@
 # Side-by-side benchmark of the per-container shim, under one private
 # containerd (Debian's) in one run:
 #   * RSS of N idle shims, each holding a running busybox `sleep`
-#     container: carapace-shim (release build, as containerd-shim-carapace-v2,
+#     container: carapace-shim (as shipped: hack/build-shim.sh, as containerd-shim-carapace-v2,
 #     driving carapace-runtime) beside containerd-shim-runc-v2 (driving runc);
 #   * shim start latency: the `start` command (spawn the server, serve the
 #     socket, print the address), run directly, same arguments for both;
@@ -19,7 +19,8 @@ n=${1:-20}
 for t in containerd ctr containerd-shim-runc-v2 runc jq; do
     command -v "$t" >/dev/null || { echo "bench-shim: $t missing: run hack/install-deps.sh" >&2; exit 1; }
 done
-cargo build --release -q -p carapace-shim -p carapace-runtime
+cargo build --release -q -p carapace-runtime
+hack/build-shim.sh target/release >/dev/null  # the shim as shipped (static musl)
 rel=$PWD/target/release
 work=$(mktemp -d /var/tmp/carapace-bench-shim.XXXXXX)
 ctd_pid=

@@ -29,4 +29,14 @@ if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found: install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
+# The shipped shim is a static musl executable (hack/build-shim.sh); the
+# target's standard library comes from rustup's distribution server.
+musl=x86_64-unknown-linux-musl
+command -v rustup >/dev/null ||
+    { echo "install-deps: rustup not found: the shim's $musl target is added with rustup" >&2; exit 1; }
+if ! rustup target list --installed | grep -qx "$musl"; then
+    echo "install-deps: adding the Rust target $musl"
+    rustup target add "$musl" >/dev/null ||
+        { echo "install-deps: rustup target add $musl failed" >&2; exit 1; }
+fi
 echo "install-deps: ok"

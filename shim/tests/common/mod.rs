@@ -29,9 +29,23 @@ pub const HANG_GUARD: Duration = Duration::from_secs(60);
 /// The namespace events are published under.
 pub const NAMESPACE: &str = "carapace-test";
 
-/// The shim binary under test.
+/// The shim binary under test: the one cargo built with the tests, or the
+/// one `CARAPACE_TEST_SHIM` names, so hack/test.sh can run these tests again
+/// against the shim as shipped (hack/build-shim.sh: static musl, other
+/// profile), which is a different executable from the one cargo tests link.
 pub fn shim_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_carapace-shim"))
+    match std::env::var_os("CARAPACE_TEST_SHIM") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "CARAPACE_TEST_SHIM={} is not a file",
+                p.display()
+            );
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_carapace-shim")),
+    }
 }
 
 /// carapace-runtime from the same build (cargo builds every workspace
