@@ -208,6 +208,33 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
     }
 }
 
+/// Refuses recursive read-only mounts when the pod's runtime does not list
+/// `rro` among its mount options, as containerd does: passing the option
+/// on would fail late with the runtime's own words, or, with an older
+/// runtime, leave submounts writable that the caller asked to protect.
+async fn refuse_rro_without_support(
+    pod: &SandboxRecord,
+    config: &cri::ContainerConfig,
+) -> Result<(), ContainerError> {
+    if !config.mounts.iter().any(|m| m.recursive_read_only) {
+        return Ok(());
+    }
+    let binary = pod.runtime_binary.clone();
+    // `features` runs the runtime once per binary (then cached).
+    let supported =
+        tokio::task::spawn_blocking(move || crate::runtime_service::status::rro_supported(&binary))
+            .await
+            .unwrap_or(false);
+    if supported {
+        return Ok(());
+    }
+    Err(ContainerError::FailedPrecondition(format!(
+        "runtime handler {:?} ({}) does not support recursive read-only mounts",
+        pod.runtime_handler,
+        pod.runtime_binary.display()
+    )))
+}
+
 /// Creates a container in pod `sandbox_id`; its ID.
 pub async fn create(
     cs: &Arc<Containers>,
@@ -243,6 +270,7 @@ pub async fn create(
             pod.id
         )));
     }
+    refuse_rro_without_support(&pod, &config).await?;
     // Until the container is inserted (and its chain IDs count as in
     // use), removing its image must not collect the layers.
     let lease = cs.images.lease().await;

@@ -108,8 +108,9 @@ const FEATURES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Whether the OCI runtime `binary` knows the `rro` mount option, from
 /// its `features` document (runc 1.1+, carapace-runtime; a runtime
 /// without the subcommand, like Debian's crun 1.8, does not). Asked once
-/// per binary: Status is polled every few seconds.
-fn rro_supported(binary: &Path) -> bool {
+/// per binary: Status is polled every few seconds, and CreateContainer
+/// refuses `recursive_read_only` mounts for a runtime without it.
+pub fn rro_supported(binary: &Path) -> bool {
     static KNOWN: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
     let Ok(mut known) = KNOWN.lock() else {
         return false;

@@ -5,12 +5,12 @@
 //! a pod's shared PID namespace versus private ones; tty output logged as
 //! stdout; a container killed over its memory limit reported OOMKilled;
 //! supplemental groups merged from the image or not (Strict); recursive
-//! read-only mounts.
+//! read-only mounts, and their refusal for a runtime without them.
 
 use std::path::Path;
 
 use carapace_e2e::workload::{create, exec, pull, run_pod, start, status, wait_exited, Rt};
-use carapace_e2e::{pod_config, require_registry, Daemon};
+use carapace_e2e::{daemon_bin, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -374,6 +374,92 @@ async fn a_recursive_read_only_mount_covers_its_submounts() {
     let e = create(&mut rt, &pod, &pc, bad).await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH).expect("unmount tmpfs");
+}
+
+/// A runtime whose `features` does not list `rro` (Debian's crun 1.8 has
+/// no `features` at all) gets no recursive read-only mount: Status says so
+/// for its handler and CreateContainer refuses, naming it, leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recursive_read_only_mount_is_refused_for_a_runtime_without_it() {
+    require_registry();
+    let tools = tempfile::tempdir().expect("tmp");
+    let runtime = tools.path().join("norro-runtime");
+    let real = daemon_bin().with_file_name("carapace-runtime");
+    std::fs::write(
+        &runtime,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = features ] && {{ echo '{{\"mountOptions\": [\"ro\"]}}'; exit 0; }}\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .expect("write runtime");
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let d = Daemon::start_with_network(
+        &format!(
+            "[registry]\ninsecure = [\"127.0.0.1:5000\"]\n\
+             [runtime_handlers.norro]\npath = \"{}\"\nroot = \"{}\"\n",
+            runtime.display(),
+            tools.path().join("state").display()
+        ),
+        &[],
+    );
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let handlers = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("status")
+        .into_inner()
+        .runtime_handlers;
+    let rro_of = |name: &str| {
+        handlers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.features.as_ref())
+            .map(|f| f.recursive_read_only_mounts)
+    };
+    assert_eq!(rro_of("norro"), Some(false), "{handlers:?}");
+    assert_eq!(rro_of("carapace"), Some(true), "{handlers:?}");
+    let pc = pod_config("norro");
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: "norro".into(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let mut c = container("rro", &["true"], Default::default());
+    c.mounts = vec![cri::Mount {
+        container_path: "/m".into(),
+        host_path: tools.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let e = create(&mut rt, &pod, &pc, c.clone())
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("\"norro\"") && e.message().contains("recursive read-only"),
+        "{e:?}"
+    );
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    // The same mount, plain read-only, runs under that runtime.
+    c.mounts[0].recursive_read_only = false;
+    run(&mut rt, &pod, &pc, c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
