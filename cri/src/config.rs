@@ -287,7 +287,8 @@ socket = "/run/carapace/carapace.sock"
 root = "/var/lib/carapace"
 # Volatile state: shim sockets, pinned namespaces, bundles.
 state = "/run/carapace"
-# "cgroupfs" or "systemd" (must match kubelet's --cgroup-driver).
+# "cgroupfs" or "systemd" (must match kubelet's --cgroup-driver); the daemon
+# refuses "systemd" for now: its D-Bus driver is not implemented yet.
 cgroup_driver = "cgroupfs"
 # Runtime handler for pods that name none.
 default_runtime_handler = "carapace"

@@ -155,6 +155,20 @@ fn bad_config_is_refused_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cgroup_driver"), "{err}");
+    // The systemd driver is refused at start (no systemd here, and no
+    // D-Bus driver yet), not reported to kubelet and failed per pod.
+    std::fs::write(&p, "cgroup_driver = \"systemd\"\n").expect("write");
+    let out = std::process::Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .expect("run carapace");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cgroup_driver = \"systemd\"") && err.contains("cgroupfs"),
+        "{err}"
+    );
     // `config default` prints a config that loads back as the defaults.
     let out = std::process::Command::new(carapace_e2e::daemon_bin())
         .args(["config", "default"])
