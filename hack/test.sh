@@ -22,11 +22,12 @@ cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
 echo "== the shim as shipped (hack/build-shim.sh: static musl, size-optimized)"
 # The tests above ran the shim cargo built for them; the shim that
 # hack/run-daemon.sh installs is another executable (another libc, profile
-# and linking), so its integration tests run again against that one. It
-# finds carapace-runtime on PATH (the tests' own build), as it would beside
-# itself once installed.
-shipped=$(hack/build-shim.sh)
-file "$shipped" | grep -q "statically linked" || { echo "hack/test.sh: $shipped is not static" >&2; exit 1; }
-PATH=$PWD/target/debug:$PATH CARAPACE_TEST_SHIM=$shipped cargo test -p carapace-shim --tests -- --test-threads="${TEST_THREADS:-2}"
+# and linking), so its integration tests run again against that one,
+# installed as it would be: beside carapace-runtime (here the tests' own).
+shipped=$PWD/target/shipped
+hack/build-shim.sh "$shipped" >/dev/null
+ln -sfn ../debug/carapace-runtime "$shipped/carapace-runtime"
+file -L "$shipped/carapace-shim" | grep -q "statically linked" || { echo "hack/test.sh: the shipped shim is not static" >&2; exit 1; }
+CARAPACE_TEST_SHIM=$shipped/carapace-shim cargo test -p carapace-shim --tests -- --test-threads="${TEST_THREADS:-2}"
 echo "== cgroup v2 lane (qemu, Debian kernel, unified hierarchy only)"
 hack/test-v2.sh
