@@ -458,3 +458,24 @@ pub fn registry_digest(name: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no digest for {name} in the registry digests file"))
 }
+
+/// A daemon on the test network whose extra runtime handler `name` runs the
+/// shell script `body` (written executable into `tools`, with its state
+/// under `tools/state`), for tests that need a runtime which misbehaves or
+/// lacks a feature. The insecure test registry is configured.
+pub fn start_with_script_handler(tools: &Path, name: &str, body: &str) -> Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tools.join(format!("{name}-runtime"));
+    std::fs::write(&runtime, body).expect("write runtime script");
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod runtime script");
+    Daemon::start_with_network(
+        &format!(
+            "[registry]\ninsecure = [\"127.0.0.1:5000\"]\n\
+             [runtime_handlers.{name}]\npath = \"{}\"\nroot = \"{}\"\n",
+            runtime.display(),
+            tools.join("state").display()
+        ),
+        &[],
+    )
+}

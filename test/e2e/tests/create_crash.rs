@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use carapace_e2e::workload::{create, exec, pull, start};
-use carapace_e2e::{daemon_bin, mounts_under, pod_config, require_registry, Daemon, HANG_GUARD};
+use carapace_e2e::{
+    daemon_bin, mounts_under, pod_config, require_registry, start_with_script_handler, HANG_GUARD,
+};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -85,22 +87,7 @@ fn cgroups_named(id: &str) -> Vec<PathBuf> {
 async fn a_daemon_killed_inside_create_container_leaves_nothing_after_restart() {
     require_registry();
     let tools = tempfile::tempdir().expect("tmp");
-    let runtime = tools.path().join("hang-runtime");
-    std::fs::write(&runtime, hanging_runtime(tools.path())).expect("write runtime");
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let mut d = Daemon::start_with_network(
-        &format!(
-            "[registry]\ninsecure = [\"127.0.0.1:5000\"]\n\
-             [runtime_handlers.hang]\npath = \"{}\"\nroot = \"{}\"\n",
-            runtime.display(),
-            tools.path().join("state").display()
-        ),
-        &[],
-    );
+    let mut d = start_with_script_handler(tools.path(), "hang", &hanging_runtime(tools.path()));
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
     let pc = pod_config("crash");

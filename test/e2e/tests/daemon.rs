@@ -146,25 +146,22 @@ fn sigterm_stops_serving_and_removes_the_socket() {
 fn bad_config_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("c.toml");
-    std::fs::write(&p, "cgroup_driver = \"nope\"\n").expect("write");
-    let out = std::process::Command::new(carapace_e2e::daemon_bin())
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .expect("run carapace");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The daemon's stderr for a config file holding `text`; it must fail.
+    let refused = |text: &str| {
+        std::fs::write(&p, text).expect("write");
+        let out = std::process::Command::new(carapace_e2e::daemon_bin())
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .expect("run carapace");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("cgroup_driver = \"nope\"\n");
     assert!(err.contains("cgroup_driver"), "{err}");
     // The systemd driver is refused at start (no systemd here, and no
     // D-Bus driver yet), not reported to kubelet and failed per pod.
-    std::fs::write(&p, "cgroup_driver = \"systemd\"\n").expect("write");
-    let out = std::process::Command::new(carapace_e2e::daemon_bin())
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .expect("run carapace");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("cgroup_driver = \"systemd\"\n");
     assert!(
         err.contains("cgroup_driver = \"systemd\"") && err.contains("cgroupfs"),
         "{err}"

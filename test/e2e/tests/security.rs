@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use carapace_e2e::workload::{create, exec, pull, run_pod, start, status, wait_exited, Rt};
-use carapace_e2e::{daemon_bin, pod_config, require_registry, Daemon};
+use carapace_e2e::{daemon_bin, pod_config, require_registry, start_with_script_handler, Daemon};
 use k8s_cri::v1 as cri;
 
 const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
@@ -383,29 +383,14 @@ async fn a_recursive_read_only_mount_covers_its_submounts() {
 async fn a_recursive_read_only_mount_is_refused_for_a_runtime_without_it() {
     require_registry();
     let tools = tempfile::tempdir().expect("tmp");
-    let runtime = tools.path().join("norro-runtime");
     let real = daemon_bin().with_file_name("carapace-runtime");
-    std::fs::write(
-        &runtime,
-        format!(
+    let d = start_with_script_handler(
+        tools.path(),
+        "norro",
+        &format!(
             "#!/bin/sh\n[ \"$1\" = features ] && {{ echo '{{\"mountOptions\": [\"ro\"]}}'; exit 0; }}\nexec {} \"$@\"\n",
             real.display()
         ),
-    )
-    .expect("write runtime");
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let d = Daemon::start_with_network(
-        &format!(
-            "[registry]\ninsecure = [\"127.0.0.1:5000\"]\n\
-             [runtime_handlers.norro]\npath = \"{}\"\nroot = \"{}\"\n",
-            runtime.display(),
-            tools.path().join("state").display()
-        ),
-        &[],
     );
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
