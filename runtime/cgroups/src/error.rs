@@ -106,6 +106,18 @@ pub enum Error {
     #[error("systemd cgroup driver requested but systemd is not running (no /run/systemd/system)")]
     SystemdNotRunning,
 
+    /// systemd refused or failed an operation on a unit, or could not be
+    /// reached over its private D-Bus socket.
+    #[error("systemd: {op} unit {unit}: {message}")]
+    Systemd {
+        /// What we asked: "start", "stop" or "update".
+        op: &'static str,
+        /// The unit, e.g. carapace-abc.scope.
+        unit: String,
+        /// systemd's error name and message, or the transport failure.
+        message: String,
+    },
+
     /// The kernel refused a memory limit because the cgroup already uses more.
     #[error(
         "write {limit} to {}: EBUSY: the cgroup already uses {usage} bytes, more than the new limit",

@@ -1,7 +1,7 @@
 //! cgroup management for Carapace: the runtime, the shim and the daemon use
 //! it to create a container's cgroup, apply OCI `linux.resources`, freeze,
 //! kill and remove it, on cgroup v1 (including hybrid) and v2, with the
-//! cgroupfs driver.
+//! cgroupfs driver or the systemd one (transient units over D-Bus).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), carapace_cgroups::Error> {
@@ -25,6 +25,7 @@ mod manager;
 mod mountinfo;
 mod path;
 pub mod stats;
+mod systemd;
 mod v1;
 mod v2;
 
@@ -34,6 +35,14 @@ pub use error::Error;
 pub use manager::{detect, Manager, CGROUP_ROOT};
 pub use path::{expand_slice, is_systemd_form, systemd_unit_name, DEFAULT_PARENT, DEFAULT_SLICE};
 pub use stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
+
+/// Checks that the systemd driver can work on this host: systemd is PID 1
+/// and its private D-Bus socket accepts us. Lets a daemon configured for
+/// the systemd driver refuse to start, saying why, rather than fail every
+/// pod later.
+pub fn check_systemd() -> Result<(), Error> {
+    systemd::probe()
+}
 
 /// Which cgroup version a host (or a [`Manager`]) uses; decides which files
 /// exist and how resources are spelled.

@@ -8,13 +8,11 @@ use oci_spec::runtime::LinuxResources;
 use crate::error::Error;
 use crate::mountinfo::{self, Mount};
 use crate::stats::{self, Stats};
+use crate::systemd::{self, Unit};
 use crate::{fs, path, v1, v2, Hierarchy};
 
 /// Where cgroup hierarchies are mounted on every distribution we target.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Present (as a directory) exactly when systemd is PID 1 (sd_booted(3)).
-const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
 
 /// Names the cgroup of one container in every mounted hierarchy and does
 /// everything the runtime needs with it: create, join, limit, freeze, kill,
@@ -30,6 +28,8 @@ pub struct Manager {
     /// v1: one entry per mounted hierarchy (plus the hybrid cgroup2 mount);
     /// v2: exactly one entry, the unified root.
     mounts: Vec<Mount>,
+    /// With the systemd driver, the unit that owns the cgroup.
+    unit: Option<Unit>,
 }
 
 fn detect_at(root: &Path) -> Result<Hierarchy, Error> {
@@ -61,20 +61,43 @@ impl Manager {
     /// to each hierarchy's root; the systemd form `slice:prefix:name` is
     /// expanded to the layout systemd would create (see [`crate::expand_slice`]).
     ///
-    /// `systemd = true` selects the systemd driver, which this crate does not
-    /// implement: it fails with [`Error::SystemdNotRunning`] when systemd is
-    /// not PID 1 and [`Error::Unsupported`] otherwise, rather than pretending.
+    /// `systemd = true` selects the systemd driver ([`Error::SystemdNotRunning`]
+    /// when systemd is not PID 1): the cgroup is then a unit's, named by the
+    /// `slice:prefix:name` form (None means `system.slice:carapace:<id>`)
+    /// or by a path where systemd puts a `.scope` or `.slice`; see
+    /// [`Manager::start`] and [`Manager::create`]. Nothing is asked of
+    /// systemd until a method needs it.
     pub fn new(cgroups_path: Option<&str>, id: &str, systemd: bool) -> Result<Manager, Error> {
-        if systemd {
-            if !Path::new(SYSTEMD_RUN_DIR).is_dir() {
-                return Err(Error::SystemdNotRunning);
-            }
-            return Err(Error::Unsupported(
-                "systemd cgroup driver over D-Bus is not implemented yet; use the cgroupfs driver"
-                    .into(),
-            ));
+        if !systemd {
+            return Self::on_host(path::normalize(cgroups_path, id)?, None);
         }
-        let relative = path::normalize(cgroups_path, id)?;
+        if !systemd::running() {
+            return Err(Error::SystemdNotRunning);
+        }
+        let default;
+        let cgroups_path = match cgroups_path {
+            Some(p) => p,
+            None => {
+                default = format!("{}:carapace:{id}", path::DEFAULT_SLICE);
+                &default
+            }
+        };
+        let mut relative = path::normalize(Some(cgroups_path), id)?;
+        let (name, slice) = path::unit_of(&relative).or_else(|e| {
+            // slice:prefix:name where name is a slice: systemd places a
+            // slice by its name alone.
+            let last = relative.rsplit('/').next().unwrap_or_default().to_string();
+            if path::is_systemd_form(cgroups_path) && last.ends_with(".slice") {
+                relative = path::expand_slice(&last)?;
+                Ok((last, None))
+            } else {
+                Err(e)
+            }
+        })?;
+        Self::on_host(relative, Some(Unit { name, slice }))
+    }
+
+    fn on_host(relative: String, unit: Option<Unit>) -> Result<Manager, Error> {
         let root = Path::new(CGROUP_ROOT);
         let hierarchy = detect_at(root)?;
         let mounts = match hierarchy {
@@ -96,7 +119,14 @@ impl Manager {
             hierarchy,
             relative,
             mounts,
+            unit,
         })
+    }
+
+    /// The systemd unit behind this cgroup (systemd driver only), e.g.
+    /// `carapace-abc.scope`: what `systemctl status` takes.
+    pub fn unit_name(&self) -> Option<&str> {
+        self.unit.as_ref().map(|u| u.name.as_str())
     }
 
     /// Like [`Manager::new`] with the cgroupfs driver, but against a given
@@ -125,6 +155,7 @@ impl Manager {
             hierarchy,
             relative,
             mounts,
+            unit: None,
         })
     }
 
@@ -133,11 +164,14 @@ impl Manager {
     /// which grows with every container's mounts: a caller that handles
     /// many cgroups at once (the daemon's stats of every container)
     /// resolves the host once and derives the rest.
+    /// The result reads and writes files only (the cgroupfs driver), which
+    /// is all reading stats needs.
     pub fn at(&self, cgroups_path: Option<&str>, id: &str) -> Result<Manager, Error> {
         Ok(Manager {
             hierarchy: self.hierarchy,
             relative: path::normalize(cgroups_path, id)?,
             mounts: self.mounts.clone(),
+            unit: None,
         })
     }
 
@@ -200,7 +234,53 @@ impl Manager {
     /// controllers available at each ancestor are enabled in its
     /// cgroup.subtree_control (best effort per controller, as runc does), so
     /// the leaf gets every controller's files.
+    ///
+    /// systemd driver: a slice is started as a transient unit (on v1 its
+    /// directory is then made in the hierarchies systemd left alone); a
+    /// scope cannot exist without a process, so it is made by
+    /// [`Manager::start`] instead and this refuses.
     pub fn create(&self) -> Result<(), Error> {
+        if let Some(u) = &self.unit {
+            if !u.is_slice() {
+                return Err(Error::Unsupported(format!(
+                    "systemd scope {} is created with its first process (Manager::start)",
+                    u.name
+                )));
+            }
+            u.start_slice(self.hierarchy)?;
+            if self.hierarchy == Hierarchy::V2 {
+                return Ok(());
+            }
+        }
+        self.create_dirs()
+    }
+
+    /// Creates the cgroup, applies `r` and moves `pid` (blocked until its
+    /// limits are in place) into it: the whole setup of a new container's
+    /// cgroup, for either driver.
+    ///
+    /// systemd driver: the scope unit is started with `pid` in it and the
+    /// limits as properties, then (v1) the hierarchies systemd does not
+    /// manage are joined and every limit is written to the files.
+    pub fn start(&self, pid: i32, r: &LinuxResources) -> Result<(), Error> {
+        match &self.unit {
+            Some(u) if !u.is_slice() => {
+                u.start_scope(pid, self.hierarchy, r)?;
+                if self.hierarchy == Hierarchy::V1 {
+                    self.create_dirs()?;
+                    self.add_process(pid)?;
+                }
+                self.apply_files(r)
+            }
+            _ => {
+                self.create()?;
+                self.apply_files(r)?;
+                self.add_process(pid)
+            }
+        }
+    }
+
+    fn create_dirs(&self) -> Result<(), Error> {
         let components: Vec<&str> = self.relative.split('/').filter(|c| !c.is_empty()).collect();
         for mount in &self.mounts {
             let mut dir = mount.mountpoint.clone();
@@ -235,7 +315,20 @@ impl Manager {
 
     /// Applies OCI resources (at create, and for `update`). Only what is set
     /// is written; the spec is validated before the first write.
+    ///
+    /// systemd driver: the limits systemd has properties for are set on
+    /// the unit first, so a `systemctl daemon-reload` does not undo them and
+    /// systemd enables the controllers they need (a slice is not delegated:
+    /// its cpu controller, say, exists only once a CPU limit asks for it),
+    /// then written to the files as above.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), Error> {
+        if let Some(u) = &self.unit {
+            u.set_resources(self.hierarchy, r)?;
+        }
+        self.apply_files(r)
+    }
+
+    fn apply_files(&self, r: &LinuxResources) -> Result<(), Error> {
         match self.hierarchy {
             Hierarchy::V2 => v2::apply(&self.v2_dir()?, r),
             Hierarchy::V1 => v1::apply(&|c: &str| self.path_for(c), r),
@@ -338,7 +431,14 @@ impl Manager {
     /// fine, so this is idempotent. Ancestors are never removed: they may be
     /// shared (a pod's cgroup, /carapace). Every hierarchy is attempted; the
     /// first failure is returned.
+    ///
+    /// systemd driver: the unit is stopped first (systemd kills what is
+    /// left in it and removes its cgroup; a unit already gone is fine), then
+    /// whatever directories remain are removed as above.
     pub fn destroy(&self) -> Result<(), Error> {
+        if let Some(u) = &self.unit {
+            u.stop()?;
+        }
         let mut first_err = None;
         for dir in self.dirs() {
             if !fs::exists(&dir) {

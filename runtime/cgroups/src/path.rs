@@ -92,6 +92,50 @@ pub(crate) fn normalize(cgroups_path: Option<&str>, id: &str) -> Result<String, 
     }
 }
 
+/// The systemd unit whose cgroup is `relative` (a normalized path, as
+/// [`normalize`] returns): the last component names it, a `.slice` (at the
+/// place its name gives it) or a `.scope` (in the slice whose directory
+/// holds it). Returns the unit name and, for a scope, its slice. A path
+/// systemd would not lay out that way names no unit and is refused: the
+/// systemd driver can only manage units.
+pub(crate) fn unit_of(relative: &str) -> Result<(String, Option<String>), Error> {
+    let refuse = |reason: String| Error::InvalidPath {
+        path: relative.to_string(),
+        reason,
+    };
+    let (parent, last) = relative.rsplit_once('/').unwrap_or(("", relative));
+    if last.ends_with(SLICE_SUFFIX) {
+        let expected = expand_slice(last)?;
+        if expected != relative {
+            return Err(refuse(format!(
+                "systemd puts slice {last} at {expected}, not here"
+            )));
+        }
+        return Ok((last.to_string(), None));
+    }
+    if last.ends_with(".scope") && last.len() > ".scope".len() {
+        let slice = match parent.rsplit_once('/') {
+            _ if parent.is_empty() => "-.slice",
+            Some((_, s)) => s,
+            None => parent,
+        };
+        let expected = expand_slice(slice)
+            .map_err(|_| refuse(format!("the parent of scope {last} is not a slice")))?;
+        let actual = if parent.is_empty() { "/" } else { parent };
+        if expected != actual {
+            return Err(refuse(format!(
+                "systemd puts slice {slice} at {expected}, not {actual}"
+            )));
+        }
+        return Ok((last.to_string(), Some(slice.to_string())));
+    }
+    Err(refuse(
+        "the systemd cgroup driver manages units: want slice:prefix:name, or a path \
+         ending in a .scope or .slice where systemd would put it"
+            .to_string(),
+    ))
+}
+
 fn systemd_path(p: &str) -> Result<String, Error> {
     let mut parts = p.splitn(3, ':');
     let (slice, prefix, name) = match (parts.next(), parts.next(), parts.next()) {
@@ -206,6 +250,38 @@ mod tests {
         );
         assert_eq!(systemd_unit_name("", "abc"), "abc.scope");
         assert_eq!(systemd_unit_name("x", "pod-a.slice"), "pod-a.slice");
+    }
+
+    #[test]
+    fn unit_paths_name_their_unit_and_slice() {
+        assert_eq!(
+            unit_of("/system.slice/carapace-abc.scope").expect("scope"),
+            (
+                "carapace-abc.scope".to_string(),
+                Some("system.slice".to_string())
+            )
+        );
+        assert_eq!(
+            unit_of("/a.slice/a-b.slice/x.scope").expect("nested"),
+            ("x.scope".to_string(), Some("a-b.slice".to_string()))
+        );
+        assert_eq!(
+            unit_of("/carapace.slice/carapace-pod1.slice").expect("slice"),
+            ("carapace-pod1.slice".to_string(), None)
+        );
+        assert_eq!(
+            unit_of("/x.scope").expect("root scope"),
+            ("x.scope".to_string(), Some("-.slice".to_string()))
+        );
+        for bad in [
+            "/carapace/abc",
+            "/a-b.slice/x.scope",
+            "/a.slice/b.slice",
+            "/a.slice/a-b.slice/c/x.scope",
+            "/a.slice/.scope",
+        ] {
+            assert!(unit_of(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -216,11 +216,14 @@ fn new_is_cheap_and_defaults_to_carapace_parent() {
 }
 
 #[test]
-fn systemd_driver_is_refused_honestly() {
-    let err = Manager::new(None, "abc", true).unwrap_err();
+fn systemd_driver_needs_systemd() {
+    let r = Manager::new(None, "abc", true);
     if Path::new("/run/systemd/system").is_dir() {
-        assert!(matches!(err, Error::Unsupported(_)), "{err}");
+        let m = r.unwrap();
+        assert_eq!(m.unit_name(), Some("carapace-abc.scope"));
+        assert_eq!(m.relative_path(), "/system.slice/carapace-abc.scope");
     } else {
+        let err = r.unwrap_err();
         assert!(matches!(err, Error::SystemdNotRunning), "{err}");
         assert_eq!(
             err.to_string(),
