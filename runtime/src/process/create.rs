@@ -129,18 +129,18 @@ fn create_in(
     let filter = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     let devs = devices::from_spec(linux.devices().as_deref().unwrap_or(&[]))?;
 
-    // cgroup: created with its limits before the process exists.
+    // cgroup: resolved now, made with its limits once the first process
+    // exists (a systemd scope cannot exist without one) and before that
+    // process goes on.
     let cg = carapace_cgroups::Manager::new(
         linux.cgroups_path().as_ref().and_then(|p| p.to_str()),
         &o.id,
         o.systemd_cgroup,
     )?;
     cleanup.cgroup = Some(cg.clone());
-    cg.create()?;
     let mut resources = linux.resources().clone().unwrap_or_default();
     let spec_rules = resources.devices().clone().unwrap_or_default();
     resources.set_devices(Some(devices::cgroup_rules(&spec_rules, &devs)));
-    cg.apply(&resources)?;
 
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -210,7 +210,12 @@ fn create_in(
         })
     })?;
     drop(child_ch);
-    let r = drive(root, &mut st, &parent_ch, stage1, &linux, cleanup);
+    let r = drive(
+        root, &mut st, &parent_ch, stage1, &linux, &resources, cleanup,
+    );
+    // A stage 1 still waiting for a message (drive failed early) sees EOF
+    // and exits, so the wait cannot hang.
+    drop(parent_ch);
     let _ = waitpid(stage1, None);
     r?;
     if let Some(pf) = &o.pid_file {
@@ -225,10 +230,11 @@ fn drive(
     ch: &Channel,
     stage1: Pid,
     linux: &oci_spec::runtime::Linux,
+    resources: &oci_spec::runtime::LinuxResources,
     cleanup: &mut Cleanup<'_>,
 ) -> Result<()> {
     if let Some(cg) = &cleanup.cgroup {
-        cg.add_process(stage1.as_raw())?;
+        cg.start(stage1.as_raw(), resources)?;
     }
     ch.send(&Msg::Go)?;
     loop {

@@ -73,6 +73,8 @@ pub struct Bundle {
     pub config: Value,
     /// Unique-ish prefix for IDs.
     pub name: String,
+    /// Pass `--systemd-cgroup` to every command.
+    pub systemd_cgroup: bool,
 }
 
 impl Bundle {
@@ -109,6 +111,7 @@ impl Bundle {
             state,
             config,
             name: format!("{name}-{}", std::process::id()),
+            systemd_cgroup: false,
         };
         b.write();
         b
@@ -156,6 +159,9 @@ impl Bundle {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(runtime_bin());
         c.arg("--root").arg(&self.state);
+        if self.systemd_cgroup {
+            c.arg("--systemd-cgroup");
+        }
         c.stdin(Stdio::null());
         c
     }
