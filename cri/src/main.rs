@@ -104,26 +104,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Refuses the systemd cgroup driver, which needs systemd as PID 1 and a
-/// D-Bus client to it (transient scopes and slices) that Carapace does not
-/// have yet. Said once at start, where the node's operator looks, instead
-/// of answering "systemd" in RuntimeConfig (kubelet adopts the runtime's
-/// driver) and then failing every pod in the runtime.
+/// Refuses the systemd cgroup driver where it cannot work: systemd is not
+/// PID 1, or its private D-Bus socket does not take us. Said once at start,
+/// where the node's operator looks, instead of answering "systemd" in
+/// RuntimeConfig (kubelet adopts the runtime's driver) and then failing
+/// every pod in the runtime.
 fn check_cgroup_driver(c: &Config) -> anyhow::Result<()> {
     if c.cgroup_driver != "systemd" {
         return Ok(());
     }
-    let how = "use cgroup_driver = \"cgroupfs\" (and kubelet --cgroup-driver=cgroupfs)";
-    if !Path::new("/run/systemd/system").is_dir() {
-        anyhow::bail!(
-            "cgroup_driver = \"systemd\" needs systemd running as PID 1 \
-             (/run/systemd/system is missing); {how}"
-        );
-    }
-    anyhow::bail!(
-        "cgroup_driver = \"systemd\": the systemd cgroup driver (transient units over \
-         D-Bus) is not implemented yet; {how}"
-    )
+    carapace_cgroups::check_systemd().map_err(|e| {
+        anyhow::anyhow!(
+            "cgroup_driver = \"systemd\": {e}; on a host without systemd use \
+             cgroup_driver = \"cgroupfs\" (and kubelet --cgroup-driver=cgroupfs)"
+        )
+    })
 }
 
 async fn run(c: Config) -> anyhow::Result<()> {

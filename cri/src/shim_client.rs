@@ -161,6 +161,9 @@ pub struct RuntimeOptions {
     pub binary: PathBuf,
     /// Its `--root`.
     pub root: PathBuf,
+    /// Run it with `--systemd-cgroup` (the daemon's systemd cgroup driver):
+    /// the task's cgroup is then a systemd scope.
+    pub systemd_cgroup: bool,
 }
 
 /// A process's stdio as the shim takes it ("" for none).
@@ -262,6 +265,7 @@ impl Shim {
         let o = Options {
             binary_name: runtime.binary.to_string_lossy().into_owned(),
             root: runtime.root.to_string_lossy().into_owned(),
+            systemd_cgroup: runtime.systemd_cgroup,
             ..Default::default()
         };
         let mut any = Any::new();

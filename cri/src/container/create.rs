@@ -194,7 +194,7 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
         pod_dir: pod.dir.clone(),
         shm: own("ipc").map(|_| shm),
         cgroup_parent: pod.cgroup_parent.clone(),
-        systemd_cgroup: cs.sandboxes.daemon.config.cgroup_driver == "systemd",
+        systemd_cgroup: cs.sandboxes.systemd_cgroups(),
         pod_security: pod
             .config
             .linux
@@ -491,6 +491,7 @@ async fn build(
             &RuntimeOptions {
                 binary: rec.runtime_binary.clone(),
                 root: rec.runtime_root.clone(),
+                systemd_cgroup: cs.sandboxes.systemd_cgroups(),
             },
         )
         .await?;

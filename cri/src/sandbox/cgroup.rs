@@ -1,7 +1,9 @@
 //! The pod cgroup: the `cgroup_parent` kubelet names (its
-//! `kubepods/<qos>/pod<uid>` layout, which kubelet itself usually creates)
-//! or, when none is given, one of the daemon's own per pod. Containers and
-//! the infra process get cgroups below it.
+//! `kubepods/<qos>/pod<uid>` layout, or with the systemd driver its
+//! `kubepods-<qos>-pod<uid>.slice`, which kubelet itself usually creates)
+//! or, when none is given, one of the daemon's own per pod: a directory
+//! with the cgroupfs driver, a transient slice unit with the systemd one.
+//! Containers and the infra process get cgroups (systemd: scopes) below it.
 
 use carapace_cgroups::Manager;
 
@@ -10,12 +12,14 @@ use super::SandboxError;
 /// Where pods without a `cgroup_parent` go.
 const DEFAULT_PARENT: &str = "/carapace";
 
-/// The pod cgroup path for a pod config's `cgroup_parent` ("" for none).
-pub fn pod_path(cgroup_parent: &str, id: &str) -> String {
-    if cgroup_parent.is_empty() {
-        format!("{DEFAULT_PARENT}/pod-{id}")
-    } else {
-        cgroup_parent.to_string()
+/// The pod cgroup path for a pod config's `cgroup_parent` ("" for none):
+/// with the systemd driver a slice, `carapace-pod<id>.slice`, which
+/// systemd lays out as /carapace.slice/carapace-pod<id>.slice.
+pub fn pod_path(cgroup_parent: &str, id: &str, systemd: bool) -> String {
+    match (cgroup_parent.is_empty(), systemd) {
+        (true, false) => format!("{DEFAULT_PARENT}/pod-{id}"),
+        (true, true) => format!("carapace-pod{id}.slice"),
+        (false, _) => cgroup_parent.to_string(),
     }
 }
 
@@ -40,25 +44,26 @@ pub fn pod_cgroup_path(pod: &str) -> Result<String, carapace_cgroups::Error> {
     }
 }
 
-/// The cgroup manager of pod cgroup `pod`.
-pub(super) fn manager(pod: &str) -> Result<Manager, SandboxError> {
+/// The cgroup manager of pod cgroup `pod`, for the cgroupfs or the
+/// systemd driver (then `pod` must name a slice).
+pub(super) fn manager(pod: &str, systemd: bool) -> Result<Manager, SandboxError> {
     let err = |source| SandboxError::Cgroup {
         path: pod.to_string(),
         source,
     };
     let path = pod_cgroup_path(pod).map_err(err)?;
-    Manager::new(Some(&path), "pod", false).map_err(err)
+    Manager::new(Some(&path), "pod", systemd).map_err(err)
 }
 
 /// Whether the pod cgroup exists already (kubelet made it).
-pub fn exists(pod: &str) -> Result<bool, SandboxError> {
-    Ok(manager(pod)?.exists())
+pub fn exists(pod: &str, systemd: bool) -> Result<bool, SandboxError> {
+    Ok(manager(pod, systemd)?.exists())
 }
 
 /// Creates the pod cgroup unless it exists; whether it was created (and
 /// so is the daemon's to remove).
-pub fn ensure(pod: &str) -> Result<bool, SandboxError> {
-    let m = manager(pod)?;
+pub fn ensure(pod: &str, systemd: bool) -> Result<bool, SandboxError> {
+    let m = manager(pod, systemd)?;
     if m.exists() {
         return Ok(false);
     }
@@ -69,10 +74,10 @@ pub fn ensure(pod: &str) -> Result<bool, SandboxError> {
     Ok(true)
 }
 
-/// Removes the pod cgroup (with anything left below it); a missing one is
-/// fine.
-pub fn remove(pod: &str) -> Result<(), SandboxError> {
-    manager(pod)?
+/// Removes the pod cgroup (with anything left below it; systemd: stops
+/// the slice); a missing one is fine.
+pub fn remove(pod: &str, systemd: bool) -> Result<(), SandboxError> {
+    manager(pod, systemd)?
         .destroy()
         .map_err(|source| SandboxError::Cgroup {
             path: pod.to_string(),
@@ -86,8 +91,13 @@ mod tests {
 
     #[test]
     fn pod_and_child_paths_follow_the_driver() {
-        assert_eq!(pod_path("", "abc"), "/carapace/pod-abc");
-        assert_eq!(pod_path("/kubepods/pod1", "abc"), "/kubepods/pod1");
+        assert_eq!(pod_path("", "abc", false), "/carapace/pod-abc");
+        assert_eq!(pod_path("", "abc", true), "carapace-podabc.slice");
+        assert_eq!(pod_path("/kubepods/pod1", "abc", false), "/kubepods/pod1");
+        assert_eq!(
+            pod_path("kubepods-pod1.slice", "abc", true),
+            "kubepods-pod1.slice"
+        );
         assert_eq!(
             child_path("/kubepods/pod1/", "c1", false),
             "/kubepods/pod1/c1"

@@ -44,6 +44,7 @@ pub async fn start(
     let runtime = RuntimeOptions {
         binary: rec.runtime_binary.clone(),
         root: rec.runtime_root.clone(),
+        systemd_cgroup: s.systemd_cgroups(),
     };
     shim.create(&rec.id, &bundle, &Default::default(), &runtime)
         .await?;

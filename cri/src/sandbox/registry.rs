@@ -67,6 +67,12 @@ pub struct Sandboxes {
 }
 
 impl Sandboxes {
+    /// Whether pod and container cgroups are systemd units (the
+    /// `cgroup_driver` of the config).
+    pub fn systemd_cgroups(&self) -> bool {
+        self.daemon.config.cgroup_driver == "systemd"
+    }
+
     /// An empty registry; [`super::recover::recover`] fills it from the store.
     pub fn new(daemon: Arc<Daemon>, store: Arc<Store>, paths: Paths) -> Self {
         Sandboxes {

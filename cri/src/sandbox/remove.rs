@@ -48,7 +48,7 @@ pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), Sand
             e => Err(e),
         })?;
     if rec.cgroup_created {
-        cgroup::remove(&rec.cgroup_parent)?;
+        cgroup::remove(&rec.cgroup_parent, s.systemd_cgroups())?;
     }
     match std::fs::remove_dir_all(&rec.dir) {
         Ok(()) => {}

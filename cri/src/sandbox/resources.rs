@@ -148,9 +148,10 @@ pub fn of_config(c: &cri::PodSandboxConfig) -> Result<Option<LinuxResources>, Sa
     .map(Some)
 }
 
-/// Writes `limits` to the pod cgroup `pod`.
-pub fn apply(pod: &str, limits: &LinuxResources) -> Result<(), SandboxError> {
-    cgroup::manager(pod)?
+/// Writes `limits` to the pod cgroup `pod` (systemd driver: and sets them
+/// on its slice).
+pub fn apply(pod: &str, limits: &LinuxResources, systemd: bool) -> Result<(), SandboxError> {
+    cgroup::manager(pod, systemd)?
         .apply(limits)
         .map_err(|source| SandboxError::Cgroup {
             path: pod.to_string(),
@@ -179,10 +180,10 @@ pub async fn update(
     let limits = pod_limits(&new_overhead, &new_resources)?;
     match rec.phase {
         Phase::Ready if rec.cgroup_created => {
-            if let Err(e) = apply(&rec.cgroup_parent, &limits) {
+            if let Err(e) = apply(&rec.cgroup_parent, &limits, s.systemd_cgroups()) {
                 // Put back what may have been half written.
                 if let Ok(old) = pod_limits(&old_overhead, &old_resources) {
-                    if let Err(e) = apply(&rec.cgroup_parent, &old) {
+                    if let Err(e) = apply(&rec.cgroup_parent, &old, s.systemd_cgroups()) {
                         tracing::warn!(pod = %rec.id, error = %e, "restore the pod's old limits");
                     }
                 }

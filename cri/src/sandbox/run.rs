@@ -151,8 +151,9 @@ pub async fn run(
             .map(|l| l.cgroup_parent.as_str())
             .unwrap_or(""),
         &id,
+        s.systemd_cgroups(),
     );
-    let systemd = cfg.cgroup_driver == "systemd";
+    let systemd = s.systemd_cgroups();
     let mut rec = SandboxRecord {
         id: id.clone(),
         runtime_handler: handler_name,
@@ -250,14 +251,15 @@ async fn build(
     }
     step("shm");
     // Recorded before it is made, so a crash cannot leak it.
-    let will_create = !cgroup::exists(&rec.cgroup_parent)?;
+    let systemd = s.systemd_cgroups();
+    let will_create = !cgroup::exists(&rec.cgroup_parent, systemd)?;
     if will_create {
         rec.cgroup_created = true;
         s.save(sb, rec.clone())?;
-        cgroup::ensure(&rec.cgroup_parent)?;
+        cgroup::ensure(&rec.cgroup_parent, systemd)?;
         // kubelet sizes a cgroup of its own; one of ours is sized here.
         if let Some(limits) = resources::of_config(&rec.config)? {
-            resources::apply(&rec.cgroup_parent, &limits)?;
+            resources::apply(&rec.cgroup_parent, &limits, systemd)?;
         }
     }
     let pid_mode = ns_options(&rec.config).pid;

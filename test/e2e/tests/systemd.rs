@@ -1,0 +1,289 @@
+//! The systemd cgroup driver end to end (`cgroup_driver = "systemd"`),
+//! against a real systemd as PID 1: a pod is a transient slice, its infra
+//! process and each container a transient scope in it; limits are unit
+//! properties too (a `systemctl daemon-reload` keeps them, also after
+//! UpdateContainerResources); stats and OOM kills work on scopes, which
+//! systemd removes as soon as they are empty; removal, also after the
+//! daemon was killed, leaves no unit and no cgroup behind.
+//!
+//! Ignored in plain `cargo test` (the host has no systemd); hack/test-v2.sh
+//! runs them with `--ignored` in its systemd VM lane.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use carapace_e2e::workload::{create, exec, pull, run_pod, start, wait_exited, Rt};
+use carapace_e2e::{pod_config, require_registry, Daemon};
+use k8s_cri::v1 as cri;
+
+const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+
+fn require_systemd() {
+    assert!(
+        Path::new("/run/systemd/system").is_dir(),
+        "systemd is not PID 1 here (no /run/systemd/system): run this in the systemd lane"
+    );
+}
+
+fn systemctl(args: &[&str]) -> String {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .expect("run systemctl");
+    assert!(out.status.success(), "systemctl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn show(unit: &str, prop: &str) -> String {
+    systemctl(&["show", "-p", prop, "--value", unit])
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// Every loaded unit whose name mentions `id`.
+fn units_of(id: &str) -> Vec<String> {
+    systemctl(&[
+        "list-units",
+        "--all",
+        "--plain",
+        "--no-legend",
+        "--no-pager",
+    ])
+    .lines()
+    .filter(|l| l.contains(id))
+    .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+    .collect()
+}
+
+async fn daemon() -> (Daemon, Rt) {
+    require_systemd();
+    require_registry();
+    let d = Daemon::start_with_network(
+        "cgroup_driver = \"systemd\"\n[registry]\ninsecure = [\"127.0.0.1:5000\"]\n",
+        &[],
+    );
+    pull(&d, BUSYBOX).await;
+    let rt = d.runtime().await;
+    (d, rt)
+}
+
+fn container(name: &str, args: &[&str], memory: i64) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: memory,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn slice_dir(slice_path: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup").join(slice_path.trim_start_matches('/'))
+}
+
+async fn stop_and_remove_pod(rt: &mut Rt, pod: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("remove pod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn pods_are_slices_and_containers_scopes_with_their_limits() {
+    let (d, mut rt) = daemon().await;
+    let mut pc = pod_config("sdpod");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    if let Some(l) = pc.linux.as_mut() {
+        l.resources = Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        });
+    }
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let slice = format!("carapace-pod{pod}.slice");
+    let pod_dir = slice_dir(&format!("/carapace.slice/{slice}"));
+    assert_eq!(show(&slice, "ActiveState"), "active");
+    // The daemon's own slice is sized to the pod's resources, as a file
+    // and as the slice's property.
+    assert_eq!(show(&slice, "MemoryMax"), (256u64 << 20).to_string());
+    assert_eq!(
+        read(&pod_dir.join("memory.max")),
+        (256u64 << 20).to_string()
+    );
+    let infra = format!("carapace-{pod}.scope");
+    assert_eq!(show(&infra, "ActiveState"), "active", "the infra scope");
+    assert!(pod_dir.join(&infra).is_dir());
+
+    let id = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container("app", &["sleep", "1000"], 64 << 20),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+    let unit = format!("carapace-{id}.scope");
+    let dir = pod_dir.join(&unit);
+    assert_eq!(show(&unit, "ActiveState"), "active");
+    assert_eq!(show(&unit, "Slice"), slice);
+    assert_eq!(show(&unit, "MemoryMax"), (64u64 << 20).to_string());
+    assert_eq!(read(&dir.join("memory.max")), (64u64 << 20).to_string());
+    assert!(!read(&dir.join("cgroup.procs")).is_empty());
+
+    // A live update lands in the file and the unit: a reload keeps it.
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update");
+    assert_eq!(show(&unit, "MemoryMax"), (128u64 << 20).to_string());
+    systemctl(&["daemon-reload"]);
+    assert_eq!(read(&dir.join("memory.max")), (128u64 << 20).to_string());
+
+    // Stats read the scope's files.
+    let stats = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let mem = stats.memory.expect("memory stats");
+    assert!(
+        mem.working_set_bytes.map(|v| v.value).unwrap_or(0) > 0,
+        "{mem:?}"
+    );
+    let r = exec(&mut rt, &id, &["true"], 10).await.expect("exec");
+    assert_eq!(r.exit_code, 0);
+
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_eq!(show(&unit, "ActiveState"), "inactive");
+
+    stop_and_remove_pod(&mut rt, &pod).await;
+    assert!(!pod_dir.exists(), "{} left behind", pod_dir.display());
+    let left = units_of(&pod);
+    assert!(
+        left.iter().all(|u| show(u, "ActiveState") == "inactive"),
+        "units left active: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn a_kubelet_style_slice_parent_is_made_and_removed_when_missing() {
+    let (d, mut rt) = daemon().await;
+    let mut pc = pod_config("sdkube");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    let uid = format!("u{}", std::process::id());
+    let slice = format!("kubepods-besteffort-pod{uid}.slice");
+    if let Some(l) = pc.linux.as_mut() {
+        l.cgroup_parent = slice.clone();
+    }
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let pod_dir = slice_dir(&format!(
+        "/kubepods.slice/kubepods-besteffort.slice/{slice}"
+    ));
+    assert_eq!(show(&slice, "ActiveState"), "active");
+    let id = create(&mut rt, &pod, &pc, container("app", &["sleep", "1000"], 0))
+        .await
+        .expect("create");
+    start(&mut rt, &id).await;
+    assert!(pod_dir.join(format!("carapace-{id}.scope")).is_dir());
+    stop_and_remove_pod(&mut rt, &pod).await;
+    assert!(!pod_dir.exists(), "{} left behind", pod_dir.display());
+    assert_eq!(show(&slice, "ActiveState"), "inactive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn an_oom_kill_in_a_scope_is_reported() {
+    let (d, mut rt) = daemon().await;
+    let mut pc = pod_config("sdoom");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let id = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container("hog", &["sh", "-c", "tail /dev/zero"], 32 << 20),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+    let s = wait_exited(&mut rt, &id).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    stop_and_remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn units_are_removed_after_the_daemon_was_killed() {
+    let (mut d, mut rt) = daemon().await;
+    let mut pc = pod_config("sdkill");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let id = create(&mut rt, &pod, &pc, container("app", &["sleep", "1000"], 0))
+        .await
+        .expect("create");
+    start(&mut rt, &id).await;
+    d.stop(nix::sys::signal::Signal::SIGKILL);
+    d.spawn();
+    let mut rt = d.runtime().await;
+    let unit = format!("carapace-{id}.scope");
+    assert_eq!(
+        show(&unit, "ActiveState"),
+        "active",
+        "the container outlives the daemon"
+    );
+    stop_and_remove_pod(&mut rt, &pod).await;
+    let pod_dir = slice_dir(&format!("/carapace.slice/carapace-pod{pod}.slice"));
+    assert!(!pod_dir.exists(), "{} left behind", pod_dir.display());
+    for u in [unit, format!("carapace-pod{pod}.slice")] {
+        assert_eq!(show(&u, "ActiveState"), "inactive", "{u}");
+    }
+}
