@@ -8,8 +8,13 @@
 #      updates, OOM), against the daemon, shim, infra and runtime from the
 #      same build, Debian's CNI plugins, and the test registries
 #      (hack/registry.sh) started inside the guest from a copy of their
-#      storage (hack/vm/registry-setup.sh).
-# Usage: hack/test-v2.sh [--timeout SECONDS]
+#      storage (hack/vm/registry-setup.sh);
+#   3. the systemd lane: a second VM, same kernel, whose PID 1 is Debian's
+#      systemd (vm-test.sh --systemd), runs the tests of the systemd cgroup
+#      driver — every crate's tests/systemd.rs, ignored elsewhere — with
+#      --ignored.
+# Usage: hack/test-v2.sh [--timeout SECONDS] [--lane v2|systemd]
+#   (--lane runs one of the two VMs only; both run by default)
 # Needs root; installs what it lacks (hack/install-deps.sh's packages, qemu,
 # the kernel) and starts the host's test registries (hack/registry.sh start,
 # idempotent) for their storage. Fails if any test fails or cannot start.
@@ -17,7 +22,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 timeout=600
-if [ "${1:-}" = "--timeout" ]; then timeout=${2:?--timeout needs seconds}; fi
+lanes="v2 systemd"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+        --lane)
+            lanes=${2:?--lane needs v2 or systemd}
+            [[ $lanes =~ ^(v2|systemd)$ ]] || { echo "hack/test-v2.sh: --lane v2 or --lane systemd" >&2; exit 2; }
+            shift 2
+            ;;
+        *) echo "hack/test-v2.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 die() { echo "hack/test-v2.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root"
 lane_start=$SECONDS
@@ -171,14 +187,37 @@ args=()
 add() { [ ${#args[@]} -gt 0 ] && args+=(---); args+=("$@"); }
 for e in "${exes[@]}"; do add "$e" --test-threads=2; done
 args+=(--- "${e2e_runs[@]}")
+
+# -------------------------------------------- 3. the systemd lane
+test_exes -p carapace-cgroups -p carapace-runtime -p carapace-e2e --test systemd
+systemd_args=()
+for e in "${built[@]}"; do
+    [[ $(basename "$e") =~ ^systemd-[0-9a-f]+$ ]] || die "unexpected test executable $e for the systemd lane"
+    [ ${#systemd_args[@]} -gt 0 ] && systemd_args+=(---)
+    systemd_args+=("$e" --ignored --test-threads=1)
+done
+[ ${#built[@]} = 3 ] || die "expected 3 systemd test executables (cgroups, runtime, e2e), got ${#built[@]}"
 echo "cgroup v2 lane: ${#exes[@]} test executables + e2e suites ${e2e_suites[*]}; skipped e2e tests: ${e2e_skip[*]}"
 echo "cgroup v2 lane: build and staging took $((SECONDS - lane_start)) s"
 # --strip: debug info would make the initramfs ~2 GB (the guest copies it
 # twice into RAM); panics keep their file:line, backtraces lose theirs.
 # The shim's tests drive carapace-runtime from the same build (found beside
 # their deps/ directory, not embedded) and Debian's runc: ship both.
-exec hack/vm-test.sh --strip --timeout "$timeout" \
-    "${bins[@]}" --add /usr/sbin/runc "${cni[@]}" --add /usr/bin/jq \
-    --add /usr/bin/docker-registry --add "$vmreg" \
-    --env "VMTEST_REGISTRY_DIR=$vmreg" --setup hack/vm/registry-setup.sh \
-    -- "${args[@]}"
+vm=(hack/vm-test.sh --strip --timeout "$timeout"
+    "${bins[@]}" --add /usr/sbin/runc "${cni[@]}" --add /usr/bin/jq
+    --add /usr/bin/docker-registry --add "$vmreg"
+    --env "VMTEST_REGISTRY_DIR=$vmreg" --setup hack/vm/registry-setup.sh)
+rc=0
+if [[ $lanes == *v2* ]]; then
+    "${vm[@]}" -- "${args[@]}" || rc=$?
+fi
+src=0
+if [[ $lanes == *systemd* ]]; then
+    echo "systemd lane: ${#built[@]} test executables (tests/systemd.rs of cgroups, runtime, e2e) under systemd as PID 1"
+    VMTEST_LANE_START=$(date +%s.%N)
+    "${vm[@]}" --systemd -- "${systemd_args[@]}" || src=$?
+fi
+if [ $rc != 0 ] || [ $src != 0 ]; then
+    echo "hack/test-v2.sh: FAILED (cgroup v2 lane exit $rc, systemd lane exit $src)"
+    exit 1
+fi

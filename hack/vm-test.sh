@@ -22,6 +22,10 @@
 #                       bridge, br_netfilter, tun, loop)
 #   --strip             strip debug info from copied executables (smaller,
 #                       faster to pack; backtraces lose file:line)
+#   --systemd           run the tests under systemd as PID 1 (the host's
+#                       /lib/systemd/systemd, with systemctl): after the
+#                       usual set-up and --setup, the guest execs systemd,
+#                       which runs the tests as its only unit
 # Environment: VMTEST_KERNEL=VERSION picks /boot/vmlinuz-VERSION (default: the
 # newest with /lib/modules/VERSION); VMTEST_APPEND adds kernel arguments;
 # VMTEST_LANE_START (date +%s.%N) is when the reported lane wall time starts;
@@ -66,6 +70,7 @@ adds=()
 setup=
 extra_modules=
 strip=0
+systemd=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) timeout_s=${2:?--timeout needs SECONDS}; shift 2 ;;
@@ -77,6 +82,7 @@ while [ $# -gt 0 ]; do
         --setup) setup=${2:?--setup needs SCRIPT}; shift 2 ;;
         --modules) extra_modules=${2:?}; shift 2 ;;
         --strip) strip=1; shift ;;
+        --systemd) systemd=1; shift ;;
         -h|--help) usage ;;
         --) shift; break ;;
         *) say "unknown option $1"; usage ;;
@@ -328,6 +334,14 @@ for a in ${adds[@]+"${adds[@]}"}; do
         files+=("$a")
     fi
 done
+if [ $systemd = 1 ]; then
+    for f in /lib/systemd/systemd /bin/systemctl; do
+        [ -x "$f" ] || die "--systemd: $f missing (apt-get install systemd)"
+        files+=("$f")
+    done
+    put /etc/os-release "$st"
+    touch "$st/etc/vmtest/systemd"
+fi
 for f in "${files[@]}"; do
     if [ -e "$st$f" ]; then continue; fi
     put "$f" "$st"
