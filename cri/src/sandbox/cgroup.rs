@@ -44,6 +44,22 @@ pub fn pod_cgroup_path(pod: &str) -> Result<String, carapace_cgroups::Error> {
     }
 }
 
+/// Runs pod cgroup work off the async workers: with the systemd driver it
+/// waits on systemd's jobs (stopping a slice kills what is left in it).
+pub async fn off_runtime<T: Send + 'static>(
+    pod: &str,
+    f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(SandboxError::Io {
+            what: "manage pod cgroup",
+            path: pod.into(),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
+}
+
 /// The cgroup manager of pod cgroup `pod`, for the cgroupfs or the
 /// systemd driver (then `pod` must name a slice).
 pub(super) fn manager(pod: &str, systemd: bool) -> Result<Manager, SandboxError> {

@@ -48,7 +48,8 @@ pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), Sand
             e => Err(e),
         })?;
     if rec.cgroup_created {
-        cgroup::remove(&rec.cgroup_parent, s.systemd_cgroups())?;
+        let (parent, systemd) = (rec.cgroup_parent.clone(), s.systemd_cgroups());
+        cgroup::off_runtime(&rec.cgroup_parent, move || cgroup::remove(&parent, systemd)).await?;
     }
     match std::fs::remove_dir_all(&rec.dir) {
         Ok(()) => {}

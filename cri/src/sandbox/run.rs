@@ -256,11 +256,17 @@ async fn build(
     if will_create {
         rec.cgroup_created = true;
         s.save(sb, rec.clone())?;
-        cgroup::ensure(&rec.cgroup_parent, systemd)?;
         // kubelet sizes a cgroup of its own; one of ours is sized here.
-        if let Some(limits) = resources::of_config(&rec.config)? {
-            resources::apply(&rec.cgroup_parent, &limits, systemd)?;
-        }
+        let limits = resources::of_config(&rec.config)?;
+        let parent = rec.cgroup_parent.clone();
+        cgroup::off_runtime(&rec.cgroup_parent, move || {
+            cgroup::ensure(&parent, systemd)?;
+            match limits {
+                Some(l) => resources::apply(&parent, &l, systemd),
+                None => Ok(()),
+            }
+        })
+        .await?;
     }
     let pid_mode = ns_options(&rec.config).pid;
     let pinned_path = |k| pinned.as_ref().and_then(|p| p.path(k));

@@ -36,8 +36,8 @@ pub use manager::{detect, Manager, CGROUP_ROOT};
 pub use path::{expand_slice, is_systemd_form, systemd_unit_name, DEFAULT_PARENT, DEFAULT_SLICE};
 pub use stats::{CpuStats, HugetlbStats, MemoryStats, PidsStats, Stats};
 
-/// Checks that the systemd driver can work on this host: systemd is PID 1
-/// and its private D-Bus socket accepts us. Lets a daemon configured for
+/// Checks that the systemd driver can work on this host: systemd is PID 1,
+/// the host is on cgroup v2 and systemd's private D-Bus socket accepts us. Lets a daemon configured for
 /// the systemd driver refuse to start, saying why, rather than fail every
 /// pod later.
 pub fn check_systemd() -> Result<(), Error> {

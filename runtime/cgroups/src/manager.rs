@@ -14,6 +14,11 @@ use crate::{fs, path, v1, v2, Hierarchy};
 /// Where cgroup hierarchies are mounted on every distribution we target.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// Why the systemd driver refuses cgroup v1 (see the systemd module).
+const SYSTEMD_V1: &str = "the systemd cgroup driver needs cgroup v2 (a unified \
+    /sys/fs/cgroup): on cgroup v1 systemd would reset a container's device rules on \
+    reload; use the cgroupfs driver";
+
 /// Names the cgroup of one container in every mounted hierarchy and does
 /// everything the runtime needs with it: create, join, limit, freeze, kill,
 /// remove.
@@ -62,7 +67,7 @@ impl Manager {
     /// expanded to the layout systemd would create (see [`crate::expand_slice`]).
     ///
     /// `systemd = true` selects the systemd driver ([`Error::SystemdNotRunning`]
-    /// when systemd is not PID 1): the cgroup is then a unit's, named by the
+    /// when systemd is not PID 1, [`Error::Unsupported`] on cgroup v1): the cgroup is then a unit's, named by the
     /// `slice:prefix:name` form (None means `system.slice:carapace:<id>`)
     /// or by a path where systemd puts a `.scope` or `.slice`; see
     /// [`Manager::start`] and [`Manager::create`]. Nothing is asked of
@@ -100,6 +105,9 @@ impl Manager {
     fn on_host(relative: String, unit: Option<Unit>) -> Result<Manager, Error> {
         let root = Path::new(CGROUP_ROOT);
         let hierarchy = detect_at(root)?;
+        if unit.is_some() && hierarchy == Hierarchy::V1 {
+            return Err(Error::Unsupported(SYSTEMD_V1.into()));
+        }
         let mounts = match hierarchy {
             Hierarchy::V2 => vec![unified_mount(root)],
             Hierarchy::V1 => {
@@ -235,24 +243,18 @@ impl Manager {
     /// cgroup.subtree_control (best effort per controller, as runc does), so
     /// the leaf gets every controller's files.
     ///
-    /// systemd driver: a slice is started as a transient unit (on v1 its
-    /// directory is then made in the hierarchies systemd left alone); a
-    /// scope cannot exist without a process, so it is made by
-    /// [`Manager::start`] instead and this refuses.
+    /// systemd driver: a slice is started as a transient unit; a scope
+    /// cannot exist without a process, so it is made by [`Manager::start`]
+    /// instead and this refuses.
     pub fn create(&self) -> Result<(), Error> {
-        if let Some(u) = &self.unit {
-            if !u.is_slice() {
-                return Err(Error::Unsupported(format!(
-                    "systemd scope {} is created with its first process (Manager::start)",
-                    u.name
-                )));
-            }
-            u.start_slice(self.hierarchy)?;
-            if self.hierarchy == Hierarchy::V2 {
-                return Ok(());
-            }
+        match &self.unit {
+            Some(u) if u.is_slice() => u.start_slice(),
+            Some(u) => Err(Error::Unsupported(format!(
+                "systemd scope {} is created with its first process (Manager::start)",
+                u.name
+            ))),
+            None => self.create_dirs(),
         }
-        self.create_dirs()
     }
 
     /// Creates the cgroup, applies `r` and moves `pid` (blocked until its
@@ -260,21 +262,16 @@ impl Manager {
     /// cgroup, for either driver.
     ///
     /// systemd driver: the scope unit is started with `pid` in it and the
-    /// limits as properties, then (v1) the hierarchies systemd does not
-    /// manage are joined and every limit is written to the files.
+    /// limits as properties, then every limit is written to the files.
     pub fn start(&self, pid: i32, r: &LinuxResources) -> Result<(), Error> {
         match &self.unit {
             Some(u) if !u.is_slice() => {
-                u.start_scope(pid, self.hierarchy, r)?;
-                if self.hierarchy == Hierarchy::V1 {
-                    self.create_dirs()?;
-                    self.add_process(pid)?;
-                }
+                u.start_scope(pid, r)?;
                 self.apply_files(r)
             }
             _ => {
                 self.create()?;
-                self.apply_files(r)?;
+                self.apply(r)?;
                 self.add_process(pid)
             }
         }
@@ -323,7 +320,7 @@ impl Manager {
     /// then written to the files as above.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), Error> {
         if let Some(u) = &self.unit {
-            u.set_resources(self.hierarchy, r)?;
+            u.set_resources(r)?;
         }
         self.apply_files(r)
     }

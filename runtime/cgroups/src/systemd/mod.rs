@@ -10,6 +10,12 @@
 //! Everything else — freezing, killing, stats, joining an exec'd process —
 //! works on the unit's cgroup directory like the cgroupfs driver: systemd
 //! delegates the scope to us (`Delegate=yes`).
+//!
+//! cgroup v2 only. On v1 systemd resets the devices controller of a
+//! delegated unit to "allow all" on reload unless told every device rule
+//! as DevicePolicy/DeviceAllow properties, which this driver does not
+//! translate; [`crate::Manager::new`] refuses v1 rather than run
+//! containers whose device rules a reload would undo.
 
 mod bus;
 mod props;
@@ -20,7 +26,6 @@ use std::path::Path;
 use oci_spec::runtime::LinuxResources;
 
 use crate::error::Error;
-use crate::Hierarchy;
 use bus::Bus;
 use wire::{Arg, Value};
 
@@ -42,11 +47,11 @@ pub(crate) struct Unit {
     pub slice: Option<String>,
 }
 
-/// Checks that systemd is PID 1 and accepts us on its private socket.
+/// Checks that systemd is PID 1, the host is on cgroup v2 and systemd
+/// accepts us on its private socket.
 pub(crate) fn probe() -> Result<(), Error> {
-    if !running() {
-        return Err(Error::SystemdNotRunning);
-    }
+    // Fails as Manager::new does: not running, or cgroup v1.
+    crate::Manager::new(None, "probe", true)?;
     connect("connect", "-").map(drop)
 }
 
@@ -83,12 +88,7 @@ impl Unit {
     /// `r` as properties. The scope is delegated to us, has no default
     /// dependencies (it must not hold up shutdown ordering) and its
     /// accounting is on, so systemd enables the controllers down to it.
-    pub(crate) fn start_scope(
-        &self,
-        pid: i32,
-        h: Hierarchy,
-        r: &LinuxResources,
-    ) -> Result<(), Error> {
+    pub(crate) fn start_scope(&self, pid: i32, r: &LinuxResources) -> Result<(), Error> {
         let pid = u32::try_from(pid)
             .ok()
             .filter(|&p| p > 0)
@@ -105,8 +105,8 @@ impl Unit {
         if let Some(s) = &self.slice {
             p.push(("Slice".to_string(), Value::Str(s.clone())));
         }
-        p.extend(props::accounting(h));
-        p.extend(props::resources(h, r)?);
+        p.extend(props::accounting());
+        p.extend(props::resources(r)?);
         self.start_transient(p)
             .map_err(|e| e.into_error("start", &self.name))
     }
@@ -119,15 +119,13 @@ impl Unit {
     /// settings need, and CPU accounting alone needs none on v2. The
     /// kernel's default weight, set explicitly, gets it the cpu controller,
     /// whose files (cpu.max, cpu.weight) pod limits write.
-    pub(crate) fn start_slice(&self, h: Hierarchy) -> Result<(), Error> {
+    pub(crate) fn start_slice(&self) -> Result<(), Error> {
         let mut p = vec![(
             "Description".to_string(),
             Value::Str(format!("carapace pod {}", self.name)),
         )];
-        p.extend(props::accounting(h));
-        if h == Hierarchy::V2 {
-            p.push(("CPUWeight".to_string(), Value::U64(100)));
-        }
+        p.extend(props::accounting());
+        p.push(("CPUWeight".to_string(), Value::U64(100)));
         match self.start_transient(p) {
             Ok(()) => Ok(()),
             Err(e) if e.is(bus::UNIT_EXISTS) => {
@@ -145,8 +143,8 @@ impl Unit {
     /// Tells systemd the new limits of `r` (only those it has properties
     /// for; the caller writes the files). Runtime-only, as runc does: they
     /// live as long as the unit.
-    pub(crate) fn set_resources(&self, h: Hierarchy, r: &LinuxResources) -> Result<(), Error> {
-        let p = props::resources(h, r)?;
+    pub(crate) fn set_resources(&self, r: &LinuxResources) -> Result<(), Error> {
+        let p = props::resources(r)?;
         if p.is_empty() {
             return Ok(());
         }

@@ -1,4 +1,5 @@
-//! OCI `linux.resources` as systemd unit properties.
+//! OCI `linux.resources` as systemd unit properties, for cgroup v2 (the
+//! only hierarchy the driver supports).
 //!
 //! The limits are also written to the cgroup files directly (systemd does
 //! not know every file), but systemd rewrites the files of the controllers
@@ -12,7 +13,6 @@ use oci_spec::runtime::{LinuxCpu, LinuxResources};
 use super::wire::Value;
 use crate::convert::{blkio_weight_to_io_weight, shares_to_weight, swap_v2};
 use crate::error::Error;
-use crate::Hierarchy;
 
 /// systemd's "infinity" for byte, count and time properties.
 const INFINITY: u64 = u64::MAX;
@@ -22,15 +22,16 @@ const DEFAULT_PERIOD_US: u64 = 100_000;
 
 /// The properties of every unit we create: accounting on, so systemd
 /// enables the controllers on the way down from the root.
-pub(crate) fn accounting(h: Hierarchy) -> Vec<(String, Value)> {
-    let io = match h {
-        Hierarchy::V2 => "IOAccounting",
-        Hierarchy::V1 => "BlockIOAccounting",
-    };
-    ["MemoryAccounting", "CPUAccounting", "TasksAccounting", io]
-        .into_iter()
-        .map(|p| (p.to_string(), Value::Bool(true)))
-        .collect()
+pub(crate) fn accounting() -> Vec<(String, Value)> {
+    [
+        "MemoryAccounting",
+        "CPUAccounting",
+        "TasksAccounting",
+        "IOAccounting",
+    ]
+    .into_iter()
+    .map(|p| (p.to_string(), Value::Bool(true)))
+    .collect()
 }
 
 fn limit(v: i64) -> u64 {
@@ -57,12 +58,7 @@ fn quota_per_sec(quota: i64, period: u64) -> u64 {
     per_sec.div_ceil(10_000).saturating_mul(10_000)
 }
 
-fn cpu_quota(
-    props: &mut Vec<(String, Value)>,
-    h: Hierarchy,
-    quota: Option<i64>,
-    period: Option<u64>,
-) {
+fn cpu_quota(props: &mut Vec<(String, Value)>, quota: Option<i64>, period: Option<u64>) {
     let quota = quota.filter(|&q| q != 0);
     let period = period.filter(|&p| p != 0);
     if quota.is_none() && period.is_none() {
@@ -73,10 +69,8 @@ fn cpu_quota(
         "CPUQuotaPerSecUSec",
         Value::U64(quota_per_sec(quota.unwrap_or(-1), p)),
     ));
-    if h == Hierarchy::V2 {
-        if let Some(p) = period {
-            props.push(prop("CPUQuotaPeriodUSec", Value::U64(p)));
-        }
+    if let Some(p) = period {
+        props.push(prop("CPUQuotaPeriodUSec", Value::U64(p)));
     }
 }
 
@@ -106,20 +100,14 @@ pub(crate) fn cpuset_bits(list: &str) -> Result<Vec<u8>, Error> {
     Ok(bits)
 }
 
-fn cpu(props: &mut Vec<(String, Value)>, h: Hierarchy, c: &LinuxCpu) -> Result<(), Error> {
+fn cpu(props: &mut Vec<(String, Value)>, c: &LinuxCpu) -> Result<(), Error> {
     if let Some(s) = c.shares().filter(|&v| v != 0) {
-        props.push(match h {
-            Hierarchy::V2 => prop("CPUWeight", Value::U64(shares_to_weight(s))),
-            Hierarchy::V1 => prop("CPUShares", Value::U64(s)),
-        });
+        props.push(prop("CPUWeight", Value::U64(shares_to_weight(s))));
     }
-    cpu_quota(props, h, c.quota(), c.period());
-    // systemd has cpuset properties only on v2.
-    if h == Hierarchy::V2 {
-        for (name, list) in [("AllowedCPUs", c.cpus()), ("AllowedMemoryNodes", c.mems())] {
-            if let Some(l) = list.as_deref().filter(|l| !l.is_empty()) {
-                props.push(prop(name, Value::Bytes(cpuset_bits(l)?)));
-            }
+    cpu_quota(props, c.quota(), c.period());
+    for (name, list) in [("AllowedCPUs", c.cpus()), ("AllowedMemoryNodes", c.mems())] {
+        if let Some(l) = list.as_deref().filter(|l| !l.is_empty()) {
+            props.push(prop(name, Value::Bytes(cpuset_bits(l)?)));
         }
     }
     Ok(())
@@ -161,7 +149,7 @@ fn unified(props: &mut Vec<(String, Value)>, key: &str, v: &str) -> Result<(), E
                     })
                 })
                 .transpose()?;
-            cpu_quota(props, Hierarchy::V2, Some(quota), period);
+            cpu_quota(props, Some(quota), period);
             return Ok(());
         }
         "cpuset.cpus" => {
@@ -179,55 +167,43 @@ fn unified(props: &mut Vec<(String, Value)>, key: &str, v: &str) -> Result<(), E
     Ok(())
 }
 
-/// The unit properties for `r` on hierarchy `h`: only what is set, so an
-/// update that sets one limit leaves systemd's others as they were.
-pub(crate) fn resources(h: Hierarchy, r: &LinuxResources) -> Result<Vec<(String, Value)>, Error> {
+/// The unit properties for `r`: only what is set, so an update that sets
+/// one limit leaves systemd's others as they were.
+pub(crate) fn resources(r: &LinuxResources) -> Result<Vec<(String, Value)>, Error> {
     let mut props = Vec::new();
     if let Some(m) = r.memory() {
         if let Some(l) = m.limit().filter(|&l| l != 0) {
-            props.push(match h {
-                Hierarchy::V2 => prop("MemoryMax", Value::U64(limit(l))),
-                Hierarchy::V1 => prop("MemoryLimit", Value::U64(limit(l))),
-            });
+            props.push(prop("MemoryMax", Value::U64(limit(l))));
         }
-        if h == Hierarchy::V2 {
-            if let Some(swap) = swap_v2(m.limit(), m.swap())? {
-                let v = if swap == "max" {
-                    INFINITY
-                } else {
-                    swap.parse().map_err(|_| {
-                        Error::InvalidResources(format!("memory swap {swap:?} is not a number"))
-                    })?
-                };
-                props.push(prop("MemorySwapMax", Value::U64(v)));
-            }
-            if let Some(res) = m.reservation() {
-                props.push(prop("MemoryLow", Value::U64(limit(res))));
-            }
+        if let Some(swap) = swap_v2(m.limit(), m.swap())? {
+            let v = if swap == "max" {
+                INFINITY
+            } else {
+                swap.parse().map_err(|_| {
+                    Error::InvalidResources(format!("memory swap {swap:?} is not a number"))
+                })?
+            };
+            props.push(prop("MemorySwapMax", Value::U64(v)));
+        }
+        if let Some(res) = m.reservation() {
+            props.push(prop("MemoryLow", Value::U64(limit(res))));
         }
     }
     if let Some(c) = r.cpu() {
-        cpu(&mut props, h, c)?;
+        cpu(&mut props, c)?;
     }
     if let Some(p) = r.pids() {
-        props.push(prop(
-            "TasksMax",
-            Value::U64(limit(if p.limit() > 0 { p.limit() } else { -1 })),
-        ));
+        let max = if p.limit() > 0 { p.limit() } else { -1 };
+        props.push(prop("TasksMax", Value::U64(limit(max))));
     }
     if let Some(w) = r.block_io().as_ref().and_then(|b| b.weight()) {
-        props.push(match h {
-            Hierarchy::V2 => prop("IOWeight", Value::U64(blkio_weight_to_io_weight(w))),
-            Hierarchy::V1 => prop("BlockIOWeight", Value::U64(u64::from(w))),
-        });
+        props.push(prop("IOWeight", Value::U64(blkio_weight_to_io_weight(w))));
     }
-    if h == Hierarchy::V2 {
-        if let Some(u) = r.unified() {
-            let mut entries: Vec<_> = u.iter().collect();
-            entries.sort();
-            for (k, v) in entries {
-                unified(&mut props, k, v)?;
-            }
+    if let Some(u) = r.unified() {
+        let mut entries: Vec<_> = u.iter().collect();
+        entries.sort();
+        for (k, v) in entries {
+            unified(&mut props, k, v)?;
         }
     }
     Ok(props)
@@ -289,7 +265,7 @@ mod tests {
             )
             .build()
             .expect("resources");
-        let p = resources(Hierarchy::V2, &r).expect("props");
+        let p = resources(&r).expect("props");
         assert_eq!(find(&p, "MemoryMax"), Some(&Value::U64(64 << 20)));
         assert_eq!(find(&p, "MemorySwapMax"), Some(&Value::U64(64 << 20)));
         assert_eq!(
@@ -300,32 +276,6 @@ mod tests {
         assert_eq!(find(&p, "CPUQuotaPeriodUSec"), Some(&Value::U64(100_000)));
         assert_eq!(find(&p, "AllowedCPUs"), Some(&Value::Bytes(vec![0b11])));
         assert_eq!(find(&p, "TasksMax"), Some(&Value::U64(100)));
-        assert_eq!(find(&p, "MemoryLimit"), None);
-    }
-
-    #[test]
-    fn v1_resources_map_to_v1_properties() {
-        let r = LinuxResourcesBuilder::default()
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(-1)
-                    .build()
-                    .expect("memory"),
-            )
-            .cpu(
-                LinuxCpuBuilder::default()
-                    .shares(512u64)
-                    .cpus("0")
-                    .build()
-                    .expect("cpu"),
-            )
-            .build()
-            .expect("resources");
-        let p = resources(Hierarchy::V1, &r).expect("props");
-        assert_eq!(find(&p, "MemoryLimit"), Some(&Value::U64(INFINITY)));
-        assert_eq!(find(&p, "CPUShares"), Some(&Value::U64(512)));
-        assert_eq!(find(&p, "AllowedCPUs"), None);
-        assert_eq!(find(&p, "MemoryMax"), None);
     }
 
     #[test]
@@ -342,7 +292,7 @@ mod tests {
             )
             .build()
             .expect("resources");
-        let p = resources(Hierarchy::V2, &r).expect("props");
+        let p = resources(&r).expect("props");
         assert_eq!(find(&p, "MemoryHigh"), Some(&Value::U64(INFINITY)));
         assert_eq!(find(&p, "CPUQuotaPerSecUSec"), Some(&Value::U64(500_000)));
         assert_eq!(find(&p, "CPUQuotaPeriodUSec"), Some(&Value::U64(50_000)));
@@ -355,6 +305,6 @@ mod tests {
             )
             .build()
             .expect("resources");
-        assert!(resources(Hierarchy::V2, &bad).is_err());
+        assert!(resources(&bad).is_err());
     }
 }
