@@ -288,8 +288,9 @@ root = "/var/lib/carapace"
 # Volatile state: shim sockets, pinned namespaces, bundles.
 state = "/run/carapace"
 # "cgroupfs" or "systemd" (must match kubelet's --cgroup-driver). With
-# "systemd" (which needs systemd as PID 1) pods are transient slices and
-# containers transient scopes, made over systemd's private D-Bus socket.
+# "systemd" (which needs systemd as PID 1 and cgroup v2) pods are transient
+# slices and containers transient scopes, made over systemd's private D-Bus
+# socket.
 cgroup_driver = "cgroupfs"
 # Runtime handler for pods that name none.
 default_runtime_handler = "carapace"
