@@ -79,26 +79,19 @@ impl Manager {
         if !systemd::running() {
             return Err(Error::SystemdNotRunning);
         }
-        let default;
-        let cgroups_path = match cgroups_path {
-            Some(p) => p,
-            None => {
-                default = format!("{}:carapace:{id}", path::DEFAULT_SLICE);
-                &default
-            }
-        };
-        let mut relative = path::normalize(Some(cgroups_path), id)?;
-        let (name, slice) = path::unit_of(&relative).or_else(|e| {
+        let p = cgroups_path.map_or_else(
+            || format!("{}:carapace:{id}", path::DEFAULT_SLICE),
+            str::to_string,
+        );
+        let relative = path::normalize(Some(&p), id)?;
+        let last = relative.rsplit('/').next().unwrap_or_default();
+        if path::is_systemd_form(&p) && last.ends_with(".slice") {
             // slice:prefix:name where name is a slice: systemd places a
             // slice by its name alone.
-            let last = relative.rsplit('/').next().unwrap_or_default().to_string();
-            if path::is_systemd_form(cgroups_path) && last.ends_with(".slice") {
-                relative = path::expand_slice(&last)?;
-                Ok((last, None))
-            } else {
-                Err(e)
-            }
-        })?;
+            let name = last.to_string();
+            return Self::on_host(path::expand_slice(&name)?, Some(Unit { name, slice: None }));
+        }
+        let (name, slice) = path::unit_of(&relative)?;
         Self::on_host(relative, Some(Unit { name, slice }))
     }
 

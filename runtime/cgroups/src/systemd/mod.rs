@@ -65,23 +65,18 @@ impl Unit {
         self.slice.is_none()
     }
 
-    fn start_transient(&self, props: Vec<(String, Value)>) -> Result<(), bus::CallError> {
+    fn start_transient(
+        &self,
+        bus: &mut Bus,
+        props: Vec<(String, Value)>,
+    ) -> Result<(), bus::CallError> {
         let args = [
             Arg::Str(self.name.clone()),
             Arg::Str("replace".into()),
             Arg::Properties(props),
             Arg::NoAuxUnits,
         ];
-        let mut bus = Bus::connect()?;
-        match bus.call_job("StartTransientUnit", &args) {
-            // A failed unit of the same name lingers until reset; a
-            // container created again under its old ID must not trip on it.
-            Err(e) if e.is(bus::UNIT_EXISTS) && !self.is_slice() => {
-                let _ = bus.call("ResetFailedUnit", &[Arg::Str(self.name.clone())]);
-                bus.call_job("StartTransientUnit", &args)
-            }
-            other => other,
-        }
+        bus.call_job("StartTransientUnit", &args)
     }
 
     /// Starts the scope with `pid` as its first process and the limits of
@@ -107,8 +102,17 @@ impl Unit {
         }
         p.extend(props::accounting());
         p.extend(props::resources(r)?);
-        self.start_transient(p)
-            .map_err(|e| e.into_error("start", &self.name))
+        let mut bus = connect("start", &self.name)?;
+        match self.start_transient(&mut bus, p.clone()) {
+            // A failed unit of the same name lingers until reset; a
+            // container created again under its old ID must not trip on it.
+            Err(e) if e.is(bus::UNIT_EXISTS) => {
+                let _ = bus.call("ResetFailedUnit", &[Arg::Str(self.name.clone())]);
+                self.start_transient(&mut bus, p)
+            }
+            other => other,
+        }
+        .map_err(|e| e.into_error("start", &self.name))
     }
 
     /// Starts the slice (a pod's). A slice systemd already has — loaded
@@ -126,16 +130,15 @@ impl Unit {
         )];
         p.extend(props::accounting());
         p.push(("CPUWeight".to_string(), Value::U64(100)));
-        match self.start_transient(p) {
+        let mut bus = connect("start", &self.name)?;
+        match self.start_transient(&mut bus, p) {
             Ok(()) => Ok(()),
-            Err(e) if e.is(bus::UNIT_EXISTS) => {
-                let mut bus = connect("start", &self.name)?;
-                bus.call_job(
+            Err(e) if e.is(bus::UNIT_EXISTS) => bus
+                .call_job(
                     "StartUnit",
                     &[Arg::Str(self.name.clone()), Arg::Str("replace".into())],
                 )
-                .map_err(|e| e.into_error("start", &self.name))
-            }
+                .map_err(|e| e.into_error("start", &self.name)),
             Err(e) => Err(e.into_error("start", &self.name)),
         }
     }
