@@ -45,8 +45,8 @@
 # The serial console streams to stdout; the script exits non-zero if any
 # test failed, if the guest did not finish (no VMTEST-DONE), or on timeout.
 # Installs what it needs (qemu-system-x86 from backports, linux-image-amd64,
-# busybox-static, cpio) when missing. Caches the kernel/busybox part of the
-# (uncompressed) initramfs under hack/.cache/vm. The last console log is kept at
+# busybox-static, cpio; systemd with --systemd) when missing. Caches the
+# kernel/busybox part of the (uncompressed) initramfs under hack/.cache/vm. The last console log is kept at
 # hack/.cache/vm/last-console.log.
 set -euo pipefail
 
@@ -152,7 +152,9 @@ if ! installed qemu-system-x86 || ! command -v qemu-system-x86_64 >/dev/null; th
     apt-get install -y -qq --no-install-recommends -t "$codename-backports" qemu-system-x86 >/dev/null
 fi
 missing=()
-for p in linux-image-amd64 busybox-static cpio kmod xz-utils binutils; do installed "$p" || missing+=("$p"); done
+pkgs=(linux-image-amd64 busybox-static cpio kmod xz-utils binutils)
+[ $systemd = 0 ] || pkgs+=(systemd) # /lib/systemd/systemd and systemctl for the guest
+for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_update
     say "installing ${missing[*]}"
@@ -336,7 +338,7 @@ for a in ${adds[@]+"${adds[@]}"}; do
 done
 if [ $systemd = 1 ]; then
     for f in /lib/systemd/systemd /bin/systemctl; do
-        [ -x "$f" ] || die "--systemd: $f missing (apt-get install systemd)"
+        [ -x "$f" ] || die "--systemd: $f missing after installing systemd"
         files+=("$f")
     done
     put /etc/os-release "$st"
