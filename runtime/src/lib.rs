@@ -19,6 +19,7 @@ pub mod logging;
 pub mod lsm;
 pub mod namespaces;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod selfexe;

@@ -27,14 +27,14 @@ pub fn apply_labels(p: &Process) -> Result<()> {
             } else {
                 "/proc/self/attr/exec"
             };
-            std::fs::write(path, format!("exec {profile}"))
-                .ctx(|| format!("set AppArmor profile {profile}"))?;
+            crate::procfs::write(std::path::Path::new(path), &format!("exec {profile}"))
+                .map_err(|e| Error::Init(format!("set AppArmor profile {profile}: {e}")))?;
         }
     }
     if let Some(label) = p.selinux_label().as_deref().filter(|s| !s.is_empty()) {
         if selinux_enabled() {
-            std::fs::write("/proc/self/attr/exec", label)
-                .ctx(|| format!("set SELinux label {label}"))?;
+            crate::procfs::write(std::path::Path::new("/proc/self/attr/exec"), label)
+                .map_err(|e| Error::Init(format!("set SELinux label {label}: {e}")))?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use oci_spec::runtime::LinuxNamespaceType;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::namespaces::Plan;
 
 /// Refuse sysctls that are not isolated by the container's namespaces.
@@ -52,7 +52,8 @@ pub fn validate(sysctls: &HashMap<String, String>, plan: &Plan) -> Result<()> {
 pub fn apply(sysctls: &HashMap<String, String>) -> Result<()> {
     for (key, value) in sysctls {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, value).ctx(|| format!("set sysctl {key}={value}"))?;
+        crate::procfs::write(std::path::Path::new(&path), value)
+            .map_err(|e| Error::Init(format!("set sysctl {key}={value}: {e}")))?;
     }
     Ok(())
 }

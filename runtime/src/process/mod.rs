@@ -13,6 +13,8 @@ pub mod create;
 pub mod exec;
 pub mod init;
 
+use std::path::Path;
+
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
@@ -82,7 +84,7 @@ pub fn stage1(
             nix::sched::unshare(rest).ctx(|| format!("unshare namespaces {rest:?}"))?;
         }
         if let Some(offsets) = time_offsets {
-            std::fs::write("/proc/self/timens_offsets", offsets).ctx(|| "write timens_offsets")?;
+            crate::procfs::write(Path::new("/proc/self/timens_offsets"), offsets)?;
         }
         // The init shares our end of the channel. It must not speak
         // (`Ready`, hook requests) before the parent knows its PID, or the
@@ -130,10 +132,8 @@ pub fn write_id_maps(pid: Pid, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping])
             .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
             .collect::<String>()
     };
-    let p = format!("/proc/{pid}/uid_map");
-    std::fs::write(&p, fmt(uids)).ctx(|| format!("write {p}"))?;
-    let p = format!("/proc/{pid}/gid_map");
-    std::fs::write(&p, fmt(gids)).ctx(|| format!("write {p}"))?;
+    crate::procfs::write(Path::new(&format!("/proc/{pid}/uid_map")), &fmt(uids))?;
+    crate::procfs::write(Path::new(&format!("/proc/{pid}/gid_map")), &fmt(gids))?;
     Ok(())
 }
 

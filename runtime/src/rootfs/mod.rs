@@ -86,6 +86,58 @@ pub fn validate_mount(m: &Mount) -> Result<()> {
     Ok(())
 }
 
+/// Check a mount target after it was resolved inside the rootfs, as runc's
+/// `checkProcMount` does: the lexical check of `validate_mount` cannot see
+/// an image's `/p -> /proc` symlink, nor a bind of the host's /proc made by
+/// an earlier mount. A target on procfs or under the rootfs's /proc must be
+/// /proc itself or one of `PROC_ALLOWED`; a bind over /proc must bring a
+/// procfs.
+fn check_resolved_target(
+    root: &OwnedFd,
+    target: &OwnedFd,
+    dest: &Path,
+    bind_source: Option<&Path>,
+) -> Result<()> {
+    let real = |fd: &OwnedFd| {
+        std::fs::read_link(resolve::fd_path(fd))
+            .ctx(|| format!("resolve mount target {}", dest.display()))
+    };
+    let (root_real, target_real) = (real(root)?, real(target)?);
+    let inside = match target_real.strip_prefix(&root_real) {
+        Ok(rel) => Path::new("/").join(rel),
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "mount destination {} resolves outside the rootfs",
+                dest.display()
+            )))
+        }
+    };
+    let on_proc = crate::procfs::is_procfs(target)
+        .ctx(|| format!("fstatfs mount target {}", dest.display()))?;
+    if inside == Path::new("/proc") {
+        if let Some(src) = bind_source {
+            let f = File::open(src).ctx(|| format!("open bind source {}", src.display()))?;
+            if !crate::procfs::is_procfs(&f).ctx(|| format!("fstatfs {}", src.display()))? {
+                return Err(Error::InvalidArgument(format!(
+                    "bind mount over /proc from {}, which is not a procfs",
+                    src.display()
+                )));
+            }
+        }
+        return Ok(());
+    }
+    if (on_proc || inside.starts_with("/proc"))
+        && !PROC_ALLOWED.iter().any(|p| inside == Path::new(p))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {} resolves to {} on procfs, which may not be mounted over",
+            dest.display(),
+            inside.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Prepare the rootfs: propagation of `/`, the rootfs bind mount, every
 /// spec mount, and /dev. Does not pivot yet (hooks run in between).
 pub fn prepare(mounts: &[Mount], ctx: &MountContext, propagation: MsFlags) -> Result<OwnedFd> {
@@ -152,6 +204,7 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &MountContext) -> Result<()> {
         return mount_cgroup(root, dest, &opts, ctx);
     }
     let target = resolve::ensure_in_root(root, dest, Kind::Dir)?;
+    check_resolved_target(root, &target, dest, None)?;
     let tpath = resolve::fd_path(&target);
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
@@ -234,6 +287,7 @@ fn mount_bind(root: &OwnedFd, m: &Mount, opts: &options::MountOptions) -> Result
         std::fs::metadata(&source).ctx(|| format!("bind mount source {}", source.display()))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let target = resolve::ensure_in_root(root, dest, kind)?;
+    check_resolved_target(root, &target, dest, Some(&source))?;
     let tpath = resolve::fd_path(&target);
     let rec = opts.flags & MsFlags::MS_REC;
     nix::mount::mount(
@@ -303,6 +357,7 @@ fn mount_cgroup(
     let flags = opts.flags
         & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let target = resolve::ensure_in_root(root, dest, Kind::Dir)?;
+    check_resolved_target(root, &target, dest, None)?;
     let tpath = resolve::fd_path(&target);
     let rel = ctx.cgroup_path.trim_start_matches('/');
     if ctx.cgroup_v2 {
