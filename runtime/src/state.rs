@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -121,13 +121,20 @@ pub struct StateRoot {
 }
 
 impl StateRoot {
-    /// Use `root` as the state directory, creating it (0700) if needed.
+    /// Use `root` as the state directory, creating it (0700) if needed and
+    /// tightening it to 0700 if it exists: the states hold every
+    /// container's spec, environment included.
     pub fn new(root: &Path) -> Result<Self> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)
             .ctx(|| format!("create state root {}", root.display()))?;
+        let md = fs::metadata(root).ctx(|| format!("stat state root {}", root.display()))?;
+        if md.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .ctx(|| format!("chmod state root {}", root.display()))?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -189,7 +196,13 @@ impl StateRoot {
         let dir = self.dir(&st.id);
         let tmp = dir.join(".state.json.tmp");
         let data = serde_json::to_vec(st).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
         f.write_all(&data)
             .ctx(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, dir.join(STATE_FILE)).ctx(|| format!("rename {}", tmp.display()))

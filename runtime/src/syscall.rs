@@ -127,12 +127,42 @@ pub fn default_signal_dispositions() {
 }
 
 /// Mark every fd from `first` up as close-on-exec, so nothing the caller
-/// leaked to us reaches the container (CVE-2024-21626 class).
+/// leaked to us reaches the container (CVE-2024-21626 class). Where
+/// close_range is refused (kernels before 5.11, or a seccomp profile older
+/// than the syscall: EPERM/ENOSYS) the fds are walked in /proc/self/fd, as
+/// runc and crun do.
 pub fn cloexec_from(first: u32) -> Result<(), Errno> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with the CLOEXEC flag only changes fd flags.
-    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })
-        .map(|_| ())
+    let r = check(unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+    });
+    match r {
+        Ok(_) => Ok(()),
+        Err(Errno::EPERM | Errno::ENOSYS | Errno::EINVAL) => cloexec_walk(first),
+        Err(e) => Err(e),
+    }
+}
+
+/// The fallback of `cloexec_from`: FD_CLOEXEC on every fd listed in
+/// /proc/self/fd from `first` up.
+pub fn cloexec_walk(first: u32) -> Result<(), Errno> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &i32| *fd >= 0 && *fd as u32 >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only read and set the fd's flags; an fd
+        // that was the directory stream's own and is closed by now fails
+        // with EBADF, which is ignored.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
 }
 
 /// setdomainname(2), missing from nix.

@@ -342,3 +342,232 @@ fn the_program_starts_with_default_signal_actions() {
     assert_eq!(status_field(&out, "SigBlk:"), 0, "{out}");
     assert!(out.ends_with("y\ny"), "{out}");
 }
+
+/// A profile that lets everything through but mkdir, which fails with EPERM.
+fn deny_mkdir_profile() -> serde_json::Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    })
+}
+
+/// What an exec'd shell prints to show its filter: the Seccomp mode of
+/// /proc/self/status and whether mkdir was refused.
+const SHOW_FILTER: &str =
+    "grep Seccomp: /proc/self/status; mkdir /tmp/sc-$$ 2>/dev/null; echo mkdir-rc=$?";
+
+fn assert_filtered(what: &str, out: &str) {
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Seccomp:") && l.trim_end().ends_with('2')),
+        "{what}: no seccomp filter: {out}"
+    );
+    assert!(
+        out.contains("mkdir-rc=1"),
+        "{what}: mkdir was not refused: {out}"
+    );
+}
+
+/// Receive the pty master a `--console-socket` listener gets.
+fn recv_master(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let (conn, _) = listener.accept().expect("accept");
+    let mut buf = [0u8; 256];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            let fd = *fds.first().expect("an fd");
+            // SAFETY: the fd was just received over SCM_RIGHTS and is ours.
+            return unsafe { std::fs::File::from_raw_fd(fd) };
+        }
+    }
+    panic!("no fd received on the console socket");
+}
+
+/// Every process the runtime starts in a container carries the container's
+/// seccomp filter: the init and every exec, with a terminal or without,
+/// whether or not the process has no_new_privs (with it the filter is
+/// loaded last, right before exec: it used to be forgotten on exec).
+#[test]
+fn every_exec_carries_the_container_seccomp_filter() {
+    use std::io::Read;
+    for nnp in [false, true] {
+        let mut b = Bundle::new(&format!("execsc-{nnp}"), &["sleep", "1000"]);
+        b.config["linux"]["seccomp"] = deny_mkdir_profile();
+        b.config["process"]["noNewPrivileges"] = json!(nnp);
+        b.write();
+        let id = b.id("c");
+        let pid = b.start_detached(&id);
+        let init = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("init status");
+        assert!(
+            init.lines()
+                .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+            "nnp={nnp}: init unfiltered: {init}"
+        );
+        let out = b.ok(&["exec", &id, "sh", "-c", SHOW_FILTER]);
+        assert_filtered(&format!("exec nnp={nnp}"), &out);
+        let out = b.ok(&["exec", "--no-new-privs", &id, "sh", "-c", SHOW_FILTER]);
+        assert_filtered(&format!("exec --no-new-privs (container nnp={nnp})"), &out);
+
+        let sock = b.path().join("exec-console.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let o = b.rt(&[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            sock.to_str().expect("utf8"),
+            &id,
+            "sh",
+            "-c",
+            &format!("{SHOW_FILTER}; echo tty-done; sleep 1"),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut master = recv_master(&listener);
+        let mut out = String::new();
+        let mut chunk = [0u8; 512];
+        while !out.contains("tty-done") {
+            match master.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.push_str(&String::from_utf8_lossy(&chunk[..n])),
+            }
+        }
+        assert_filtered(&format!("exec --tty nnp={nnp}"), &out.replace('\r', ""));
+        b.destroy(&id);
+    }
+}
+
+/// The init stays non-dumpable from setup until it execs the program:
+/// between create and start a process of the container's uid must not be
+/// able to ptrace it (its /proc/PID entries then belong to root). The
+/// program itself, exec'd without privilege change, is dumpable again.
+#[test]
+fn init_is_not_dumpable_between_create_and_start() {
+    use std::os::unix::fs::MetadataExt;
+    let mut b = Bundle::new("dumpable", &["sleep", "1000"]);
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.write();
+    let id = b.id("c");
+    let o = b.rt(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = b.state_of(&id)["pid"].as_i64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status.contains("Uid:\t1000"),
+        "identity not set yet: {status}"
+    );
+    let owner = std::fs::metadata(format!("/proc/{pid}/status"))
+        .expect("stat")
+        .uid();
+    assert_eq!(
+        owner, 0,
+        "the created init is dumpable (its /proc is uid {owner}'s)"
+    );
+    b.ok(&["start", &id]);
+    let mut owner = 0;
+    for _ in 0..200 {
+        owner = std::fs::metadata(format!("/proc/{pid}/status"))
+            .expect("stat")
+            .uid();
+        if owner == 1000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(owner, 1000, "the started program should be dumpable");
+    b.destroy(&id);
+}
+
+/// CVE-2019-16884 class after symlink resolution: the image has
+/// `/p -> /proc`, and a mount at `/p/self/oom_score_adj` would land on
+/// procfs. The lexical check passes it; the resolved target is refused, as
+/// runc's checkProcMount does, and nothing is left behind.
+#[test]
+fn mount_over_proc_through_an_image_symlink_is_refused() {
+    for (which, mount) in [
+        (
+            "bind",
+            json!({"destination": "/p/self/oom_score_adj", "type": "bind", "options": ["bind"]}),
+        ),
+        (
+            "tmpfs",
+            json!({"destination": "/p/sys/kernel", "type": "tmpfs", "source": "tmpfs"}),
+        ),
+    ] {
+        let mut b = Bundle::new(&format!("procsym-{which}"), &["true"]);
+        let rootfs = b.private_rootfs();
+        symlink("/proc", rootfs.join("p")).expect("symlink");
+        let mut mount = mount;
+        if which == "bind" {
+            let src = b.path().join("fake");
+            std::fs::write(&src, "-1000").expect("fake");
+            mount["source"] = json!(src);
+        }
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(mount);
+        b.write();
+        let id = b.id("c");
+        let (code, out, err) = b.run(&id);
+        assert_ne!(code, 0, "{which} mount over procfs accepted: {out}{err}");
+        assert!(err.contains("procfs"), "{which}: {err}");
+        assert!(
+            !b.rt(&["state", &id]).status.success(),
+            "{which}: a failed create left the container behind"
+        );
+    }
+    // A symlink to a directory that is not /proc still works.
+    let mut b = Bundle::new(
+        "procsym-ok",
+        &[
+            "sh",
+            "-c",
+            "grep -q ' /data/t ' /proc/self/mountinfo && echo mounted",
+        ],
+    );
+    let rootfs = b.private_rootfs();
+    std::fs::create_dir_all(rootfs.join("data")).expect("mkdir");
+    symlink("/data", rootfs.join("d")).expect("symlink");
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"destination": "/d/t", "type": "tmpfs", "source": "tmpfs"}));
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mounted"), "{out}{err}");
+}
+
+/// A spec with sysctls and a read-only /proc/sys (containerd puts the pod's
+/// sysctls into every container spec, and CRI-O's and containerd's specs
+/// make /proc/sys read-only) must get its sysctls: they are written before
+/// the read-only paths are applied.
+#[test]
+fn sysctls_apply_before_readonly_paths() {
+    let mut b = Bundle::new(
+        "sysctlro",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/shmmni; echo 1 > /proc/sys/kernel/shmmni 2>/dev/null; echo rc=$?",
+        ],
+    );
+    b.config["linux"]["sysctl"] = json!({"kernel.shmmni": "1234"});
+    b.config["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().next(), Some("1234"), "{out}");
+    assert!(out.contains("rc=1"), "/proc/sys stayed writable: {out}");
+}

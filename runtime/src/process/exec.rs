@@ -78,7 +78,7 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
             }
             init::common_identity(&child_ch, p, caps.clone(), filter.as_ref(), userns)?;
             let exec = init::resolve_exec(p)?;
-            init::exec_now(&exec, o.preserve_fds)
+            init::exec_now(&exec, o.preserve_fds, init::late_filter(p, filter.as_ref()))
         })();
         match r {
             Ok(()) => 0,

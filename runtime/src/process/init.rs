@@ -15,7 +15,7 @@ use crate::error::{Context, Error, Result};
 use crate::namespaces::Plan;
 use crate::rootfs::{self, devices::Device, MountContext};
 use crate::seccomp::Filter;
-use crate::{console, hooks, syscall, sysctl};
+use crate::{console, hooks, procfs, syscall, sysctl};
 
 /// Everything the init needs, prepared by the parent before fork.
 pub struct InitContext<'a> {
@@ -136,6 +136,11 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
             .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock, size)?;
     }
+    // Sysctls first: a spec that also makes /proc/sys read-only (as
+    // containerd's and CRI-O's do) must still get them.
+    if let Some(s) = linux.and_then(|l| l.sysctl().as_ref()) {
+        sysctl::apply(s)?;
+    }
     if let Some(l) = linux {
         rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
         rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
@@ -163,9 +168,6 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         syscall::setdomainname(d).ctx(|| format!("setdomainname {d}"))?;
     }
-    if let Some(s) = linux.and_then(|l| l.sysctl().as_ref()) {
-        sysctl::apply(s)?;
-    }
     if let Some(adj) = p.oom_score_adj() {
         set_oom_score_adj(ch, adj, cx.caller_oom_score_adj)?;
     }
@@ -179,7 +181,10 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
 
 /// The steps create and exec share: rlimits, identity, capabilities,
 /// no_new_privs, seccomp (early when no_new_privs is off: loading it then
-/// needs CAP_SYS_ADMIN, which the identity switch may drop), cwd.
+/// needs CAP_SYS_ADMIN, which the identity switch may drop), cwd. With
+/// no_new_privs the filter is loaded last, right before exec, by
+/// `exec_now` (pass it `late_filter`): every process of the container, the
+/// init and every exec, carries it either way.
 pub fn common_identity(
     _ch: &Channel,
     p: &Process,
@@ -197,8 +202,14 @@ pub fn common_identity(
         }
     }
     credentials::drop_bounding(&caps)?;
-    let setgroups_denied =
-        userns && std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    // Read through a verified procfs fd: a fake file saying "deny" would
+    // make us skip setgroups and keep the host's supplementary groups.
+    let setgroups_denied = userns
+        && match procfs::read_to_string(Path::new("/proc/self/setgroups")) {
+            Ok(s) => s.trim() == "deny",
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
     credentials::set_user(p, setgroups_denied)?;
     credentials::set_caps(&caps)?;
     if nnp {
@@ -234,18 +245,20 @@ fn hook_state(cx: &InitContext<'_>, status: &str) -> serde_json::Value {
 }
 
 fn set_oom_score_adj(ch: &Channel, want: i32, caller: i32) -> Result<()> {
-    let path = "/proc/self/oom_score_adj";
-    match std::fs::write(path, want.to_string()) {
+    let path = Path::new("/proc/self/oom_score_adj");
+    match procfs::write(path, &want.to_string()) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) && want < caller => {
+        Err(Error::Io { source, .. })
+            if source.raw_os_error() == Some(libc::EACCES) && want < caller =>
+        {
             // No CAP_SYS_RESOURCE: clamp to the lowest value we may set, as
             // containerd's restrict_oom_score_adj does.
             ch.send(&Msg::Warning(format!(
                 "oom_score_adj {want} is below the caller's {caller} and CAP_SYS_RESOURCE is missing: using {caller}"
             )))?;
-            std::fs::write(path, caller.to_string()).ctx(|| format!("write {path}"))
+            procfs::write(path, &caller.to_string())
         }
-        Err(e) => Err(e).ctx(|| format!("write {want} to {path}")),
+        Err(e) => Err(e),
     }
 }
 
@@ -301,10 +314,9 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
     let r = (|| -> Result<()> {
         ch.send(&Msg::Ready)?;
         if let Some(fifo) = &cx.fifo {
-            // Setup is over: become dumpable again so the (possibly
-            // non-root or user-namespaced) process may reopen its own
-            // /proc/self/fd entry; the exe it exposes is the sealed copy.
-            nix::sys::prctl::set_dumpable(true).ctx(|| "PR_SET_DUMPABLE")?;
+            // Still not dumpable: until exec, a process of the container's
+            // uid could otherwise ptrace this unfiltered init. A process
+            // may always reopen its own /proc/self/fd entries.
             let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
             let fd = nix::fcntl::open(
                 path.as_str(),
@@ -324,12 +336,7 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
             hooks::run("startContainer", h, &state)?;
         }
         let p = process(cx.spec)?;
-        if let Some(f) = cx.seccomp {
-            if p.no_new_privileges().unwrap_or(false) {
-                f.load()?;
-            }
-        }
-        exec_now(&exec, cx.preserve_fds)
+        exec_now(&exec, cx.preserve_fds, late_filter(p, cx.seccomp))
     })();
     match r {
         Ok(()) => Error::Init("exec returned".into()),
@@ -337,13 +344,24 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
     }
 }
 
-/// Mark every fd but stdio and the preserved ones close-on-exec, then exec.
-pub fn exec_now(exec: &Exec, preserve_fds: u32) -> Result<()> {
-    syscall::cloexec_from(3 + preserve_fds).ctx(|| "close_range")?;
+/// The filter `common_identity` left for `exec_now` to load: the
+/// container's, when the process has no_new_privs (then loading needs no
+/// privilege, and the fewer syscalls run under it the better).
+pub fn late_filter<'a>(p: &Process, filter: Option<&'a Filter>) -> Option<&'a Filter> {
+    filter.filter(|_| p.no_new_privileges().unwrap_or(false))
+}
+
+/// Mark every fd but stdio and the preserved ones close-on-exec, load
+/// `filter` if given, then exec.
+pub fn exec_now(exec: &Exec, preserve_fds: u32, filter: Option<&Filter>) -> Result<()> {
+    syscall::cloexec_from(3 + preserve_fds).ctx(|| "mark inherited fds close-on-exec")?;
     // The program starts with default signal actions and no blocked
     // signals, whatever this process had.
     syscall::default_signal_dispositions();
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    if let Some(f) = filter {
+        f.load()?;
+    }
     let e = nix::unistd::execve(&exec.path, &exec.argv, &exec.envp);
     e.map(|_| ()).ctx(|| format!("exec {:?}", exec.path))
 }
