@@ -32,12 +32,21 @@
 //! both are valid RFC3339Nano for kubelet), and a log file that has been
 //! deleted under us (its directory removed) is detected and reported instead
 //! of being written to invisibly — see [`CriLog::write`].
+//!
+//! The shim runs as root, so the log is never opened through a symlink: the
+//! file is opened by name inside its directory with `O_NOFOLLOW`, and only
+//! when the container is created or kubelet asks for it (ReopenContainerLog)
+//! — never behind kubelet's back because the file went missing.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
 
 /// Which output stream a chunk came from (tty output is reported as Stdout).
 ///
@@ -67,9 +76,8 @@ impl Stream {
 /// that log consumers see the same record sizes as on a containerd node.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// How often a healthy log file is checked for having been deleted, and how
-/// often a lost one is tried to be opened again. Bounds the extra syscalls to
-/// one per second instead of one per record.
+/// How often a healthy log file is checked for having been deleted. Bounds
+/// the extra syscall to one per second instead of one per record.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the log could not be opened or written; the shim reports these (they
@@ -77,7 +85,8 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The log file could not be opened or created, e.g. because its directory
-    /// does not exist (kubelet creates it) or was removed.
+    /// does not exist (kubelet creates it) or was removed, or because a
+    /// symlink sits at the log path (`ELOOP`: it is never followed).
     #[error("cannot open container log {}: {source}", .path.display())]
     Open {
         /// The log path that was being opened.
@@ -97,8 +106,9 @@ pub enum LogError {
         source: std::io::Error,
     },
     /// The open log file has been deleted (typically its pod log directory was
-    /// removed); output is dropped until the path can be opened again.
-    #[error("container log {} was deleted; dropping output until it can be reopened", .path.display())]
+    /// removed); output is dropped until kubelet asks for the log to be
+    /// reopened (ReopenContainerLog), which it does when it finds it missing.
+    #[error("container log {} was deleted; dropping output until it is reopened", .path.display())]
     Unlinked {
         /// The log path whose file disappeared.
         path: PathBuf,
@@ -114,7 +124,12 @@ pub enum LogError {
 /// records never interleave in the file.
 pub struct CriLog {
     path: PathBuf,
-    /// `None` after the file was found deleted and could not be opened again.
+    /// The log's directory, opened once by its path; the file is opened by
+    /// `name` inside it.
+    dir: File,
+    /// The log file's name in `dir`.
+    name: OsString,
+    /// `None` after the file was found deleted, until [`CriLog::reopen`].
     file: Option<File>,
     stdout_tail: Vec<u8>,
     stderr_tail: Vec<u8>,
@@ -137,17 +152,59 @@ impl std::fmt::Debug for CriLog {
     }
 }
 
-/// Opens `path` the way containerd does: create if missing, append, 0640.
-fn open_log_file(path: &Path) -> Result<File, LogError> {
+/// The directory of the log at `path` and the file's name in it.
+fn split_log_path(path: &Path) -> Result<(&Path, &std::ffi::OsStr), LogError> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => Ok((dir, name)),
+        (Some(_), Some(name)) => Ok((Path::new("."), name)),
+        _ => Err(LogError::Open {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the log path names no file",
+            ),
+        }),
+    }
+}
+
+/// Opens the directory of the log at `path`. Its path is the daemon's
+/// choice (the pod's log directory, checked by the daemon), so it is opened
+/// normally; only the file inside it is guarded against symlinks.
+fn open_log_dir(path: &Path) -> Result<File, LogError> {
+    let (dir, _) = split_log_path(path)?;
     OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
         .map_err(|source| LogError::Open {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Opens the log file `name` in `dir` the way containerd does (create if
+/// missing, append, 0640, close-on-exec), but with `O_NOFOLLOW`: a symlink
+/// planted at the log path fails the open (`ELOOP`) instead of having the
+/// root shim create or append to the file it points at. `path` is for
+/// messages.
+fn open_log_file(dir: &File, name: &std::ffi::OsStr, path: &Path) -> Result<File, LogError> {
+    openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o640),
+    )
+    .map(File::from)
+    .map_err(|errno| LogError::Open {
+        path: path.to_path_buf(),
+        source: errno.into(),
+    })
+}
+
+/// Whether `f` has been deleted (its last link is gone); a file that cannot
+/// be examined counts as present.
+fn is_deleted(f: &File) -> bool {
+    matches!(f.metadata(), Ok(meta) if meta.nlink() == 0)
 }
 
 /// Length of the part of an unterminated line that is certainly content: a
@@ -159,11 +216,16 @@ fn settled_len(tail: &[u8]) -> usize {
 impl CriLog {
     /// Opens (creating, append mode, mode 0o640) the log at `path`. The parent
     /// directory must exist (kubelet creates it); a missing one is an error
-    /// naming the path.
+    /// naming the path. A symlink at `path` is not followed: the open fails.
     pub fn open(path: &Path) -> Result<CriLog, LogError> {
-        let file = open_log_file(path)?;
+        let dir = open_log_dir(path)?;
+        let (_, name) = split_log_path(path)?;
+        let name = name.to_os_string();
+        let file = open_log_file(&dir, &name, path)?;
         Ok(CriLog {
             path: path.to_path_buf(),
+            dir,
+            name,
             file: Some(file),
             stdout_tail: Vec::new(),
             stderr_tail: Vec::new(),
@@ -191,9 +253,13 @@ impl CriLog {
     /// `take_error`) and later writes keep trying.
     ///
     /// Writing to a deleted file does not fail on Linux, so at most once per
-    /// second the file is checked for having been deleted (its directory
-    /// removed); from then on output is dropped, [`LogError::Unlinked`] is
-    /// reported and the path is tried to be opened again once per second.
+    /// second the file is checked for having been deleted (e.g. its directory
+    /// removed); from then on the file is closed (freeing its space), output
+    /// is dropped and [`LogError::Unlinked`] is reported. Nothing is created
+    /// at the path again until [`CriLog::reopen`]: a deleted log stays
+    /// deleted, as with containerd. Kubelet's log manager calls
+    /// ReopenContainerLog when it finds a container's log missing, and that
+    /// brings output back.
     pub fn write(&mut self, stream: Stream, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -239,18 +305,26 @@ impl CriLog {
         }
     }
 
-    /// Reopen the file at the same path (kubelet renamed it for rotation and
-    /// asks via ReopenContainerLog).
+    /// Reopen the file at the same path (kubelet renamed it for rotation, or
+    /// found it missing, and asks via ReopenContainerLog).
     ///
     /// Like containerd's ReopenContainerLog: the new file is opened first; if
-    /// that fails (e.g. directory gone) the error is returned and nothing
-    /// changes — output keeps going to the old (renamed) file, and kubelet,
-    /// seeing the error, renames it back. On success the buffered incomplete
-    /// lines are flushed as `P` records into the old file (containerd closes
-    /// the old writers, which flushes them as at EOF), then the old file is
-    /// closed and all further output goes to the new one.
+    /// that fails (e.g. directory gone, or a symlink at the path) the error is
+    /// returned and nothing changes — output keeps going to the old (renamed)
+    /// file, and kubelet, seeing the error, renames it back. On success the
+    /// buffered incomplete lines are flushed as `P` records into the old file
+    /// (containerd closes the old writers, which flushes them as at EOF), then
+    /// the old file is closed and all further output goes to the new one.
+    ///
+    /// The file is opened in the directory held since [`CriLog::open`]; only
+    /// if that directory has been removed is the directory path opened anew,
+    /// so that a pod log directory that was removed and made again gets the
+    /// log back.
     pub fn reopen(&mut self) -> Result<(), LogError> {
-        let new = open_log_file(&self.path)?;
+        if is_deleted(&self.dir) {
+            self.dir = open_log_dir(&self.path)?;
+        }
+        let new = open_log_file(&self.dir, &self.name, &self.path)?;
         if self.file.is_some() {
             self.close_stream(Stream::Stdout);
             self.close_stream(Stream::Stderr);
@@ -315,26 +389,19 @@ impl CriLog {
         }
     }
 
-    /// Rate-limited: notices a deleted log file (and closes it, freeing its
-    /// disk space), or tries to open a lost one again.
+    /// Rate-limited: notices a deleted log file and closes it, freeing its
+    /// disk space. A lost file is not opened again here: only an explicit
+    /// [`CriLog::reopen`] creates a file at the log path.
     fn check_file(&mut self) {
         if self.last_check.elapsed() < self.recheck_every {
             return;
         }
         self.last_check = Instant::now();
-        match &self.file {
-            Some(file) => {
-                if matches!(file.metadata(), Ok(meta) if meta.nlink() == 0) {
-                    self.file = None;
-                    self.note_error(LogError::Unlinked {
-                        path: self.path.clone(),
-                    });
-                }
-            }
-            None => match open_log_file(&self.path) {
-                Ok(file) => self.file = Some(file),
-                Err(err) => self.note_error(err),
-            },
+        if self.file.as_ref().is_some_and(is_deleted) {
+            self.file = None;
+            self.note_error(LogError::Unlinked {
+                path: self.path.clone(),
+            });
         }
     }
 }
@@ -457,6 +524,7 @@ fn push_timestamp(out: &mut Vec<u8>, ts: SystemTime) {
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::fd::AsRawFd;
 
     /// One parsed record: (timestamp, stream, tag, content).
     type Rec = (String, String, String, Vec<u8>);
@@ -747,6 +815,13 @@ mod tests {
         drop(CriLog::open(&fresh).expect("open fresh"));
         let mode = fs::metadata(&fresh).expect("stat").mode() & 0o7777;
         assert_eq!(mode & !0o640, 0, "mode {mode:o} grants more than 0640");
+        let fd = log.file.as_ref().expect("open file").as_raw_fd();
+        // SAFETY: F_GETFD only reads the flags of an fd this test owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(
+            flags >= 0 && flags & libc::FD_CLOEXEC != 0,
+            "not close-on-exec"
+        );
     }
 
     #[test]
@@ -793,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn write_after_directory_removed_reports_error() {
+    fn removed_log_directory_is_reported_and_only_reopen_brings_the_log_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pod_dir = dir.path().join("pod");
         fs::create_dir(&pod_dir).expect("mkdir");
@@ -810,17 +885,85 @@ mod tests {
             "{err:?}"
         );
         assert!(log.take_error().is_none(), "reported once");
-        // Keeps trying: the next write tries to open the path again.
-        log.write(Stream::Stdout, b"four\n");
-        assert!(matches!(log.take_error(), Some(LogError::Open { .. })));
-        assert!(log.reopen().is_err());
-        // Once the directory is back, output flows again.
+        assert!(log.reopen().is_err(), "no directory to reopen in");
+        // The directory is back, but writes alone do not recreate the log.
         fs::create_dir(&pod_dir).expect("mkdir again");
+        log.write(Stream::Stdout, b"four\n");
+        assert!(!path.exists(), "a write recreated the deleted log");
+        assert!(log.take_error().is_none());
+        // ReopenContainerLog (kubelet's recovery of a missing log) does.
+        log.reopen().expect("reopen in the new directory");
         log.write(Stream::Stdout, b"five\n");
         log.close_stream(Stream::Stderr);
         assert_eq!(
             summary(&path),
             vec![rec("stdout", "F", b"five"), rec("stderr", "P", b"partial")]
+        );
+    }
+
+    #[test]
+    fn deleted_log_is_not_recreated_until_reopen() {
+        let (_dir, path) = setup();
+        let mut log = CriLog::open(&path).expect("open");
+        log.recheck_every = Duration::ZERO;
+        log.write(Stream::Stdout, b"one\n");
+        fs::remove_file(&path).expect("rm log");
+        log.write(Stream::Stdout, b"two\n");
+        assert!(matches!(log.take_error(), Some(LogError::Unlinked { .. })));
+        for _ in 0..3 {
+            log.write(Stream::Stdout, b"dropped\n");
+            assert!(!path.exists(), "the deleted log was recreated by a write");
+            assert!(log.take_error().is_none(), "no retries to report");
+        }
+        log.reopen().expect("reopen");
+        log.write(Stream::Stdout, b"three\n");
+        assert_eq!(summary(&path), vec![rec("stdout", "F", b"three")]);
+        assert!(log.take_error().is_none());
+    }
+
+    #[test]
+    fn symlink_at_the_log_path_is_not_followed() {
+        let (dir, path) = setup();
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious\n").expect("seed victim");
+        std::os::unix::fs::symlink(&target, &path).expect("plant symlink");
+        let err = CriLog::open(&path).expect_err("opened through a symlink");
+        match &err {
+            LogError::Open { path: p, source } => {
+                assert_eq!(p, &path);
+                assert_eq!(source.raw_os_error(), Some(libc::ELOOP), "{source}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A dangling symlink does not get its target created either.
+        let dangling = dir.path().join("1.log");
+        let created = dir.path().join("created-through-link");
+        std::os::unix::fs::symlink(&created, &dangling).expect("plant dangling symlink");
+        assert!(CriLog::open(&dangling).is_err());
+        assert!(!created.exists(), "the symlink's target was created");
+        assert_eq!(fs::read(&target).expect("victim"), b"precious\n");
+    }
+
+    #[test]
+    fn symlink_planted_before_reopen_is_not_followed() {
+        let (dir, path) = setup();
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious\n").expect("seed victim");
+        let rotated = path.with_file_name("0.log.1");
+        let mut log = CriLog::open(&path).expect("open");
+        log.write(Stream::Stdout, b"before\n");
+        fs::rename(&path, &rotated).expect("rotate");
+        std::os::unix::fs::symlink(&target, &path).expect("plant symlink");
+        let err = log.reopen().expect_err("reopened through a symlink");
+        assert!(
+            matches!(&err, LogError::Open { source, .. } if source.raw_os_error() == Some(libc::ELOOP)),
+            "{err:?}"
+        );
+        log.write(Stream::Stdout, b"after\n");
+        assert_eq!(fs::read(&target).expect("victim"), b"precious\n");
+        assert_eq!(
+            summary(&rotated),
+            vec![rec("stdout", "F", b"before"), rec("stdout", "F", b"after")]
         );
     }
 
