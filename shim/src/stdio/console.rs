@@ -13,19 +13,34 @@ use crate::error::{Error, Result};
 /// of a process created with a terminal.
 pub struct ConsoleSocket {
     path: PathBuf,
+    private_dir: PathBuf,
     listener: tokio::net::UnixListener,
 }
 
 impl ConsoleSocket {
-    /// Binds a fresh socket in `dir`.
+    /// Binds a fresh socket in a private directory made in `dir` by
+    /// mkdtemp(3): mode 0700 and an unguessable name, so no other user of
+    /// the node can connect first and hand us a terminal of theirs, nor
+    /// plant something at the path (`dir` is usually the shared /tmp).
     pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("console-{}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)
-            .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
-        Ok(ConsoleSocket { path, listener })
+        let private_dir = nix::unistd::mkdtemp(&dir.join("carapace-console-XXXXXX"))
+            .map_err(|e| Error::io(format!("mkdtemp in {}", dir.display()), e.into()))?;
+        let path = private_dir.join("c.sock");
+        let listener = match tokio::net::UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&private_dir);
+                return Err(Error::io(
+                    format!("bind console socket {}", path.display()),
+                    e,
+                ));
+            }
+        };
+        Ok(ConsoleSocket {
+            path,
+            private_dir,
+            listener,
+        })
     }
 
     /// The socket's path, for `--console-socket`.
@@ -62,6 +77,7 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.private_dir);
     }
 }
 
@@ -88,4 +104,29 @@ fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
         std::io::ErrorKind::InvalidData,
         "console socket message carried no file descriptor",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn console_socket_lives_in_a_private_directory_removed_after_use() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let sock = ConsoleSocket::bind(tmp.path()).expect("bind");
+        let dir = sock.path().parent().expect("parent").to_path_buf();
+        assert_ne!(dir, tmp.path(), "socket bound directly in the shared dir");
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        let other = ConsoleSocket::bind(tmp.path()).expect("bind again");
+        assert_ne!(other.path(), sock.path());
+        drop(sock);
+        drop(other);
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).expect("ls").count(),
+            0,
+            "console socket directories left behind"
+        );
+    }
 }

@@ -142,8 +142,7 @@ impl TaskService {
             .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
         shape::check_resources(&res.value)?;
         let file = c.bundle.join("update-resources.json");
-        std::fs::write(&file, &res.value)
-            .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        super::write_private(&file, &res.value)?;
         let cli = c.cli.clone();
         drop(st);
         let r = cli.update(&req.id, &file).await;

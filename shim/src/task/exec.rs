@@ -27,8 +27,7 @@ impl TaskService {
             .ok_or_else(|| Error::InvalidArgument("exec request without a process spec".into()))?;
         shape::check_process(&spec.value)?;
         let file = c.bundle.join(format!("{}.process.json", req.exec_id));
-        std::fs::write(&file, &spec.value)
-            .map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        super::write_private(&file, &spec.value)?;
         let mut p = Proc::new(&req.exec_id, io_spec);
         p.spec_file = Some(file);
         c.execs.insert(req.exec_id.clone(), p);

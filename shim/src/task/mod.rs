@@ -430,8 +430,41 @@ impl containerd_shim::Task for TaskService {
     }
 }
 
+/// Write a file only root may read (0600 whatever the umask, never
+/// through a symlink): process and resource specs carry the container's
+/// environment, secrets included.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn private_files_are_0600_and_do_not_follow_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("x.process.json");
+        super::write_private(&p, b"{}").expect("write");
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let target = d.path().join("target");
+        std::fs::write(&target, "keep").expect("write");
+        let link = d.path().join("l.process.json");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(super::write_private(&link, b"{}").is_err());
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
+    }
+
     use super::*;
 
     #[test]
