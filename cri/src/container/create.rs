@@ -17,7 +17,7 @@ use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
 use super::registry::Containers;
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
 use super::userns::PodUserns;
-use super::{ContainerError, ContainerRecord, Phase};
+use super::{logs, ContainerError, ContainerRecord, Phase};
 
 /// Reads a small file of the image (`/etc/passwd`) from the mounted rootfs
 /// without following a symlink out of it: only a regular file under real
@@ -270,6 +270,9 @@ pub async fn create(
             pod.id
         )));
     }
+    // Checked before anything is reserved or created: a refused log path
+    // leaves nothing behind.
+    let log_path = logs::confined_path(&pod.config.log_directory, &config.log_path)?;
     refuse_rro_without_support(&pod, &config).await?;
     // Until the container is inserted (and its chain IDs count as in
     // use), removing its image must not collect the layers.
@@ -281,10 +284,6 @@ pub async fn create(
     let id = new_id().map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     let name = ContainerRecord::name_key(&config, &pod.config);
     cs.reserve_name(&name, &id)?;
-    let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
-        (_, "") | ("", _) => PathBuf::new(),
-        (dir, rel) => Path::new(dir).join(rel),
-    };
     let stop_signal = image.runtime_config()["StopSignal"]
         .as_str()
         .unwrap_or("SIGTERM")
@@ -460,8 +459,8 @@ async fn build(
     let text = serde_json::to_vec(&built.spec)
         .map_err(|e| ContainerError::InvalidArgument(format!("spec: {e}")))?;
     std::fs::write(&config_json, text).map_err(|e| ContainerError::io("write", &config_json, e))?;
-    if let Some(dir) = rec.log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| ContainerError::io("create log dir", dir, e))?;
+    if !rec.log_path.as_os_str().is_empty() {
+        logs::make_dirs(Path::new(&pod.config.log_directory), &rec.log_path)?;
     }
     let address = shim_client::launch(&cs.sandboxes.launch(&rec.id, &rec.bundle)).await?;
     rec.shim_address = address.clone();
