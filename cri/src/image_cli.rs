@@ -2,7 +2,7 @@
 //! operator's image commands, talking to the running daemon over its admin
 //! socket, since the daemon alone owns the image store.
 
-use std::io::IsTerminal;
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,11 +20,26 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 pub enum ImageCommand {
     /// Pull an image from its registry (or a configured mirror), showing
     /// each layer's progress.
+    #[command(group(clap::ArgGroup::new("password").args(["password_stdin", "password_file"])))]
     Pull {
         /// The image reference, e.g. `busybox:1.36` or `registry/repo@sha256:…`.
         image: String,
-        /// Registry credentials as USER[:PASSWORD] (basic auth).
-        #[arg(long)]
+        /// Registry user for basic auth; the password comes from
+        /// --password-stdin or --password-file.
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        /// Read the registry password from standard input: its first line,
+        /// without the line end (as `docker login --password-stdin`).
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        /// Read the registry password from this file: its first line,
+        /// without the line end.
+        #[arg(long, requires = "username")]
+        password_file: Option<PathBuf>,
+        /// Registry credentials as USER[:PASSWORD] (basic auth). Kept for
+        /// old scripts: a password here is visible to every user of the
+        /// node in the process list; use --username with --password-stdin.
+        #[arg(long, conflicts_with_all = ["username", "password"])]
         user: Option<String>,
         /// A bearer token for the registry.
         #[arg(long)]
@@ -49,6 +64,65 @@ pub enum ImageCommand {
     },
 }
 
+/// Where `image pull` gets its registry user and password.
+#[derive(Debug, PartialEq)]
+enum Login {
+    /// Anonymous.
+    None,
+    /// `--username NAME --password-stdin`.
+    Stdin(String),
+    /// `--username NAME --password-file PATH`.
+    File(String, PathBuf),
+    /// `--user USER[:PASSWORD]`, the old form.
+    Argv(String),
+}
+
+impl Login {
+    /// The user and password (empty when anonymous); `stdin` is read only
+    /// for `--password-stdin`. The `--user` form with a password warns on
+    /// stderr: the password is in /proc/PID/cmdline for every user to read.
+    fn resolve(self, stdin: impl BufRead) -> anyhow::Result<(String, String)> {
+        Ok(match self {
+            Login::None => (String::new(), String::new()),
+            Login::Stdin(name) => (
+                name,
+                read_password(stdin).context("read the password from standard input")?,
+            ),
+            Login::File(name, path) => {
+                let file = std::fs::File::open(&path)
+                    .with_context(|| format!("open password file {}", path.display()))?;
+                let password = read_password(std::io::BufReader::new(file))
+                    .with_context(|| format!("read password file {}", path.display()))?;
+                (name, password)
+            }
+            Login::Argv(user) => match user.split_once(':') {
+                Some((name, password)) => {
+                    eprintln!(
+                        "warning: --user USER:PASSWORD shows the password to every user of \
+                         this node (in the process list); use --username USER --password-stdin"
+                    );
+                    (name.to_string(), password.to_string())
+                }
+                None => (user, String::new()),
+            },
+        })
+    }
+}
+
+/// A password as `docker login --password-stdin` takes it: the first line,
+/// without its `\n` (or `\r\n`). An empty one is refused, since it is
+/// almost certainly a mistake (nothing piped in).
+fn read_password(mut r: impl BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    Ok(password.to_string())
+}
+
 /// Longest a call may take: imports and pulls of big images are slow, but
 /// a daemon that never answers should not hang the command forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -58,12 +132,21 @@ pub async fn run(cmd: ImageCommand, socket: &Path) -> anyhow::Result<()> {
     let images = ImagesClient::new(connect(socket).await?);
     let ctx = || ttrpc::context::with_timeout(CALL_TIMEOUT.as_nanos() as i64);
     match cmd {
-        ImageCommand::Pull { image, user, token } => {
-            let (username, password) = match user.as_deref().map(|u| u.split_once(':')) {
-                Some(Some((u, p))) => (u.to_string(), p.to_string()),
-                Some(None) => (user.clone().unwrap_or_default(), String::new()),
-                None => (String::new(), String::new()),
+        ImageCommand::Pull {
+            image,
+            username,
+            password_stdin,
+            password_file,
+            user,
+            token,
+        } => {
+            let source = match (username, password_stdin, password_file, user) {
+                (Some(name), true, _, _) => Login::Stdin(name),
+                (Some(name), false, Some(file), _) => Login::File(name, file),
+                (_, _, _, Some(user)) => Login::Argv(user),
+                _ => Login::None,
             };
+            let (username, password) = source.resolve(std::io::stdin().lock())?;
             let req = PullRequest {
                 image,
                 username,
@@ -245,5 +328,126 @@ impl PullView {
                 b.finish();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The image commands as `carapace image` parses them.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ImageCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ImageCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("image").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn pull_parses_username_with_password_stdin() {
+        match parse(&["pull", "--username", "u", "--password-stdin", "reg/app:v1"]) {
+            Ok(ImageCommand::Pull {
+                image,
+                username,
+                password_stdin,
+                password_file,
+                user,
+                token,
+            }) => {
+                assert_eq!(image, "reg/app:v1");
+                assert_eq!(username.as_deref(), Some("u"));
+                assert!(password_stdin);
+                assert_eq!((password_file, user, token), (None, None, None));
+            }
+            Ok(_) => panic!("not a pull"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(parse(&["pull", "--username", "u", "--password-file", "/p", "x"]).is_ok());
+        assert!(
+            parse(&["pull", "--user", "u:p", "x"]).is_ok(),
+            "the old form"
+        );
+    }
+
+    #[test]
+    fn pull_refuses_half_or_mixed_credentials() {
+        for args in [
+            &["pull", "--password-stdin", "x"][..],
+            &["pull", "--password-file", "/p", "x"],
+            &["pull", "--username", "u", "x"],
+            &[
+                "pull",
+                "--username",
+                "u",
+                "--password-stdin",
+                "--password-file",
+                "/p",
+                "x",
+            ],
+            &[
+                "pull",
+                "--user",
+                "u:p",
+                "--username",
+                "u",
+                "--password-stdin",
+                "x",
+            ],
+            &["pull", "--user", "u:p", "--password-stdin", "x"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} parsed");
+        }
+    }
+
+    #[test]
+    fn password_is_the_first_line_without_its_newline() {
+        let read = |s: &str| read_password(std::io::Cursor::new(s.as_bytes().to_vec()));
+        assert_eq!(read("s3cret\n").expect("newline"), "s3cret");
+        assert_eq!(read("s3cret").expect("no newline"), "s3cret");
+        assert_eq!(read("s3cret\r\n").expect("crlf"), "s3cret");
+        assert_eq!(read("p:w d\nnext line\n").expect("first line"), "p:w d");
+        assert_eq!(read(" spaced \n").expect("spaces kept"), " spaced ");
+        assert!(read("").is_err(), "nothing piped in");
+        assert!(read("\n").is_err(), "empty password");
+    }
+
+    #[test]
+    fn credentials_come_from_stdin_a_file_or_the_old_user_flag() {
+        let stdin = || std::io::Cursor::new(b"from-stdin\n".to_vec());
+        assert_eq!(
+            Login::Stdin("u".into()).resolve(stdin()).expect("stdin"),
+            ("u".to_string(), "from-stdin".to_string())
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").expect("write");
+        assert_eq!(
+            Login::File("u".into(), file)
+                .resolve(stdin())
+                .expect("file"),
+            ("u".to_string(), "from-file".to_string())
+        );
+        let missing = dir.path().join("missing");
+        let e = Login::File("u".into(), missing.clone())
+            .resolve(stdin())
+            .expect_err("missing file");
+        assert!(
+            format!("{e:#}").contains(&missing.display().to_string()),
+            "{e:#}"
+        );
+        assert_eq!(
+            Login::Argv("u:p:w".into())
+                .resolve(stdin())
+                .expect("old form"),
+            ("u".to_string(), "p:w".to_string())
+        );
+        assert_eq!(
+            Login::None.resolve(stdin()).expect("anonymous"),
+            (String::new(), String::new())
+        );
     }
 }

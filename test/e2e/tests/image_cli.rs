@@ -17,6 +17,8 @@ use carapace_e2e::{daemon_bin, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
 const REG: &str = "127.0.0.1:5000";
+/// The test registry with basic auth (carapace / carapace-test).
+const AUTH_REG: &str = "127.0.0.1:5001";
 
 /// `carapace --config <d's config> image ARGS…`.
 fn cli(d: &Daemon, args: &[&str]) -> Output {
@@ -388,6 +390,85 @@ async fn pull_reports_every_layer_and_the_image() {
         String::from_utf8_lossy(&o.stderr).contains("invalid image reference"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `carapace --config <d's config> image ARGS…` with `stdin` piped in.
+fn cli_with_stdin(d: &Daemon, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .arg("image")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run carapace image");
+    child
+        .stdin
+        .take()
+        .expect("stdin pipe")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for carapace image")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_takes_the_registry_password_from_stdin_or_a_file() {
+    require_registry();
+    let d = Daemon::start(&format!(
+        "[registry]\ninsecure = [\"{REG}\", \"{AUTH_REG}\"]\n"
+    ));
+    let busybox = format!("{AUTH_REG}/test/busybox:latest");
+    let o = cli(&d, &["pull", &busybox]);
+    assert!(
+        !o.status.success(),
+        "pulled from the auth registry anonymously"
+    );
+    let login = ["pull", "--username", "carapace", "--password-stdin"];
+    let o = cli_with_stdin(&d, &[&login[..], &[&busybox]].concat(), b"wrong\n");
+    assert!(!o.status.success(), "pulled with a wrong password");
+    // The password only on stdin, never on the command line.
+    let o = cli_with_stdin(&d, &[&login[..], &[&busybox]].concat(), b"carapace-test\n");
+    let id = ok(&o);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        image_status(&d, &busybox).await.expect("pulled").id,
+        id.trim()
+    );
+    // From a file.
+    let pw = d.dir.path().join("registry-password");
+    std::fs::write(&pw, "carapace-test\n").expect("write password file");
+    let nonroot = format!("{AUTH_REG}/test/nonroot:latest");
+    let pw_arg = pw.display().to_string();
+    let o = cli(
+        &d,
+        &[
+            "pull",
+            "--username",
+            "carapace",
+            "--password-file",
+            &pw_arg,
+            &nonroot,
+        ],
+    );
+    assert_eq!(
+        image_status(&d, &nonroot).await.expect("pulled").id,
+        ok(&o).trim()
+    );
+    // The old form still works, with a warning that argv is public.
+    let layered = format!("{AUTH_REG}/test/layered:latest");
+    let o = cli(&d, &["pull", "--user", "carapace:carapace-test", &layered]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning") && err.contains("--password-stdin"),
+        "{err}"
     );
 }
 
