@@ -30,7 +30,10 @@ pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.ma
 const PARALLEL_LAYERS: usize = 6;
 
 /// Credentials for one pull (the CRI `AuthConfig`, decoded).
-#[derive(Clone, Debug, Default)]
+///
+/// Its `Debug` shows the user name only: the password and token never
+/// reach a log line through a `{:?}`.
+#[derive(Clone, Default)]
 pub struct Credentials {
     /// Basic auth user (also from a decoded `auth` field).
     pub username: String,
@@ -38,6 +41,17 @@ pub struct Credentials {
     pub password: String,
     /// A bearer token for the registry (`registry_token`).
     pub registry_token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &str| if secret.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("registry_token", &hidden(&self.registry_token))
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -595,6 +609,22 @@ pub fn select_platform(index: &Value, os: &str, arch: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn credentials_debug_hides_password_and_token() {
+        let c = Credentials {
+            username: "alice".into(),
+            password: "hunter2".into(),
+            registry_token: "tok-123".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn the_host_platform_is_chosen_from_an_index() {
