@@ -66,7 +66,9 @@ pub struct EventsServer {
 }
 
 impl EventsServer {
-    /// Serves at `path` (a leftover socket from a previous run is replaced).
+    /// Serves at `path`, mode 0600 from the moment it appears, so only root
+    /// can publish events (a leftover socket from a previous run is
+    /// replaced).
     pub async fn start(path: &Path) -> Result<EventsServer, EventsError> {
         let err = |message: String| EventsError::Serve {
             path: path.display().to_string(),
@@ -75,16 +77,13 @@ impl EventsServer {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e.to_string())),
-        }
+        let listener = crate::private::bind_socket(path, 0o600)
+            .and_then(ttrpc::r#async::transport::Listener::try_from)
+            .map_err(|e| err(e.to_string()))?;
         let (tx, _) = broadcast::channel(BACKLOG);
         let address = format!("unix://{}", path.display());
         let mut server = ttrpc::r#async::Server::new()
-            .bind(&address)
-            .map_err(|e| err(e.to_string()))?
+            .add_listener(listener)
             .register_service(create_events(Arc::new(Forwarder { tx: tx.clone() })));
         server.start().await.map_err(|e| err(e.to_string()))?;
         Ok(EventsServer {

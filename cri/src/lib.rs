@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod namespaces;
 pub mod network;
+pub mod private;
 pub mod prometheus;
 pub mod runtime_service;
 pub mod sandbox;

@@ -161,6 +161,9 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
 /// Opens the store, starts the events and admin endpoints and recovers
 /// every pod.
 async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, AdminServer))> {
+    let shim_sockets = shim_socket_dir(&c.state);
+    carapace_cri::private::daemon_dirs(&c.root, &c.state, &shim_sockets)
+        .context("lay out the root and state directories")?;
     let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
     let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
@@ -169,7 +172,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, Admi
         shim: helper("carapace-shim")?,
         infra: helper("carapace-infra")?,
         pods: c.state.join("pods"),
-        shim_sockets: shim_socket_dir(&c.state),
+        shim_sockets,
         events_address: events.address().to_string(),
     };
     let sandboxes = Arc::new(Sandboxes::new(

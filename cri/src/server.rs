@@ -2,7 +2,6 @@
 //! served by tonic, removed on graceful shutdown.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,10 +50,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerE
 }
 
 /// Binds the CRI socket at `path`: parent created, a stale socket (nobody
-/// answers) replaced, a live one refused, mode 0660.
+/// answers) replaced, a live one refused, mode 0660 from the moment it
+/// appears (crate::private::bind_socket).
 pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create socket directory", dir))?;
+        if !dir.exists() {
+            crate::private::dir(dir, crate::private::TRAVERSE_MODE)
+                .map_err(io("create socket directory", dir))?;
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(md) => {
@@ -70,10 +73,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("inspect socket", path)(e)),
     }
-    let l = UnixListener::bind(path).map_err(io("bind", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(io("chmod socket", path))?;
-    Ok(l)
+    let l = crate::private::bind_socket(path, SOCKET_MODE).map_err(io("bind", path))?;
+    l.set_nonblocking(true).map_err(io("bind", path))?;
+    UnixListener::from_std(l).map_err(io("bind", path))
 }
 
 /// Serves both CRI services on `listener` until `shutdown` resolves, then
@@ -127,6 +129,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
     async fn stale_sockets_are_replaced_live_ones_refused() {

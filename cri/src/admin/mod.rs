@@ -35,8 +35,9 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Serves at `path`, mode 0600 (a leftover socket is replaced: the CRI
-    /// socket, bound first, already proved no other daemon runs here).
+    /// Serves at `path`, mode 0600 from the moment it appears (a leftover
+    /// socket is replaced: the CRI socket, bound first, already proved no
+    /// other daemon runs here).
     pub async fn start(path: &Path, images: Arc<Images>) -> Result<AdminServer, AdminError> {
         let err = |message: String| AdminError {
             path: path.to_path_buf(),
@@ -45,22 +46,14 @@ impl AdminServer {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(e.to_string())),
-        }
+        let listener = crate::private::bind_socket(path, 0o600)
+            .and_then(ttrpc::r#async::transport::Listener::try_from)
+            .map_err(|e| err(e.to_string()))?;
         let mut server = ttrpc::r#async::Server::new()
-            .bind(&format!("unix://{}", path.display()))
-            .map_err(|e| err(e.to_string()))?
+            .add_listener(listener)
             .register_service(proto::images_ttrpc::create_images(Arc::new(
                 service::ImagesAdmin::new(images),
             )));
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| err(format!("chmod: {e}")))?;
-        }
         server.start().await.map_err(|e| err(e.to_string()))?;
         Ok(AdminServer { _server: server })
     }

@@ -357,9 +357,16 @@ async fn build(
     rec: &mut ContainerRecord,
 ) -> Result<(), ContainerError> {
     let rootfs_dir = rec.rootfs();
-    for d in [&rec.bundle, &rec.data] {
-        std::fs::create_dir_all(d).map_err(|e| ContainerError::io("create", d, e))?;
-    }
+    // Root only (crate::private): the bundle holds the spec and the
+    // rootfs; a user-namespaced pod's root may traverse to its rootfs.
+    let pod_root_gid = pod_userns(pod)
+        .as_ref()
+        .map(crate::idmap::root_ids)
+        .map(|(_, gid)| gid);
+    crate::private::object_dir(&rec.bundle, pod_root_gid)
+        .map_err(|e| ContainerError::io("create", &rec.bundle, e))?;
+    crate::private::dir(&rec.data, crate::private::DIR_MODE)
+        .map_err(|e| ContainerError::io("create", &rec.data, e))?;
     let lowers: Vec<PathBuf> = image
         .layers
         .iter()
@@ -458,7 +465,8 @@ async fn build(
     let config_json = rec.bundle.join("config.json");
     let text = serde_json::to_vec(&built.spec)
         .map_err(|e| ContainerError::InvalidArgument(format!("spec: {e}")))?;
-    std::fs::write(&config_json, text).map_err(|e| ContainerError::io("write", &config_json, e))?;
+    crate::private::write_file(&config_json, &text)
+        .map_err(|e| ContainerError::io("write", &config_json, e))?;
     if !rec.log_path.as_os_str().is_empty() {
         logs::make_dirs(Path::new(&pod.config.log_directory), &rec.log_path)?;
     }

@@ -35,7 +35,8 @@ pub async fn start(
         .map_err(|e| SandboxError::InvalidArgument(format!("infra spec: {e}")))?;
     let text = serde_json::to_vec(&spec)
         .map_err(|e| SandboxError::InvalidArgument(format!("infra spec: {e}")))?;
-    std::fs::write(&config, text).map_err(|e| SandboxError::io("write", &config, e))?;
+    crate::private::write_file(&config, &text)
+        .map_err(|e| SandboxError::io("write", &config, e))?;
 
     let address = shim_client::launch(&s.launch(&rec.id, &bundle)).await?;
     rec.shim_address = address.clone();

@@ -224,6 +224,10 @@ async fn build(
     let step = |what: &str| tracing::debug!(pod = %pod_id, step = what, ms = t.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
     // The host IDs of the pod's root, who owns the pod's files.
     let owner = userns.as_ref().map(crate::idmap::root_ids);
+    // Root only (crate::private): the pod's shm, namespace pins and files
+    // are below; a user-namespaced pod's root may traverse it.
+    crate::private::object_dir(&rec.dir, owner.map(|(_, gid)| gid))
+        .map_err(|e| SandboxError::io("create", &rec.dir, e))?;
     let own_ns = userns.map(|userns| OwnNamespaces {
         userns,
         hostname: hostname.clone(),

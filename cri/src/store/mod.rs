@@ -65,6 +65,14 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The database file could not be made root-only.
+    #[error("chmod 0600 {path}: {source}")]
+    Mode {
+        /// The database file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// The open database.
@@ -88,6 +96,13 @@ impl Store {
             path: path.to_path_buf(),
             source: Box::new(e.into()),
         })?;
+        // The records hold every pod's and container's config, secrets in
+        // their environment included: root only, whatever the umask.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|source| StoreError::Mode {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let store = Store {
             db,
             path: path.to_path_buf(),

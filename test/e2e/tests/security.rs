@@ -623,3 +623,203 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
     assert_eq!(s.exit_code, 137, "{s:?}");
 }
+
+/// A one-layer image holding what must never be reachable from the host
+/// by other users: a world-openable `c 1 1` device node (/dev/mem) and a
+/// setuid-root copy of busybox. Packed by hack/build-oci-archive.sh and
+/// imported offline; its reference.
+fn import_hostile_image(d: &Daemon, tmp: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let rootfs = tmp.join("hostile-rootfs");
+    for sub in ["bin", "dev", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(sub)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("copy /bin/busybox (busybox-static, hack/install-deps.sh)");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/suid-busybox")).expect("copy");
+    std::fs::set_permissions(
+        rootfs.join("bin/suid-busybox"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .expect("chmod u+s");
+    for applet in ["sh", "sleep", "cat", "env"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
+    }
+    nix::sys::stat::mknod(
+        &rootfs.join("dev/mem"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 1),
+    )
+    .expect("mknod /dev/mem in the image rootfs");
+    std::fs::set_permissions(
+        rootfs.join("dev/mem"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod 0666");
+    let archive = tmp.join("hostile.tar");
+    let reference = "example.com/e2e/hostile:v1";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/build-oci-archive.sh");
+    let st = std::process::Command::new(&script)
+        .arg(&rootfs)
+        .arg(&archive)
+        .arg(reference)
+        .arg("sleep")
+        .arg("3600")
+        .status()
+        .expect("run hack/build-oci-archive.sh");
+    assert!(st.success(), "build-oci-archive.sh failed");
+    let o = std::process::Command::new(daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .args(["image", "import"])
+        .arg(&archive)
+        .output()
+        .expect("carapace image import");
+    assert!(
+        o.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    reference.to_string()
+}
+
+/// Every path below `dirs` (as root sees them, not following symlinks,
+/// bounded), with what it is.
+fn walk(dirs: &[std::path::PathBuf]) -> Vec<(std::path::PathBuf, std::fs::FileType)> {
+    let mut out = Vec::new();
+    let mut todo: Vec<std::path::PathBuf> = dirs.to_vec();
+    while let Some(p) = todo.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+        out.push((p, md.file_type()));
+        assert!(
+            out.len() < 200_000,
+            "walk of the daemon's trees did not end"
+        );
+    }
+    out
+}
+
+/// After a pod runs a container (with a secret in its environment, an
+/// exec, a tty) from an image that carries a 0666 device node and a
+/// setuid file, nothing in the daemon's root, state and runtime trees is
+/// readable, writable, listable or enterable by another user of the node
+/// (uid 65534, checked by a shell running as that uid), but for the three
+/// directories a user-namespaced pod must traverse. Specs are 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_and_state_are_out_of_reach_of_other_users() {
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let d = Daemon::start_with_network("", &[]);
+    // The trees sit in the test's private tempdir: open it as /var/lib and
+    // /run are, or the walk below would prove nothing.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the test dir");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = import_hostile_image(&d, tmp.path());
+    let mut rt = d.runtime().await;
+    let mut pc = pod_config("private");
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let mut c = container("holder", &["sleep", "3600"], Default::default());
+    c.image = Some(cri::ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    c.envs = vec![cri::KeyValue {
+        key: "DB_PASSWORD".into(),
+        value: "hunter2".into(),
+    }];
+    let id = run(&mut rt, &pod, &pc, c).await;
+    let (code, out, err) = sh(&mut rt, &id, "cat /proc/self/environ").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DB_PASSWORD=hunter2"), "{out}");
+
+    let (root, state, runtime) = (
+        d.dir.path().join("root"),
+        d.state_dir(),
+        d.dir.path().join("runtime"),
+    );
+    let config_json = state.join("containers").join(&id).join("config.json");
+    let mode = std::fs::metadata(&config_json)
+        .expect("config.json")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", config_json.display());
+    let paths = walk(&[root.clone(), state.clone(), runtime]);
+    assert!(
+        paths
+            .iter()
+            .any(|(p, t)| t.is_char_device() && p.ends_with("dev/mem")),
+        "the walk did not meet the image's device node: it proves nothing"
+    );
+    assert!(
+        paths.iter().any(|(p, _)| p.ends_with("bin/suid-busybox")),
+        "the walk did not meet the image's setuid file"
+    );
+    // One test line per path: d (dir: listable or enterable?), s (socket:
+    // connectable?), f (anything else: readable or writable?).
+    let mut script = String::new();
+    for (p, t) in &paths {
+        let kind = if t.is_symlink() {
+            continue;
+        } else if t.is_dir() {
+            'd'
+        } else if t.is_socket() {
+            's'
+        } else {
+            'f'
+        };
+        script.push_str(&format!("{kind} {}\n", p.display()));
+    }
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args([
+            "sh",
+            "-c",
+            r#"while read -r k p; do
+                 case $k in
+                   d) if [ -r "$p" ]; then echo "listable $p"; fi
+                      if [ -x "$p" ]; then echo "enterable $p"; fi ;;
+                   s) if [ -w "$p" ]; then echo "connectable $p"; fi ;;
+                   f) if [ -r "$p" ] || [ -w "$p" ]; then echo "open $p"; fi ;;
+                 esac
+               done"#,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("feed paths");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "the uid 65534 check failed to run");
+    let traversable = [
+        format!("enterable {}", state.display()),
+        format!("enterable {}", state.join("pods").display()),
+        format!("enterable {}", state.join("containers").display()),
+    ];
+    let reached = String::from_utf8_lossy(&o.stdout).into_owned();
+    let leaks: Vec<&str> = reached
+        .lines()
+        .filter(|l| !traversable.iter().any(|t| t == l))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} of {} paths are within reach of uid 65534:\n{}",
+        leaks.len(),
+        paths.len(),
+        leaks.join("\n")
+    );
+}
