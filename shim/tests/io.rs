@@ -180,3 +180,63 @@ async fn attach_to_stdin_of_a_process_without_stdin_is_refused() {
     h.wait("").await;
     h.delete("").await.expect("delete");
 }
+
+/// Waits (bounded by the hang guard) until `h`'s bundle file `name` holds
+/// `text`.
+async fn wait_for_text(h: &Harness, name: &str, text: &str) {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    while !h.read(name).contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text:?} never reached {name}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_deleted_log_stays_deleted_until_reopen_log() {
+    let h = Harness::new(
+        "deleted",
+        &["sh", "-c", "while true; do echo tick; sleep 0.05; done"],
+    )
+    .await;
+    let log = h.crilog("c.log");
+    h.create(&log, &log, false).await.expect("create");
+    h.start("").await.expect("start");
+    let path = h.bundle().join("c.log");
+    wait_for_text(&h, "c.log", "tick").await;
+    std::fs::remove_file(&path).expect("delete the log");
+    // Well past the shim's once-a-second check, with output flowing.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert!(!path.exists(), "the shim recreated the deleted log itself");
+    h.io_client()
+        .reopen_log(
+            ctx(),
+            &ReopenLogRequest {
+                id: h.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("reopen");
+    wait_for_text(&h, "c.log", "tick").await;
+    h.kill("", 9).await.expect("kill");
+    h.wait("").await;
+    h.delete("").await.expect("delete");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_symlink_at_the_log_path_is_not_followed() {
+    let h = Harness::new("symlog", &["sh", "-c", "echo through-the-link"]).await;
+    let victim = h.bundle().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write victim");
+    std::os::unix::fs::symlink(&victim, h.bundle().join("c.log")).expect("plant symlink");
+    let log = h.crilog("c.log");
+    let e = h
+        .create(&log, &log, false)
+        .await
+        .expect_err("created with a symlink at the log path");
+    assert_eq!(code(&e), Code::INVALID_ARGUMENT, "{e:?}");
+    assert_eq!(h.read("victim"), "precious\n");
+}
