@@ -594,6 +594,29 @@ async fn update_container_resources_changes_live_limits_and_status() {
     assert_eq!(now.memory_limit_in_bytes, 128 << 20);
     assert_eq!(now.cpu_shares, 512, "fields not in the update are kept");
 
+    // oom_score_adj, which runtimes cannot change live, reaches the
+    // container's process (written by the daemon through a pidfd).
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            oom_score_adj: 500,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update oom_score_adj");
+    let r = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "cat /proc/$(pidof sleep)/oom_score_adj"],
+        0,
+    )
+    .await
+    .expect("read oom_score_adj");
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "500", "{r:?}");
+    assert_eq!(res(status(&mut rt, &id).await).oom_score_adj, 500);
+
     // Invalid values change nothing.
     let e = rt
         .update_container_resources(cri::UpdateContainerResourcesRequest {
@@ -1064,6 +1087,30 @@ async fn bad_container_requests_get_clear_statuses() {
     .expect_err("duplicate name");
     assert_eq!(e.code(), tonic::Code::AlreadyExists);
     assert!(e.message().contains(&first), "{}", e.message());
+    // A log path that would leave the pod's log directory is refused
+    // before anything is made: nothing is written there, the name is free.
+    let outside = d.dir.path().join("escaped.log");
+    for log_path in [
+        "../../escaped.log".to_string(),
+        outside.display().to_string(),
+    ] {
+        let mut c = container("logesc", BUSYBOX, &["true"]);
+        c.log_path = log_path.clone();
+        let e = create(&mut rt, &pod_id, &pod_cfg, c)
+            .await
+            .expect_err("log path outside the log directory");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{log_path}: {e:?}");
+        assert!(e.message().contains("log_path"), "{}", e.message());
+    }
+    assert!(!outside.exists(), "a log was made outside");
+    create(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container("logesc", BUSYBOX, &["true"]),
+    )
+    .await
+    .expect("the refused container left its name free");
     let e = rt
         .start_container(cri::StartContainerRequest {
             container_id: "missing".into(),
