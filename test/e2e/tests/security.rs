@@ -523,6 +523,94 @@ async fn seccomp_runtime_default_blocks_what_the_default_profile_blocks() {
     assert!(out.contains('0'), "unconfined is filtered: {out}");
 }
 
+/// What an exec'd shell prints about its seccomp filter: the mode from
+/// /proc/self/status and whether `unshare -U` (refused by both profiles
+/// below) got through.
+const SHOW_FILTER: &str =
+    "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null; echo unshare-rc=$?";
+
+fn assert_filtered(what: &str, out: &str) {
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Seccomp:") && l.trim_end().ends_with('2')),
+        "{what}: not in seccomp filter mode: {out}"
+    );
+    assert!(
+        out.contains("unshare-rc=") && !out.contains("unshare-rc=0"),
+        "{what}: unshare -U got through: {out}"
+    );
+}
+
+/// With `allowPrivilegeEscalation: false` (no_new_privs, which Pod
+/// Security "restricted" requires) the filter is loaded last, right before
+/// exec; every process the container gets, ExecSync and streaming Exec
+/// with and without a tty included, must carry it, for RuntimeDefault and
+/// for a Localhost profile alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_processes_carry_the_seccomp_filter_under_no_new_privs() {
+    use carapace_e2e::spdy_client;
+    use cri::security_profile::ProfileType;
+    let (d, mut rt, pod, pc) = setup("nnpseccomp").await;
+    let localhost = d.dir.path().join("deny-unshare.json");
+    std::fs::write(
+        &localhost,
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}]
+        })
+        .to_string(),
+    )
+    .expect("write the Localhost profile");
+    for (name, t, r) in [
+        ("default", ProfileType::RuntimeDefault, String::new()),
+        (
+            "localhost",
+            ProfileType::Localhost,
+            localhost.display().to_string(),
+        ),
+    ] {
+        let sc = cri::LinuxContainerSecurityContext {
+            no_new_privs: true,
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r,
+            }),
+            ..Default::default()
+        };
+        let id = run(&mut rt, &pod, &pc, container(name, &["sleep", "300"], sc)).await;
+        let (_, out, _) = sh(&mut rt, &id, SHOW_FILTER).await;
+        assert_filtered(&format!("{name}: ExecSync"), &out);
+        for tty in [false, true] {
+            let u = rt
+                .exec(cri::ExecRequest {
+                    container_id: id.clone(),
+                    cmd: vec!["sh".into(), "-c".into(), SHOW_FILTER.into()],
+                    tty,
+                    stdin: tty,
+                    stdout: true,
+                    stderr: !tty,
+                })
+                .await
+                .expect("exec url")
+                .into_inner()
+                .url;
+            // A terminal comes with stdin and a size, as kubectl sends.
+            let (channels, size): (&[&str], _) = if tty {
+                (&["error", "stdin", "stdout", "resize"], Some((80, 24)))
+            } else {
+                (&["error", "stdout", "stderr"], None)
+            };
+            let o = spdy_client::exec(&u, &["v4.channel.k8s.io"], channels, b"", size)
+                .await
+                .expect("stream");
+            assert_filtered(
+                &format!("{name}: streaming Exec tty={tty}"),
+                &o.text("stdout").replace('\r', ""),
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_shares_its_pid_namespace_only_when_asked() {
     require_registry();
