@@ -41,9 +41,15 @@ pub enum ImageCommand {
         /// node in the process list; use --username with --password-stdin.
         #[arg(long, conflicts_with_all = ["username", "password"])]
         user: Option<String>,
-        /// A bearer token for the registry.
-        #[arg(long)]
+        /// A bearer token for the registry. Kept for old scripts: it is
+        /// visible to every user of the node in the process list; use
+        /// --token-file.
+        #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
+        /// Read the registry's bearer token from this file: its first
+        /// line, without the line end.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Import every image of an OCI image archive or a `docker save`
     /// tarball (plain or gzip), for machines without registry access.
@@ -109,6 +115,28 @@ impl Login {
     }
 }
 
+/// The bearer token from `--token-file` (first line) or `--token` (with a
+/// warning: it is in /proc/PID/cmdline for every user to read); empty for
+/// none.
+fn registry_token(argv: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    match (argv, file) {
+        (_, Some(path)) => {
+            let f = std::fs::File::open(&path)
+                .with_context(|| format!("open token file {}", path.display()))?;
+            read_password(std::io::BufReader::new(f))
+                .with_context(|| format!("read token file {}", path.display()))
+        }
+        (Some(token), None) => {
+            eprintln!(
+                "warning: --token shows the token to every user of this node (in the \
+                 process list); use --token-file"
+            );
+            Ok(token)
+        }
+        (None, None) => Ok(String::new()),
+    }
+}
+
 /// A password as `docker login --password-stdin` takes it: the first line,
 /// without its `\n` (or `\r\n`). An empty one is refused, since it is
 /// almost certainly a mistake (nothing piped in).
@@ -139,7 +167,9 @@ pub async fn run(cmd: ImageCommand, socket: &Path) -> anyhow::Result<()> {
             password_file,
             user,
             token,
+            token_file,
         } => {
+            let token = registry_token(token, token_file)?;
             let source = match (username, password_stdin, password_file, user) {
                 (Some(name), true, _, _) => Login::Stdin(name),
                 (Some(name), false, Some(file), _) => Login::File(name, file),
@@ -151,7 +181,7 @@ pub async fn run(cmd: ImageCommand, socket: &Path) -> anyhow::Result<()> {
                 image,
                 username,
                 password,
-                registry_token: token.unwrap_or_default(),
+                registry_token: token,
                 ..Default::default()
             };
             let mut stream = images.pull(ctx(), &req).await.context("pull")?;
@@ -357,11 +387,13 @@ mod tests {
                 password_file,
                 user,
                 token,
+                token_file,
             }) => {
                 assert_eq!(image, "reg/app:v1");
                 assert_eq!(username.as_deref(), Some("u"));
                 assert!(password_stdin);
                 assert_eq!((password_file, user, token), (None, None, None));
+                assert_eq!(token_file, None);
             }
             Ok(_) => panic!("not a pull"),
             Err(e) => panic!("{e}"),
@@ -371,6 +403,19 @@ mod tests {
             parse(&["pull", "--user", "u:p", "x"]).is_ok(),
             "the old form"
         );
+    }
+
+    #[test]
+    fn the_token_comes_from_a_file_or_the_old_flag() {
+        let d = tempfile::tempdir().expect("tmp");
+        let f = d.path().join("token");
+        std::fs::write(&f, "s3cr3t\n").expect("write");
+        assert_eq!(registry_token(None, Some(f)).expect("file"), "s3cr3t");
+        assert_eq!(registry_token(Some("t".into()), None).expect("argv"), "t");
+        assert_eq!(registry_token(None, None).expect("none"), "");
+        assert!(registry_token(None, Some(d.path().join("missing"))).is_err());
+        assert!(parse(&["pull", "--token", "t", "--token-file", "/t", "x"]).is_err());
+        assert!(parse(&["pull", "--token-file", "/t", "x"]).is_ok());
     }
 
     #[test]
