@@ -14,7 +14,7 @@ use crate::sandbox::run::{new_id, now_ns};
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
 use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
 
-use super::registry::Containers;
+use super::registry::{Container, Containers};
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
 use super::userns::PodUserns;
 use super::{logs, ContainerError, ContainerRecord, Phase};
@@ -316,20 +316,24 @@ pub async fn create(
         additional_gids: Vec::new(),
         config,
     };
-    if let Err(e) = cs.store.put(crate::store::Kind::Container, &id, &rec) {
-        cs.release_name(&name, &id);
-        return Err(e.into());
-    }
-    let c = cs.insert(rec.clone());
+    let c = match cs.create(rec.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            cs.release_name(&name, &id);
+            return Err(e);
+        }
+    };
     drop(lease);
     if let Err(e) = cs.images.collect_owed(&cs.chain_ids_in_use()).await {
         tracing::warn!(error = %e, "deferred image garbage collection");
     }
     let op = c.op.lock().await;
-    let built = build(cs, &pod, &image, &mut rec).await;
+    // Until it is Created, only this call (holding the op lock) writes the
+    // record: its copy `rec` is the record.
+    let built = build(cs, &c, &pod, &image, &mut rec).await;
     match built {
         Ok(()) => {
-            cs.save(&c, rec)?;
+            cs.update(&c, |r| *r = rec)?;
             drop(op);
             tracing::info!(container = %id, pod = %pod.id, name = %name, "container created");
             Ok(id)
@@ -337,7 +341,7 @@ pub async fn create(
         Err(e) => {
             tracing::warn!(container = %id, error = %e, "container creation failed; cleaning up");
             rec.phase = Phase::Removing;
-            let _ = cs.save(&c, rec.clone());
+            let _ = cs.update(&c, |r| *r = rec.clone());
             if let Err(te) = super::remove::teardown(cs, &rec).await {
                 tracing::error!(container = %id, error = %te, "cleanup of failed container");
                 return Err(e);
@@ -352,6 +356,7 @@ pub async fn create(
 /// The steps after the record exists.
 async fn build(
     cs: &Containers,
+    c: &Container,
     pod: &SandboxRecord,
     image: &crate::image::ImageRecord,
     rec: &mut ContainerRecord,
@@ -472,8 +477,9 @@ async fn build(
     }
     let address = shim_client::launch(&cs.sandboxes.launch(&rec.id, &rec.bundle)).await?;
     rec.shim_address = address.clone();
-    cs.store
-        .put(crate::store::Kind::Container, &rec.id, &*rec)?;
+    // Recorded before the shim is used: a crash from here on finds the
+    // shim (and what the build made so far) to tear down.
+    cs.update(c, |r| *r = rec.clone())?;
     let shim = Shim::connect(&address).await?;
     let log = if rec.log_path.as_os_str().is_empty() {
         String::new()

@@ -80,6 +80,39 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// A record of container `id` in `phase`, for unit tests.
+    #[cfg(test)]
+    pub fn for_test(id: &str, phase: Phase) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: "p".into(),
+            config: Default::default(),
+            image_id: String::new(),
+            image_name: String::new(),
+            chain_ids: Vec::new(),
+            phase,
+            created_at: 1,
+            started_at: 2,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            oom_killed: false,
+            pid: 42,
+            bundle: Default::default(),
+            data: Default::default(),
+            log_path: Default::default(),
+            shim_address: String::new(),
+            runtime_binary: Default::default(),
+            runtime_root: Default::default(),
+            cgroups_path: String::new(),
+            stop_signal: "SIGTERM".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        }
+    }
+
     /// kubelet's unique name for a container in a pod.
     pub fn name_key(config: &cri::ContainerConfig, pod: &cri::PodSandboxConfig) -> String {
         let m = config.metadata.clone().unwrap_or_default();

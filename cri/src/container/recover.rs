@@ -12,10 +12,33 @@ use crate::store::Kind;
 use super::registry::Containers;
 use super::{ContainerError, ContainerRecord, Phase};
 
+/// Records in `rec` the end of a container that ended while the daemon
+/// was down: the status its shim kept, or, with the shim gone, an unknown
+/// exit (255), as containerd reports one.
+fn record_end_while_down(rec: &mut ContainerRecord, state: Option<&api::StateResponse>) {
+    rec.phase = Phase::Exited;
+    match state {
+        Some(s) if s.status.enum_value() == Ok(api::Status::STOPPED) => {
+            rec.exit_code = s.exit_status as i32;
+            rec.finished_at = s
+                .exited_at
+                .as_ref()
+                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                .unwrap_or_else(crate::sandbox::run::now_ns);
+        }
+        _ => {
+            rec.exit_code = 255;
+            rec.finished_at = crate::sandbox::run::now_ns();
+            rec.message = "shim is gone; exit status unknown".into();
+        }
+    }
+    rec.reason = super::start::reason(rec.exit_code, rec.oom_killed).into();
+}
+
 /// Recovers every stored container. Run after the pods are recovered.
 pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
     let records: Vec<(String, ContainerRecord)> = cs.store.list(Kind::Container)?;
-    for (id, mut rec) in records {
+    for (id, rec) in records {
         let name_key = cs
             .sandboxes
             .get(&rec.sandbox_id)
@@ -25,9 +48,9 @@ pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
             Phase::Creating | Phase::Removing => {
                 if let Err(e) = super::remove::teardown(cs, &rec).await {
                     tracing::error!(container = %id, error = %e, "cleanup after restart failed; kept for RemoveContainer");
-                    rec.phase = Phase::Removing;
                     let _ = cs.reserve_name(&name_key, &id);
-                    cs.insert(rec);
+                    let c = cs.insert(rec);
+                    cs.update(&c, |r| r.phase = Phase::Removing)?;
                 }
             }
             Phase::Created | Phase::Running => {
@@ -43,32 +66,13 @@ pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
                     .as_ref()
                     .map(|s| s.status.enum_value() == Ok(api::Status::CREATED))
                     .unwrap_or(false);
-                if rec.phase == Phase::Running && !running
-                    || rec.phase == Phase::Created && !created
-                {
-                    rec.phase = Phase::Exited;
-                    match state {
-                        Some(s) if s.status.enum_value() == Ok(api::Status::STOPPED) => {
-                            rec.exit_code = s.exit_status as i32;
-                            rec.finished_at = s
-                                .exited_at
-                                .as_ref()
-                                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
-                                .unwrap_or_else(crate::sandbox::run::now_ns);
-                        }
-                        _ => {
-                            rec.exit_code = 255;
-                            rec.finished_at = crate::sandbox::run::now_ns();
-                            rec.message = "shim is gone; exit status unknown".into();
-                        }
-                    }
-                    rec.reason = super::start::reason(rec.exit_code, rec.oom_killed).into();
-                    cs.store.put(Kind::Container, &id, &rec)?;
-                }
-                let phase = rec.phase;
+                let ended = rec.phase == Phase::Running && !running
+                    || rec.phase == Phase::Created && !created;
                 let _ = cs.reserve_name(&name_key, &id);
                 let c = cs.insert(rec);
-                if phase == Phase::Running {
+                if ended {
+                    cs.update(&c, |r| record_end_while_down(r, state.as_ref()))?;
+                } else if c.record().phase == Phase::Running {
                     super::start::watch(cs.clone(), c);
                 }
             }

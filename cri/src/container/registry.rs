@@ -12,9 +12,15 @@ use crate::store::{Kind, Store};
 use super::{ContainerError, ContainerRecord};
 
 /// One container: its record and the lock its operations take.
+///
+/// The record changes only through [`Containers::update`], which reads,
+/// changes, persists and publishes it under the record's own lock: a copy
+/// taken earlier (by an operation, the exit watcher or the OOM follower)
+/// can never overwrite a newer state.
 #[derive(Debug)]
 pub struct Container {
-    /// Held while an operation changes the container.
+    /// Held for the length of an operation (create, start, stop, remove,
+    /// update), so two operations on one container do not interleave.
     pub op: tokio::sync::Mutex<()>,
     record: RwLock<ContainerRecord>,
     /// Woken whenever the record changes, for callers waiting on a
@@ -29,14 +35,6 @@ impl Container {
             Ok(r) => r.clone(),
             Err(p) => p.into_inner().clone(),
         }
-    }
-
-    fn set(&self, rec: ContainerRecord) {
-        match self.record.write() {
-            Ok(mut r) => *r = rec,
-            Err(p) => *p.into_inner() = rec,
-        }
-        self.changed.notify_waiters();
     }
 
     /// Waits until `done` holds for the record, or `limit` passes;
@@ -118,7 +116,14 @@ impl Containers {
         }
     }
 
-    /// Adds a container to the index.
+    /// Records a new container: written to the store first (a crash from
+    /// here on finds it and rolls it back), then indexed.
+    pub fn create(&self, rec: ContainerRecord) -> Result<Arc<Container>, ContainerError> {
+        self.store.put(Kind::Container, &rec.id, &rec)?;
+        Ok(self.insert(rec))
+    }
+
+    /// Indexes a container whose record is already in the store (recovery).
     pub fn insert(&self, rec: ContainerRecord) -> Arc<Container> {
         let c = Arc::new(Container {
             op: tokio::sync::Mutex::new(()),
@@ -184,15 +189,104 @@ impl Containers {
             .collect()
     }
 
-    /// Writes `rec` to the store, then makes it the container's record.
-    pub fn save(&self, c: &Container, rec: ContainerRecord) -> Result<(), ContainerError> {
-        self.store.put(Kind::Container, &rec.id, &rec)?;
-        let before = c.record().phase;
-        let (id, pod, after) = (rec.id.clone(), rec.sandbox_id.clone(), rec.phase);
-        c.set(rec);
-        for kind in crate::lifecycle::container_transition(Some(before), Some(after)) {
-            self.sandboxes.daemon.events.emit(&id, &pod, kind);
+    /// The one way a container's record changes: under the record's lock
+    /// the current record is read, `change` applied to it, and the result
+    /// written to the store, made the record in memory and published (the
+    /// lifecycle events of its phase change) together. If the store refuses,
+    /// nothing changes. Returns the new record and what `change` returned.
+    pub fn update<T>(
+        &self,
+        c: &Container,
+        change: impl FnOnce(&mut ContainerRecord) -> T,
+    ) -> Result<(ContainerRecord, T), ContainerError> {
+        let (next, out, before) = {
+            let mut guard = c.record.write().unwrap_or_else(|p| p.into_inner());
+            let mut next = guard.clone();
+            let out = change(&mut next);
+            self.store.put(Kind::Container, &next.id, &next)?;
+            let before = guard.phase;
+            *guard = next.clone();
+            (next, out, before)
+        };
+        c.changed.notify_waiters();
+        for kind in crate::lifecycle::container_transition(Some(before), Some(next.phase)) {
+            self.sandboxes
+                .daemon
+                .events
+                .emit(&next.id, &next.sandbox_id, kind);
         }
-        Ok(())
+        Ok((next, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::start::{record_exit, record_oom, tests::KILLED, OOM_KILLED};
+    use crate::container::Phase;
+
+    /// A registry over a real store in `dir`, with no pods.
+    fn registry(dir: &std::path::Path) -> Containers {
+        let config = crate::config::Config {
+            root: dir.join("root"),
+            state: dir.join("state"),
+            ..Default::default()
+        };
+        let store = Arc::new(Store::open(&dir.join("metadata.redb")).expect("store"));
+        let images =
+            Arc::new(Images::open(&config.root, store.clone(), &config.registry).expect("images"));
+        let paths = crate::sandbox::registry::Paths {
+            shim: "carapace-shim".into(),
+            infra: "carapace-infra".into(),
+            pods: dir.join("state/pods"),
+            shim_sockets: dir.join("state/s"),
+            events_address: String::new(),
+        };
+        let daemon = Arc::new(crate::daemon::Daemon::new(config));
+        let sandboxes = Arc::new(Sandboxes::new(daemon, store.clone(), paths));
+        Containers::new(store, sandboxes, images)
+    }
+
+    fn stored(cs: &Containers, id: &str) -> ContainerRecord {
+        cs.store
+            .get::<ContainerRecord>(Kind::Container, id)
+            .expect("read")
+            .expect("stored")
+    }
+
+    /// The lost update of issue 20: the OOM follower used to take a copy
+    /// (Running), the exit watcher recorded the exit, and the follower
+    /// saved its copy over it: RUNNING forever. Through `update` each
+    /// change applies to the current record, in either order.
+    #[test]
+    fn oom_event_and_exit_in_either_order_end_exited_oom_killed_137() {
+        let d = tempfile::tempdir().expect("tmp");
+        let cs = registry(d.path());
+        for (id, oom_first) in [("a", true), ("b", false)] {
+            let c = cs
+                .create(ContainerRecord::for_test(id, Phase::Running))
+                .expect("create");
+            let copy_before = c.record();
+            if oom_first {
+                cs.update(&c, record_oom).expect("oom");
+                cs.update(&c, |r| record_exit(r, KILLED)).expect("exit");
+            } else {
+                cs.update(&c, |r| record_exit(r, KILLED)).expect("exit");
+                cs.update(&c, record_oom).expect("oom");
+            }
+            let now = c.record();
+            assert_eq!(
+                (now.phase, now.reason.as_str(), now.exit_code),
+                (Phase::Exited, OOM_KILLED, 137),
+                "oom first: {oom_first}"
+            );
+            assert_eq!(copy_before.phase, Phase::Running, "the copy is a copy");
+            let on_disk = stored(&cs, id);
+            assert_eq!(
+                (on_disk.phase, on_disk.reason, on_disk.exit_code),
+                (now.phase, now.reason, now.exit_code),
+                "store and memory disagree"
+            );
+        }
     }
 }

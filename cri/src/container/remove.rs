@@ -23,9 +23,7 @@ pub async fn remove(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError
         super::stop::stop(cs, id, 0).await?;
     }
     let _op = c.op.lock().await;
-    let mut rec = c.record();
-    rec.phase = Phase::Removing;
-    cs.save(&c, rec.clone())?;
+    let (rec, ()) = cs.update(&c, |r| r.phase = Phase::Removing)?;
     teardown(cs, &rec).await?;
     cs.forget(&rec.id);
     Ok(())

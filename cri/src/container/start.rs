@@ -7,13 +7,13 @@ use crate::sandbox::run::now_ns;
 use crate::shim_client::Shim;
 
 use super::registry::{Container, Containers};
-use super::{ContainerError, Phase};
+use super::{ContainerError, ContainerRecord, Phase};
 
 /// Starts a created container.
 pub async fn start(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError> {
     let c = cs.get(id)?;
     let _op = c.op.lock().await;
-    let mut rec = c.record();
+    let rec = c.record();
     if rec.phase != Phase::Created {
         return Err(ContainerError::FailedPrecondition(format!(
             "container {} is {:?}, not Created",
@@ -23,34 +23,91 @@ pub async fn start(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError>
     let shim = Shim::connect(&rec.shim_address).await?;
     match shim.start(&rec.id, "").await {
         Ok(pid) => {
-            rec.pid = pid;
-            rec.phase = Phase::Running;
-            rec.started_at = now_ns();
-            cs.save(&c, rec)?;
+            cs.update(&c, |r| {
+                r.pid = pid;
+                r.phase = Phase::Running;
+                r.started_at = now_ns();
+            })?;
             watch(cs.clone(), c.clone());
             Ok(())
         }
         Err(e) => {
             // A process that could not start has ended: report why.
-            rec.phase = Phase::Exited;
-            rec.finished_at = now_ns();
-            rec.exit_code = 128;
-            rec.reason = "StartError".into();
-            rec.message = e.to_string();
-            cs.save(&c, rec)?;
+            cs.update(&c, |r| {
+                r.phase = Phase::Exited;
+                r.finished_at = now_ns();
+                r.exit_code = 128;
+                r.reason = START_ERROR.into();
+                r.message = e.to_string();
+            })?;
             Err(e.into())
         }
     }
 }
 
+/// The CRI reason of a container whose process could not be started.
+pub const START_ERROR: &str = "StartError";
+/// The CRI reason of a container the kernel OOM-killed.
+pub const OOM_KILLED: &str = "OOMKilled";
+
 /// The CRI reason for an exit.
 pub fn reason(exit_code: i32, oom: bool) -> &'static str {
     if oom {
-        "OOMKilled"
+        OOM_KILLED
     } else if exit_code == 0 {
         "Completed"
     } else {
         "Error"
+    }
+}
+
+/// How the exit watcher learnt of an end: the shim's exit status and
+/// time, or nothing (the shim is gone).
+#[derive(Clone, Copy, Debug)]
+pub struct ExitSeen {
+    /// The exit status, or None when the shim is gone.
+    pub status: Option<i32>,
+    /// When, as the shim stamped it (0: unknown).
+    pub at_ns: i64,
+    /// Whether the container's cgroup counted an OOM kill.
+    pub cgroup_oom: bool,
+}
+
+/// Records a running container's exit in `rec` (nothing if it is not
+/// running: a stop, a start error or recovery recorded the end first).
+/// An OOM kill seen before, by event or by the cgroup's count, makes the
+/// reason OOMKilled.
+pub fn record_exit(rec: &mut ContainerRecord, exit: ExitSeen) {
+    if rec.phase != Phase::Running {
+        return;
+    }
+    rec.phase = Phase::Exited;
+    match exit.status {
+        Some(status) => {
+            rec.exit_code = status;
+            // The shim stamps the exit; a process that ends at once can
+            // beat the daemon's own start stamp: never report an exit
+            // before the start.
+            rec.finished_at =
+                if exit.at_ns > 0 { exit.at_ns } else { now_ns() }.max(rec.started_at);
+        }
+        None => {
+            rec.exit_code = 255;
+            rec.finished_at = now_ns();
+            rec.message = "shim is gone; exit status unknown".into();
+        }
+    }
+    rec.oom_killed |= exit.cgroup_oom;
+    rec.reason = reason(rec.exit_code, rec.oom_killed).into();
+}
+
+/// Records an OOM event of the shim in `rec`, whenever it arrives: before
+/// the exit it marks the container for `record_exit`; after it, it turns
+/// an exit the watcher recorded as Error into OOMKilled.
+pub fn record_oom(rec: &mut ContainerRecord) {
+    rec.oom_killed = true;
+    if rec.phase == Phase::Exited && rec.reason != START_ERROR {
+        rec.reason = OOM_KILLED.into();
     }
 }
 
@@ -64,32 +121,17 @@ pub fn watch(cs: Arc<Containers>, c: Arc<Container>) {
             Ok(shim) => shim.wait(&rec.id, "").await.ok(),
             Err(_) => None,
         };
-        let _op = c.op.lock().await;
-        let mut rec = c.record();
-        if rec.phase != Phase::Running {
-            return;
-        }
-        let oom = rec.oom_killed || oom_since_start(&rec);
-        rec.phase = Phase::Exited;
-        match exit {
-            Some(e) => {
-                rec.exit_code = e.status as i32;
-                // The shim stamps the exit; a process that ends at once
-                // can beat the daemon's own start stamp: never report an
-                // exit before the start.
-                rec.finished_at = if e.at_ns > 0 { e.at_ns } else { now_ns() }.max(rec.started_at);
+        let seen = ExitSeen {
+            status: exit.map(|e| e.status as i32),
+            at_ns: exit.map(|e| e.at_ns).unwrap_or(0),
+            cgroup_oom: oom_since_start(&rec),
+        };
+        match cs.update(&c, |r| record_exit(r, seen)) {
+            Ok((r, ())) if r.phase == Phase::Exited => {
+                tracing::info!(container = %r.id, exit_code = r.exit_code, reason = %r.reason, "container exited")
             }
-            None => {
-                rec.exit_code = 255;
-                rec.finished_at = now_ns();
-                rec.message = "shim is gone; exit status unknown".into();
-            }
-        }
-        rec.oom_killed = oom;
-        rec.reason = reason(rec.exit_code, oom).into();
-        tracing::info!(container = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
-        if let Err(e) = cs.save(&c, rec) {
-            tracing::error!(error = %e, "record container exit");
+            Ok(_) => {}
+            Err(e) => tracing::error!(container = %rec.id, error = %e, "record container exit"),
         }
     });
 }
@@ -123,12 +165,115 @@ pub fn follow_oom_events(cs: Arc<Containers>, mut rx: tokio::sync::broadcast::Re
                 continue;
             };
             if let Ok(c) = cs.get(&oom.container_id) {
-                let mut rec = c.record();
-                if !rec.oom_killed {
-                    rec.oom_killed = true;
-                    let _ = cs.save(&c, rec);
+                if let Err(e) = cs.update(&c, record_oom) {
+                    tracing::error!(container = %oom.container_id, error = %e, "record OOM kill");
                 }
             }
         }
     });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn running() -> ContainerRecord {
+        ContainerRecord::for_test("c", Phase::Running)
+    }
+
+    pub(crate) const KILLED: ExitSeen = ExitSeen {
+        status: Some(137),
+        at_ns: 5,
+        cgroup_oom: false,
+    };
+
+    fn ended(r: &ContainerRecord) -> (Phase, &str, i32) {
+        (r.phase, r.reason.as_str(), r.exit_code)
+    }
+
+    #[test]
+    fn an_oom_event_and_the_exit_end_oom_killed_in_either_order() {
+        let mut oom_first = running();
+        record_oom(&mut oom_first);
+        record_exit(&mut oom_first, KILLED);
+        assert_eq!(ended(&oom_first), (Phase::Exited, OOM_KILLED, 137));
+
+        let mut exit_first = running();
+        record_exit(&mut exit_first, KILLED);
+        assert_eq!(ended(&exit_first), (Phase::Exited, "Error", 137));
+        record_oom(&mut exit_first);
+        assert_eq!(ended(&exit_first), (Phase::Exited, OOM_KILLED, 137));
+        assert!(exit_first.oom_killed && oom_first.oom_killed);
+    }
+
+    #[test]
+    fn the_cgroups_oom_count_makes_an_exit_oom_killed_without_the_event() {
+        let mut r = running();
+        record_exit(
+            &mut r,
+            ExitSeen {
+                cgroup_oom: true,
+                ..KILLED
+            },
+        );
+        assert_eq!(ended(&r), (Phase::Exited, OOM_KILLED, 137));
+    }
+
+    #[test]
+    fn an_exit_is_recorded_once_and_never_over_a_stop_or_removal() {
+        let mut r = running();
+        record_exit(&mut r, KILLED);
+        let first = r.finished_at;
+        record_exit(
+            &mut r,
+            ExitSeen {
+                status: Some(0),
+                at_ns: 99,
+                cgroup_oom: false,
+            },
+        );
+        assert_eq!(
+            (ended(&r), r.finished_at),
+            ((Phase::Exited, "Error", 137), first)
+        );
+        let mut removing = running();
+        removing.phase = Phase::Removing;
+        record_exit(&mut removing, KILLED);
+        assert_eq!(removing.phase, Phase::Removing);
+        let mut start_error = running();
+        start_error.phase = Phase::Exited;
+        start_error.reason = START_ERROR.into();
+        record_oom(&mut start_error);
+        assert_eq!(start_error.reason, START_ERROR);
+    }
+
+    #[test]
+    fn a_gone_shim_is_an_unknown_exit_not_a_running_container() {
+        let mut r = running();
+        record_exit(
+            &mut r,
+            ExitSeen {
+                status: None,
+                at_ns: 0,
+                cgroup_oom: false,
+            },
+        );
+        assert_eq!(ended(&r), (Phase::Exited, "Error", 255));
+        assert!(r.message.contains("shim is gone"), "{}", r.message);
+    }
+
+    #[test]
+    fn an_exit_is_never_stamped_before_the_start() {
+        let mut r = running();
+        r.started_at = 1_000;
+        record_exit(
+            &mut r,
+            ExitSeen {
+                status: Some(0),
+                at_ns: 10,
+                cgroup_oom: false,
+            },
+        );
+        assert_eq!((r.finished_at, r.reason.as_str()), (1_000, "Completed"));
+    }
 }

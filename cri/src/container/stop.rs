@@ -37,12 +37,15 @@ pub async fn stop(cs: &Arc<Containers>, id: &str, timeout_secs: i64) -> Result<(
             let _ = shim.kill(&rec.id, "", 9, true).await;
             let exit = shim.wait(&rec.id, "").await.ok();
             let _op = c.op.lock().await;
-            let mut rec = c.record();
-            rec.phase = Phase::Exited;
-            rec.exit_code = exit.map(|e| e.status as i32).unwrap_or(137);
-            rec.finished_at = crate::sandbox::run::now_ns();
-            rec.reason = super::start::reason(rec.exit_code, false).into();
-            cs.save(&c, rec)?;
+            cs.update(&c, |r| {
+                if r.phase != Phase::Created {
+                    return;
+                }
+                r.phase = Phase::Exited;
+                r.exit_code = exit.map(|e| e.status as i32).unwrap_or(137);
+                r.finished_at = crate::sandbox::run::now_ns();
+                r.reason = super::start::reason(r.exit_code, r.oom_killed).into();
+            })?;
             return Ok(());
         }
         _ => return Ok(()),

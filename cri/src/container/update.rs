@@ -217,7 +217,7 @@ pub async fn update(
 ) -> Result<(), ContainerError> {
     let c = cs.get(id)?;
     let _op = c.op.lock().await;
-    let mut rec = c.record();
+    let rec = c.record();
     let old = rec
         .config
         .linux
@@ -269,11 +269,12 @@ pub async fn update(
             )));
         }
     }
-    rec.config
-        .linux
-        .get_or_insert_with(Default::default)
-        .resources = Some(merged);
-    cs.save(&c, rec)?;
+    cs.update(&c, |r| {
+        r.config
+            .linux
+            .get_or_insert_with(Default::default)
+            .resources = Some(merged);
+    })?;
     Ok(())
 }
 
