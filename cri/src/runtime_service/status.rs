@@ -66,7 +66,7 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
         }
         info.insert("podCIDR".to_string(), d.pod_cidr());
     }
-    let runtime_handlers = cfg
+    let mut runtime_handlers: Vec<cri::RuntimeHandler> = cfg
         .runtime_handlers
         .iter()
         .map(|(name, h)| cri::RuntimeHandler {
@@ -81,6 +81,19 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
             }),
         })
         .collect();
+    // CRI: "an empty string denotes the default handler". kubelet and
+    // critest look the default's features up under "" (containerd lists
+    // it there too, first).
+    if let Some(default) = runtime_handlers
+        .iter()
+        .find(|h| h.name == cfg.default_runtime_handler)
+    {
+        let unnamed = cri::RuntimeHandler {
+            name: String::new(),
+            features: default.features,
+        };
+        runtime_handlers.insert(0, unnamed);
+    }
     Ok(cri::StatusResponse {
         status: Some(cri::RuntimeStatus {
             conditions: vec![runtime_cond, network_cond],
@@ -244,7 +257,16 @@ mod tests {
         let r = handle(&d, cri::StatusRequest { verbose: false }).expect("status");
         assert!(conds(&r).iter().all(|c| c.1), "{:?}", conds(&r));
         assert!(r.info.is_empty());
-        assert_eq!(r.runtime_handlers.len(), 1);
+        let names: Vec<&str> = r.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["", "carapace"],
+            "the default is listed under \"\" too"
+        );
+        assert_eq!(
+            r.runtime_handlers[0].features,
+            r.runtime_handlers[1].features
+        );
     }
 
     #[test]

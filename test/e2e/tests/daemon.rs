@@ -68,6 +68,16 @@ async fn network_becomes_ready_when_a_cni_config_appears() {
         .into_inner();
     assert_eq!(ready(&s, "NetworkReady"), Some((true, String::new())));
     assert!(s.runtime_handlers.iter().any(|h| h.name == "carapace"));
+    // The default handler is listed under "" as well (kubelet and critest
+    // look its features up there), with the default's features.
+    let features = |name: &str| {
+        s.runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.features)
+    };
+    assert!(features("").is_some(), "{:?}", s.runtime_handlers);
+    assert_eq!(features(""), features("carapace"));
 }
 
 #[tokio::test(flavor = "current_thread")]
