@@ -236,3 +236,47 @@ fn hooks_run_at_their_stages_with_the_state() {
     assert!(err.contains("hook-broke"), "{err}");
     assert!(!b.state.join(&id).exists());
 }
+
+/// A runtime never hangs: when cgroup setup fails (here a hugepage limit
+/// of a page size no machine has), `create` fails at once with a message
+/// and leaves no container, state or process behind. It used to wait
+/// forever for its child, which kept the parent's end of their channel.
+#[test]
+fn a_cgroup_setup_failure_fails_create_fast_and_leaves_nothing() {
+    let mut b = Bundle::new("cgfail", &["true"]);
+    b.config["linux"]["resources"]["hugepageLimits"] =
+        json!([{"pageSize": "3MB", "limit": 1048576}]);
+    b.write();
+    let id = b.id("c");
+    let mut child = b
+        .cmd()
+        .args(["create", "--bundle", b.path().to_str().expect("utf8"), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run create");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("create hung on a cgroup setup failure");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(!status.success(), "create succeeded");
+    assert!(
+        err.contains("hugetlb") || err.contains("hugepage") || err.contains("3MB"),
+        "{err}"
+    );
+    assert!(
+        !b.rt(&["state", &id]).status.success(),
+        "container left behind"
+    );
+}

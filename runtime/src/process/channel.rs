@@ -44,6 +44,18 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// Close this end's copy in a forked child (which inherited it): a
+    /// child that keeps the parent's end open never reads end-of-file when
+    /// the parent gives up, and the parent's wait for it would hang.
+    pub fn close_inherited(fd: std::os::fd::RawFd) {
+        let _ = nix::unistd::close(fd);
+    }
+
+    /// The raw fd, for [`Channel::close_inherited`] in a forked child.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// A connected pair, both ends close-on-exec.
     pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = socket::socketpair(

@@ -204,7 +204,9 @@ fn create_in(
         preserve_fds: o.preserve_fds,
         caller_oom_score_adj: caller_oom,
     };
+    let parent_fd = parent_ch.raw_fd();
     let stage1 = super::fork_child(|| {
+        Channel::close_inherited(parent_fd);
         super::stage1(&child_ch, &plan, offsets.as_deref(), || {
             init::run(&child_ch, cx)
         })

@@ -85,7 +85,11 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
             Err(e) => super::child_fail(&child_ch, &e),
         }
     };
-    let stage1 = super::fork_child(|| super::stage1(&child_ch, &plan, None, exec_child))?;
+    let parent_fd = parent_ch.raw_fd();
+    let stage1 = super::fork_child(|| {
+        Channel::close_inherited(parent_fd);
+        super::stage1(&child_ch, &plan, None, exec_child)
+    })?;
     drop(child_ch);
     let mut pid = None;
     let r = (|| -> Result<()> {
