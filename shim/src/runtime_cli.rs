@@ -120,7 +120,10 @@ impl RuntimeCli {
         }
         args.push(id.into());
         args.push(signal.to_string().into());
-        self.run(args, None).await.map(drop)
+        self.run(args, None)
+            .await
+            .map(drop)
+            .map_err(|e| gone_as_not_found(id, e))
     }
 
     /// `delete [--force] ID`.
@@ -130,7 +133,10 @@ impl RuntimeCli {
             args.push("--force".into());
         }
         args.push(id.into());
-        self.run(args, None).await.map(drop)
+        self.run(args, None)
+            .await
+            .map(drop)
+            .map_err(|e| gone_as_not_found(id, e))
     }
 
     /// `pause ID`.
@@ -295,6 +301,34 @@ impl RuntimeCli {
     }
 }
 
+/// What runc-compatible runtimes say, in words, when the container or its
+/// process is already gone (runc: "container does not exist", "container
+/// not running", "process already finished"; crun: "container `x` does not
+/// exist"; the kernel's "no such process").
+const GONE: [&str; 4] = [
+    "does not exist",
+    "not running",
+    "process already finished",
+    "no such process",
+];
+
+/// The runtime CLI speaks text; the shim's callers get codes. A runtime
+/// error saying the container or process is already gone becomes NotFound
+/// here, the one place those words are read, so teardown can treat it as
+/// done without matching messages across the daemon ↔ shim protocol.
+fn gone_as_not_found(id: &str, e: Error) -> Error {
+    match &e {
+        Error::Runtime { message, .. }
+            if GONE
+                .iter()
+                .any(|w| message.to_ascii_lowercase().contains(w)) =>
+        {
+            Error::NotFound(format!("container {id:?} is gone: {e}"))
+        }
+        _ => e,
+    }
+}
+
 /// Adds `--console-socket S` for a process created with a terminal.
 fn push_console(args: &mut Vec<OsString>, console_socket: Option<&Path>) {
     if let Some(s) = console_socket {
@@ -348,6 +382,25 @@ fn parse_last_error(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runtime_saying_the_container_is_gone_is_not_found() {
+        let runtime = |m: &str| Error::Runtime {
+            command: "carapace-runtime kill".into(),
+            message: m.into(),
+        };
+        for m in [
+            "container abc does not exist",
+            "container not running",
+            "os: process already finished",
+            "kill: No such process",
+        ] {
+            let e = gone_as_not_found("abc", runtime(m));
+            assert!(matches!(e, Error::NotFound(_)), "{m}: {e:?}");
+        }
+        let other = gone_as_not_found("abc", runtime("permission denied"));
+        assert!(matches!(other, Error::Runtime { .. }), "{other:?}");
+    }
 
     #[test]
     fn last_error_line_of_the_json_log_is_the_message() {

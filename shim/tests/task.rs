@@ -456,3 +456,39 @@ async fn a_vanished_log_directory_does_not_stall_the_container() {
     assert_eq!(h.wait("").await.exit_status, 0);
     h.delete("").await.expect("delete");
 }
+
+/// Teardown converges when the runtime's container is already gone (a
+/// delete a crash interrupted, a runtime state lost): kill --all answers
+/// NotFound (the daemon's code for "already done") and Delete finishes,
+/// instead of an Internal error that kept pods terminating forever.
+#[tokio::test(flavor = "current_thread")]
+async fn kill_and_delete_converge_when_the_runtimes_container_is_gone() {
+    let h = Harness::new("gone", &["true"]).await;
+    h.create("", "", false).await.expect("create");
+    h.start("").await.expect("start");
+    h.wait("").await;
+    let out = std::process::Command::new(common::runtime_bin())
+        .arg("--root")
+        .arg(h.bundle().join("state"))
+        .args(["delete", "--force", &h.id])
+        .output()
+        .expect("runtime delete");
+    assert!(out.status.success(), "{out:?}");
+    let req = api::KillRequest {
+        id: h.id.clone(),
+        signal: 9,
+        all: true,
+        ..Default::default()
+    };
+    let e = h
+        .client()
+        .kill(common::ctx(), &req)
+        .await
+        .expect_err("kill --all of a container the runtime forgot");
+    assert_eq!(code(&e), Code::NOT_FOUND, "{e:?}");
+    h.delete("").await.expect("delete converges");
+    assert_eq!(
+        code(&h.state("").await.expect_err("state after delete")),
+        Code::NOT_FOUND
+    );
+}

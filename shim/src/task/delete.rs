@@ -41,7 +41,14 @@ impl TaskService {
         // which kills its waiting init.
         let force = c.init.is_live();
         drop(st);
-        cli.delete(&req.id, force).await?;
+        match cli.delete(&req.id, force).await {
+            Ok(()) => {}
+            // The runtime's container is already gone (a delete that a
+            // crash interrupted, or a runtime state lost): the rest of the
+            // teardown still runs, so a repeated Delete converges.
+            Err(Error::NotFound(e)) => log::warn!("delete {}: {e}", req.id),
+            Err(e) => return Err(e),
+        }
         if force {
             // The init was killed by the delete: wait for its reaping.
             let rx = {
