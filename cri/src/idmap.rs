@@ -67,6 +67,31 @@ pub fn root_ids(u: &cri::UserNamespace) -> (u32, u32) {
     (host0(&u.uids), host0(&u.gids))
 }
 
+/// The user namespace a pod (or container) asks for, None for the host's
+/// (no options, or mode NODE). Only POD is supported, with one mapping
+/// each of uids and gids from container ID 0 ([`check_mappings`]), as the
+/// CRI says (CONTAINER and TARGET are not user namespace modes). Shared
+/// by RunPodSandbox and the container spec, so both refuse alike.
+pub fn requested_userns(
+    opts: Option<&cri::UserNamespace>,
+) -> Result<Option<&cri::UserNamespace>, String> {
+    let Some(u) = opts else {
+        return Ok(None);
+    };
+    match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Node) => Ok(None),
+        Ok(cri::NamespaceMode::Pod) => {
+            check_mappings(u)?;
+            Ok(Some(u))
+        }
+        Ok(m) => Err(format!(
+            "unsupported user namespace mode {}",
+            m.as_str_name()
+        )),
+        Err(_) => Err(format!("unknown user namespace mode {}", u.mode)),
+    }
+}
+
 /// The mappings a pod user namespace accepts, as kubelet sends them and
 /// containerd checks them: one uid and one gid range, each mapping the
 /// container's ID 0, of a non-zero length that does not wrap.

@@ -4,12 +4,15 @@
 //! call.
 
 pub mod admin;
+pub mod cgroup_limits;
+pub mod clock;
 pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod events;
 pub mod grpc;
 pub mod idmap;
+pub mod ids;
 pub mod image;
 pub mod image_service;
 pub mod lifecycle;
@@ -17,8 +20,10 @@ pub mod logging;
 pub mod metrics;
 pub mod namespaces;
 pub mod network;
+pub mod pod;
 pub mod private;
 pub mod prometheus;
+pub mod runtime_handler;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod server;

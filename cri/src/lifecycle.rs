@@ -1,7 +1,9 @@
 //! Lifecycle events of pods and containers, as they happen: what
 //! GetContainerEvents streams to kubelet's evented PLEG. The registries
 //! emit one whenever a record's phase changes in a way kubelet cares
-//! about, so no operation can forget to.
+//! about, so no operation can forget to; which changes those are is said
+//! beside each phase (`container::lifecycle_events`,
+//! `sandbox::lifecycle_events`).
 
 use k8s_cri::v1 as cri;
 use tokio::sync::broadcast;
@@ -45,7 +47,7 @@ impl Events {
             container_id: container_id.to_string(),
             sandbox_id: sandbox_id.to_string(),
             kind,
-            at_ns: crate::sandbox::run::now_ns(),
+            at_ns: crate::clock::now_ns(),
         });
     }
 
@@ -55,92 +57,10 @@ impl Events {
     }
 }
 
-/// The events a container's phase change means (see
-/// [`crate::container::Phase`]): none for a change kubelet does not see.
-pub fn container_transition(
-    before: Option<crate::container::Phase>,
-    after: Option<crate::container::Phase>,
-) -> Vec<cri::ContainerEventType> {
-    use crate::container::Phase as P;
-    use cri::ContainerEventType as E;
-    match (before, after) {
-        (Some(P::Creating), Some(P::Created)) => vec![E::ContainerCreatedEvent],
-        (Some(P::Created), Some(P::Running)) => vec![E::ContainerStartedEvent],
-        (Some(P::Created | P::Running), Some(P::Exited)) => vec![E::ContainerStoppedEvent],
-        // A container kubelet saw (anything past Creating) disappears.
-        (Some(P::Created | P::Running | P::Exited | P::Removing), None) => {
-            vec![E::ContainerDeletedEvent]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The events a pod's phase change means: a pod is created and started at
-/// once (its infra process runs when RunPodSandbox answers).
-pub fn sandbox_transition(
-    before: Option<crate::sandbox::Phase>,
-    after: Option<crate::sandbox::Phase>,
-) -> Vec<cri::ContainerEventType> {
-    use crate::sandbox::Phase as P;
-    use cri::ContainerEventType as E;
-    match (before, after) {
-        (Some(P::Creating), Some(P::Ready)) => {
-            vec![E::ContainerCreatedEvent, E::ContainerStartedEvent]
-        }
-        (Some(P::Ready), Some(P::NotReady | P::Removing)) => vec![E::ContainerStoppedEvent],
-        (Some(P::Ready | P::NotReady | P::Removing), None) => vec![E::ContainerDeletedEvent],
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::Phase as C;
-    use crate::sandbox::Phase as S;
     use cri::ContainerEventType as E;
-
-    #[test]
-    fn container_phases_map_to_kubelets_events() {
-        let t = container_transition;
-        assert_eq!(
-            t(Some(C::Creating), Some(C::Created)),
-            vec![E::ContainerCreatedEvent]
-        );
-        assert_eq!(
-            t(Some(C::Created), Some(C::Running)),
-            vec![E::ContainerStartedEvent]
-        );
-        assert_eq!(
-            t(Some(C::Running), Some(C::Exited)),
-            vec![E::ContainerStoppedEvent]
-        );
-        assert_eq!(
-            t(Some(C::Created), Some(C::Exited)),
-            vec![E::ContainerStoppedEvent]
-        );
-        assert_eq!(t(Some(C::Removing), None), vec![E::ContainerDeletedEvent]);
-        // Unseen or unchanged: nothing.
-        assert!(t(Some(C::Creating), None).is_empty());
-        assert!(t(Some(C::Running), Some(C::Running)).is_empty());
-        assert!(t(Some(C::Exited), Some(C::Removing)).is_empty());
-    }
-
-    #[test]
-    fn pod_phases_map_to_kubelets_events() {
-        let t = sandbox_transition;
-        assert_eq!(
-            t(Some(S::Creating), Some(S::Ready)),
-            vec![E::ContainerCreatedEvent, E::ContainerStartedEvent]
-        );
-        assert_eq!(
-            t(Some(S::Ready), Some(S::NotReady)),
-            vec![E::ContainerStoppedEvent]
-        );
-        assert_eq!(t(Some(S::NotReady), None), vec![E::ContainerDeletedEvent]);
-        assert!(t(Some(S::Creating), None).is_empty());
-        assert!(t(Some(S::NotReady), Some(S::Removing)).is_empty());
-    }
 
     #[tokio::test]
     async fn every_subscriber_gets_events_in_order() {

@@ -14,7 +14,7 @@ use carapace_cri::container::Containers;
 use carapace_cri::daemon::Daemon;
 use carapace_cri::events::EventsServer;
 use carapace_cri::image::Images;
-use carapace_cri::runtime_service::status::find_binary;
+use carapace_cri::runtime_handler::find_binary;
 use carapace_cri::sandbox::recover::recover;
 use carapace_cri::sandbox::registry::Paths;
 use carapace_cri::sandbox::Sandboxes;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::idmap;
 use crate::image::rootfs;
-use crate::sandbox::run::{new_id, now_ns};
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
 use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
 
@@ -222,7 +222,7 @@ async fn refuse_rro_without_support(
     let binary = pod.runtime_binary.clone();
     // `features` runs the runtime once per binary (then cached).
     let supported =
-        tokio::task::spawn_blocking(move || crate::runtime_service::status::rro_supported(&binary))
+        tokio::task::spawn_blocking(move || crate::runtime_handler::rro_supported(&binary))
             .await
             .unwrap_or(false);
     if supported {
@@ -281,7 +281,8 @@ pub async fn create(
         .images
         .resolve(&image_name)?
         .ok_or_else(|| ContainerError::NotFound(format!("image {image_name:?}")))?;
-    let id = new_id().map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    let id = crate::ids::new_id()
+        .map_err(|e| ContainerError::io("read", crate::ids::RANDOM_SOURCE, e))?;
     let name = ContainerRecord::name_key(&config, &pod.config);
     cs.reserve_name(&name, &id)?;
     let stop_signal = image.runtime_config()["StopSignal"]

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use crate::sandbox::run::new_id;
 use crate::shim_client::{Shim, Stdio};
 
 use super::registry::Containers;
@@ -201,13 +200,8 @@ pub async fn start(
     let rec = c.record();
     rec.ensure_running()?;
     let process = exec_process(&rec.bundle, cmd, io.tty)?;
-    let random = new_id().map_err(|e| {
-        ContainerError::io(
-            "random",
-            "/dev/urandom",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    let random = crate::ids::new_id()
+        .map_err(|e| ContainerError::io("read", crate::ids::RANDOM_SOURCE, e))?;
     let exec_id = format!("exec-{}", &random[..24]);
     let mut fifos = Fifos::default();
     let mut stdio = Stdio {

@@ -141,3 +141,56 @@ impl ContainerRecord {
         self.bundle.join("rootfs")
     }
 }
+
+/// The events a container's phase change means (see
+/// [`Phase`]): none for a change kubelet does not see.
+pub fn lifecycle_events(
+    before: Option<Phase>,
+    after: Option<Phase>,
+) -> Vec<cri::ContainerEventType> {
+    use cri::ContainerEventType as E;
+    use Phase as P;
+    match (before, after) {
+        (Some(P::Creating), Some(P::Created)) => vec![E::ContainerCreatedEvent],
+        (Some(P::Created), Some(P::Running)) => vec![E::ContainerStartedEvent],
+        (Some(P::Created | P::Running), Some(P::Exited)) => vec![E::ContainerStoppedEvent],
+        // A container kubelet saw (anything past Creating) disappears.
+        (Some(P::Created | P::Running | P::Exited | P::Removing), None) => {
+            vec![E::ContainerDeletedEvent]
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase as C;
+    use super::*;
+    use k8s_cri::v1::ContainerEventType as E;
+
+    #[test]
+    fn container_phases_map_to_kubelets_events() {
+        let t = lifecycle_events;
+        assert_eq!(
+            t(Some(C::Creating), Some(C::Created)),
+            vec![E::ContainerCreatedEvent]
+        );
+        assert_eq!(
+            t(Some(C::Created), Some(C::Running)),
+            vec![E::ContainerStartedEvent]
+        );
+        assert_eq!(
+            t(Some(C::Running), Some(C::Exited)),
+            vec![E::ContainerStoppedEvent]
+        );
+        assert_eq!(
+            t(Some(C::Created), Some(C::Exited)),
+            vec![E::ContainerStoppedEvent]
+        );
+        assert_eq!(t(Some(C::Removing), None), vec![E::ContainerDeletedEvent]);
+        // Unseen or unchanged: nothing.
+        assert!(t(Some(C::Creating), None).is_empty());
+        assert!(t(Some(C::Running), Some(C::Running)).is_empty());
+        assert!(t(Some(C::Exited), Some(C::Removing)).is_empty());
+    }
+}

@@ -24,11 +24,11 @@ fn record_end_while_down(rec: &mut ContainerRecord, state: Option<&api::StateRes
                 .exited_at
                 .as_ref()
                 .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
-                .unwrap_or_else(crate::sandbox::run::now_ns);
+                .unwrap_or_else(crate::clock::now_ns);
         }
         _ => {
             rec.exit_code = 255;
-            rec.finished_at = crate::sandbox::run::now_ns();
+            rec.finished_at = crate::clock::now_ns();
             rec.message = "shim is gone; exit status unknown".into();
         }
     }

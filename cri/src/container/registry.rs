@@ -138,7 +138,7 @@ impl Containers {
     pub fn forget(&self, id: &str) {
         let gone = self.ids().remove(id).map(|c| c.record());
         if let Some(rec) = gone {
-            for kind in crate::lifecycle::container_transition(Some(rec.phase), None) {
+            for kind in super::record::lifecycle_events(Some(rec.phase), None) {
                 self.sandboxes
                     .daemon
                     .events
@@ -209,7 +209,7 @@ impl Containers {
             (next, out, before)
         };
         c.changed.notify_waiters();
-        for kind in crate::lifecycle::container_transition(Some(before), Some(next.phase)) {
+        for kind in super::record::lifecycle_events(Some(before), Some(next.phase)) {
             self.sandboxes
                 .daemon
                 .events

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::clock::now_ns;
 use crate::events::ShimEvent;
-use crate::sandbox::run::now_ns;
 use crate::shim_client::Shim;
 
 use super::registry::{Container, Containers};

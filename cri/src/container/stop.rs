@@ -43,7 +43,7 @@ pub async fn stop(cs: &Arc<Containers>, id: &str, timeout_secs: i64) -> Result<(
                 }
                 r.phase = Phase::Exited;
                 r.exit_code = exit.map(|e| e.status as i32).unwrap_or(137);
-                r.finished_at = crate::sandbox::run::now_ns();
+                r.finished_at = crate::clock::now_ns();
                 r.reason = super::start::reason(r.exit_code, r.oom_killed).into();
             })?;
             return Ok(());

@@ -198,7 +198,7 @@ impl Images {
                     config: pulled.config.clone(),
                     layers: pulled.layers.clone(),
                     size: pulled.size,
-                    pulled_at: crate::sandbox::run::now_ns(),
+                    pulled_at: crate::clock::now_ns(),
                 });
         rec.layers = pulled.layers;
         if !tags.is_empty() {

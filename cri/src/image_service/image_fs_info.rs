@@ -12,7 +12,7 @@ pub fn handle(
 ) -> Result<cri::ImageFsInfoResponse, Status> {
     let u = images.usage()?;
     let fs = cri::FilesystemUsage {
-        timestamp: crate::sandbox::run::now_ns(),
+        timestamp: crate::clock::now_ns(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: images.dir().to_string_lossy().into_owned(),
         }),

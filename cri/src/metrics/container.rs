@@ -13,8 +13,8 @@
 use carapace_cgroups::Stats;
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::container::{ContainerRecord, Phase};
-use crate::sandbox::run::now_ns;
 use crate::sandbox::SandboxRecord;
 use crate::stats::cgroup;
 

@@ -7,9 +7,9 @@
 
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::container::ContainerRecord;
 use crate::sandbox::record::host_network;
-use crate::sandbox::run::now_ns;
 use crate::sandbox::SandboxRecord;
 use crate::stats::cgroup::Host;
 

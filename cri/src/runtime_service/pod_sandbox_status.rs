@@ -84,6 +84,6 @@ pub fn handle(
             HashMap::new()
         },
         containers_statuses: super::container_status::of_pod(cs, &rec.id),
-        timestamp: crate::sandbox::run::now_ns(),
+        timestamp: crate::clock::now_ns(),
     })
 }

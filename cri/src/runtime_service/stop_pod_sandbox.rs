@@ -5,8 +5,7 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
-use crate::container::{self, Containers};
-use crate::sandbox::{self, SandboxError};
+use crate::container::Containers;
 
 /// Stops the pod; stopping a stopped pod succeeds, and so does stopping a
 /// pod that is gone (critest's idempotence test and kubelet expect this,
@@ -16,16 +15,6 @@ pub async fn handle(
     req: cri::StopPodSandboxRequest,
 ) -> Result<cri::StopPodSandboxResponse, Status> {
     tracing::info!(pod = %req.pod_sandbox_id, "StopPodSandbox");
-    let s = &cs.sandboxes;
-    // The pod's containers first, without grace (as containerd).
-    if let Ok(pod) = s.get(&req.pod_sandbox_id) {
-        for c in cs.of_pod(&pod.record().id) {
-            container::stop::stop(cs, &c.record().id, 0).await?;
-        }
-    }
-    match sandbox::stop::stop(s, &req.pod_sandbox_id).await {
-        Ok(()) => Ok(cri::StopPodSandboxResponse {}),
-        Err(SandboxError::NotFound(id)) if !id.is_empty() => Ok(cri::StopPodSandboxResponse {}),
-        Err(e) => Err(e.into()),
-    }
+    crate::pod::stop(cs, &req.pod_sandbox_id).await?;
+    Ok(cri::StopPodSandboxResponse {})
 }

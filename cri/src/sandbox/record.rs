@@ -92,3 +92,44 @@ pub fn ns_options(c: &cri::PodSandboxConfig) -> cri::NamespaceOption {
 pub fn host_network(o: &cri::NamespaceOption) -> bool {
     o.network == cri::NamespaceMode::Node as i32
 }
+
+/// The events a pod's phase change means: a pod is created and started at
+/// once (its infra process runs when RunPodSandbox answers).
+pub fn lifecycle_events(
+    before: Option<Phase>,
+    after: Option<Phase>,
+) -> Vec<cri::ContainerEventType> {
+    use cri::ContainerEventType as E;
+    use Phase as P;
+    match (before, after) {
+        (Some(P::Creating), Some(P::Ready)) => {
+            vec![E::ContainerCreatedEvent, E::ContainerStartedEvent]
+        }
+        (Some(P::Ready), Some(P::NotReady | P::Removing)) => vec![E::ContainerStoppedEvent],
+        (Some(P::Ready | P::NotReady | P::Removing), None) => vec![E::ContainerDeletedEvent],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase as S;
+    use super::*;
+    use k8s_cri::v1::ContainerEventType as E;
+
+    #[test]
+    fn pod_phases_map_to_kubelets_events() {
+        let t = lifecycle_events;
+        assert_eq!(
+            t(Some(S::Creating), Some(S::Ready)),
+            vec![E::ContainerCreatedEvent, E::ContainerStartedEvent]
+        );
+        assert_eq!(
+            t(Some(S::Ready), Some(S::NotReady)),
+            vec![E::ContainerStoppedEvent]
+        );
+        assert_eq!(t(Some(S::NotReady), None), vec![E::ContainerDeletedEvent]);
+        assert!(t(Some(S::Creating), None).is_empty());
+        assert!(t(Some(S::NotReady), Some(S::Removing)).is_empty());
+    }
+}

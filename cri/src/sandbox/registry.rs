@@ -126,7 +126,7 @@ impl Sandboxes {
     /// Drops a sandbox from the index and frees its name.
     pub fn forget(&self, rec: &SandboxRecord) {
         let before = self.ids().remove(&rec.id).map(|s| s.record().phase);
-        for kind in crate::lifecycle::sandbox_transition(before, None) {
+        for kind in super::record::lifecycle_events(before, None) {
             self.daemon.events.emit(&rec.id, &rec.id, kind);
         }
         self.release_name(&SandboxRecord::name_key(&rec.config), &rec.id);
@@ -176,7 +176,7 @@ impl Sandboxes {
         let before = s.record().phase;
         let (id, after) = (rec.id.clone(), rec.phase);
         s.set(rec);
-        for kind in crate::lifecycle::sandbox_transition(Some(before), Some(after)) {
+        for kind in super::record::lifecycle_events(Some(before), Some(after)) {
             self.daemon.events.emit(&id, &id, kind);
         }
         Ok(())

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 use oci_spec::runtime::LinuxResources;
 
-use crate::container::spec::resources as spec_resources;
-
 use super::registry::Sandboxes;
 use super::{cgroup, Phase, SandboxError};
 
@@ -107,15 +105,13 @@ pub fn pod_limits(
         let r = &unlimited_as_zero(r);
         // The container rules (page sizes, cpusets, unified keys) hold for
         // each part as well.
-        spec_resources::resources(Some(r), &[], false)
-            .map_err(|e| SandboxError::InvalidArgument(format!("pod {what}: {e}")))?;
+        crate::cgroup_limits::linux_resources(r)
+            .map_err(|e| SandboxError::InvalidArgument(format!("pod {what}: resources: {e}")))?;
     }
     let total = pod_total(&unlimited_as_zero(overhead), &unlimited_as_zero(resources));
-    let mut built = spec_resources::resources(Some(&total), &[], false)
-        .map_err(|e| SandboxError::InvalidArgument(format!("pod resources: {e}")))?
-        .resources;
-    // The pod cgroup's device rules are not ours to change.
-    built.set_devices(None);
+    // No device rules: the pod cgroup's are not ours to change.
+    let (built, _) = crate::cgroup_limits::linux_resources(&total)
+        .map_err(|e| SandboxError::InvalidArgument(format!("pod resources: resources: {e}")))?;
     Ok(built)
 }
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::namespaces::{Kind, Pinned, Setup};
 use crate::network;
-use crate::runtime_service::status::find_binary;
+use crate::runtime_handler::find_binary;
 use crate::store::Kind as StoreKind;
 
 use super::record::{host_network, ns_options};
@@ -18,24 +19,6 @@ use super::spec::{InfraSpec, OwnNamespaces};
 use super::{
     cgroup, files, infra, remove, resources, shm, stop, sysctl, Phase, SandboxError, SandboxRecord,
 };
-
-/// A new random ID: 64 hex digits, as containerd's.
-pub fn new_id() -> Result<String, SandboxError> {
-    let mut b = [0u8; 32];
-    let path = "/dev/urandom";
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| SandboxError::io("read", path, e))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-/// Now, in nanoseconds since the epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
 
 /// The pod's hostname: the config's, or (as containerd does when kubelet
 /// sends none) the node's own.
@@ -102,8 +85,8 @@ pub async fn run(
     })?;
     let opts = ns_options(&config);
     let host_net = host_network(&opts);
-    let userns = crate::container::spec::namespaces::userns(opts.userns_options.as_ref())
-        .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?
+    let userns = crate::idmap::requested_userns(opts.userns_options.as_ref())
+        .map_err(|e| SandboxError::InvalidArgument(format!("namespaces: {e}")))?
         .cloned();
     if userns.is_some()
         && (host_net
@@ -140,7 +123,8 @@ pub async fn run(
         })?)
     };
 
-    let id = new_id()?;
+    let id =
+        crate::ids::new_id().map_err(|e| SandboxError::io("read", crate::ids::RANDOM_SOURCE, e))?;
     let name = SandboxRecord::name_key(&config);
     s.reserve_name(&name, &id)?;
     let dir = s.paths.pods.join(&id);

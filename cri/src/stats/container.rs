@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::container::{ContainerRecord, Containers, Phase};
-use crate::sandbox::run::now_ns;
 
 use super::{cgroup, Sampler, Subject};
 

@@ -204,7 +204,7 @@ pub fn measure(root: &Path) -> Result<LayerUsage, StatsError> {
     Ok(LayerUsage {
         bytes: du.bytes,
         inodes: du.inodes,
-        at_ns: crate::sandbox::run::now_ns(),
+        at_ns: crate::clock::now_ns(),
     })
 }
 

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use k8s_cri::v1 as cri;
 
+use crate::clock::now_ns;
 use crate::container::ContainerRecord;
 use crate::sandbox::record::host_network;
-use crate::sandbox::run::now_ns;
 use crate::sandbox::{Phase, SandboxRecord};
 
 use super::container::{self, Context};

@@ -56,20 +56,7 @@ fn mode(v: i32, what: &str) -> Result<cri::NamespaceMode, SpecError> {
 /// each of uids and gids from container ID 0 ([`crate::idmap::check_mappings`]),
 /// as the CRI says (CONTAINER and TARGET are not user namespace modes).
 pub fn userns(opts: Option<&cri::UserNamespace>) -> Result<Option<&cri::UserNamespace>, SpecError> {
-    let Some(u) = opts else {
-        return Ok(None);
-    };
-    match mode(u.mode, "user")? {
-        cri::NamespaceMode::Node => Ok(None),
-        cri::NamespaceMode::Pod => {
-            crate::idmap::check_mappings(u).map_err(SpecError::InvalidNamespaces)?;
-            Ok(Some(u))
-        }
-        m => Err(SpecError::InvalidNamespaces(format!(
-            "unsupported user namespace mode {}",
-            m.as_str_name()
-        ))),
-    }
+    crate::idmap::requested_userns(opts).map_err(SpecError::InvalidNamespaces)
 }
 
 fn same_mappings(a: &[cri::IdMapping], b: &[cri::IdMapping]) -> bool {

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
-use oci_spec::runtime::{
-    LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory,
-    LinuxResources,
-};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use super::{DeviceFacts, DeviceKind, SpecError};
 
@@ -147,106 +144,26 @@ fn devices(
     Ok((nodes, rules))
 }
 
-fn positive(v: i64, what: &str) -> Result<u64, SpecError> {
-    u64::try_from(v).map_err(|_| SpecError::InvalidResources(format!("{what} {v} is negative")))
-}
-
-/// The container's resources (0 or "" means unset, as in the CRI).
-///
-/// Memory: swap is set to the memory limit when no swap limit is given,
-/// so the container does not swap (containerd does this where the swap
-/// controller exists; kernels since 5.8 account swap by default, which
-/// this assumes). Huge page limits are passed on as given.
+/// The container's resources: the cgroup limits of its CRI resources
+/// ([`crate::cgroup_limits`]) with the device rules and nodes.
 pub fn resources(
     res: Option<&cri::LinuxContainerResources>,
     devs: &[DeviceFacts],
     privileged: bool,
 ) -> Result<Resources, SpecError> {
     let (nodes, rules) = devices(devs, privileged)?;
-    let mut out = LinuxResources::default();
-    out.set_devices(Some(rules));
-    let Some(r) = res else {
-        return Ok(Resources {
-            resources: out,
-            devices: nodes,
-            oom_score_adj: None,
-        });
+    let (mut out, adj) = match res {
+        Some(r) => {
+            let (limits, adj) =
+                crate::cgroup_limits::linux_resources(r).map_err(SpecError::InvalidResources)?;
+            (limits, Some(adj))
+        }
+        None => (LinuxResources::default(), None),
     };
-
-    let mut cpu = LinuxCpu::default();
-    let mut cpu_set = false;
-    if r.cpu_period != 0 {
-        cpu.set_period(Some(positive(r.cpu_period, "cpu_period")?));
-        cpu_set = true;
-    }
-    if r.cpu_quota != 0 {
-        cpu.set_quota(Some(r.cpu_quota));
-        cpu_set = true;
-    }
-    if r.cpu_shares != 0 {
-        cpu.set_shares(Some(positive(r.cpu_shares, "cpu_shares")?));
-        cpu_set = true;
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.set_cpus(Some(r.cpuset_cpus.clone()));
-        cpu_set = true;
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.set_mems(Some(r.cpuset_mems.clone()));
-        cpu_set = true;
-    }
-    if cpu_set {
-        out.set_cpu(Some(cpu));
-    }
-
-    let mut mem = LinuxMemory::default();
-    if r.memory_limit_in_bytes != 0 {
-        mem.set_limit(Some(r.memory_limit_in_bytes));
-        mem.set_swap(Some(r.memory_limit_in_bytes));
-    }
-    if r.memory_swap_limit_in_bytes != 0 {
-        mem.set_swap(Some(r.memory_swap_limit_in_bytes));
-    }
-    if mem.limit().is_some() || mem.swap().is_some() {
-        out.set_memory(Some(mem));
-    }
-
-    if !r.hugepage_limits.is_empty() {
-        let limits = r
-            .hugepage_limits
-            .iter()
-            .map(|h| {
-                if h.page_size.is_empty() {
-                    return Err(SpecError::InvalidResources(
-                        "hugepage limit without a page size".into(),
-                    ));
-                }
-                let limit = i64::try_from(h.limit).map_err(|_| {
-                    SpecError::InvalidResources(format!("hugepage limit {} is too large", h.limit))
-                })?;
-                let mut l = LinuxHugepageLimit::default();
-                l.set_page_size(h.page_size.clone()).set_limit(limit);
-                Ok(l)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.set_hugepage_limits(Some(limits));
-    }
-    if !r.unified.is_empty() {
-        out.set_unified(Some(r.unified.clone()));
-    }
-
-    let adj = i32::try_from(r.oom_score_adj)
-        .ok()
-        .filter(|a| (-1000..=1000).contains(a))
-        .ok_or_else(|| {
-            SpecError::InvalidResources(format!(
-                "oom_score_adj {} is outside -1000..1000",
-                r.oom_score_adj
-            ))
-        })?;
+    out.set_devices(Some(rules));
     Ok(Resources {
         resources: out,
         devices: nodes,
-        oom_score_adj: Some(adj),
+        oom_score_adj: adj,
     })
 }
