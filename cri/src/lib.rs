@@ -23,6 +23,7 @@ pub mod network;
 pub mod pod;
 pub mod private;
 pub mod prometheus;
+pub mod registry;
 pub mod runtime_handler;
 pub mod runtime_service;
 pub mod sandbox;

@@ -347,8 +347,8 @@ pub async fn create(
                 tracing::error!(container = %id, error = %te, "cleanup of failed container");
                 return Err(e);
             }
+            // teardown deleted the record (memory and disk) and its name.
             drop(op);
-            cs.forget(&id);
             Err(e)
         }
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use containerd_shim_protos::api;
 
 use crate::shim_client::Shim;
-use crate::store::Kind;
 
 use super::registry::Containers;
 use super::{ContainerError, ContainerRecord, Phase};
@@ -37,7 +36,7 @@ fn record_end_while_down(rec: &mut ContainerRecord, state: Option<&api::StateRes
 
 /// Recovers every stored container. Run after the pods are recovered.
 pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
-    let records: Vec<(String, ContainerRecord)> = cs.store.list(Kind::Container)?;
+    let records = cs.stored()?;
     for (id, rec) in records {
         let name_key = cs
             .sandboxes

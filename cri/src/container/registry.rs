@@ -1,69 +1,32 @@
-//! The daemon's containers in memory: records the CRI calls read, unique
-//! names, and what every operation needs (store, pods, images, paths).
+//! The daemon's containers: their records (in the generic
+//! [`crate::registry::Registry`], which owns the only way they are
+//! written), unique names, and what every operation needs (pods, images,
+//! paths).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use crate::image::Images;
+use crate::registry::{Entry, Lookup, Record, Registry};
 use crate::sandbox::Sandboxes;
 use crate::store::{Kind, Store};
 
 use super::{ContainerError, ContainerRecord};
 
-/// One container: its record and the lock its operations take.
-///
-/// The record changes only through [`Containers::update`], which reads,
-/// changes, persists and publishes it under the record's own lock: a copy
-/// taken earlier (by an operation, the exit watcher or the OOM follower)
-/// can never overwrite a newer state.
-#[derive(Debug)]
-pub struct Container {
-    /// Held for the length of an operation (create, start, stop, remove,
-    /// update), so two operations on one container do not interleave.
-    pub op: tokio::sync::Mutex<()>,
-    record: RwLock<ContainerRecord>,
-    /// Woken whenever the record changes, for callers waiting on a
-    /// transition another task records (StopContainer on the exit).
-    changed: tokio::sync::Notify,
-}
+/// One container: its record and the lock its operations take. The record
+/// changes only through [`Containers::update`].
+pub type Container = Entry<ContainerRecord>;
 
-impl Container {
-    /// A copy of the record.
-    pub fn record(&self) -> ContainerRecord {
-        match self.record.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Waits until `done` holds for the record, or `limit` passes;
-    /// whether it holds.
-    pub async fn wait_for(
-        &self,
-        limit: std::time::Duration,
-        done: impl Fn(&ContainerRecord) -> bool,
-    ) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            // Made before the check: a change between the check and the
-            // await still wakes it.
-            let changed = self.changed.notified();
-            if done(&self.record()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return done(&self.record());
-            }
-        }
+impl Record for ContainerRecord {
+    const KIND: Kind = Kind::Container;
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
 /// Every container of the daemon.
 #[derive(Debug)]
 pub struct Containers {
-    /// The metadata store.
-    pub store: Arc<Store>,
     /// The pods.
     pub sandboxes: Arc<Sandboxes>,
     /// The images.
@@ -72,105 +35,88 @@ pub struct Containers {
     pub state_dir: PathBuf,
     /// `<root>/containers`.
     pub data_dir: PathBuf,
-    by_id: Mutex<HashMap<String, Arc<Container>>>,
-    names: Mutex<HashMap<String, String>>,
+    records: Registry<ContainerRecord>,
 }
 
 impl Containers {
-    /// An empty registry; [`super::recover::recover`] fills it.
+    /// An empty registry; [`super::recover::recover`] fills it. Every
+    /// phase change is published as kubelet's lifecycle events.
     pub fn new(store: Arc<Store>, sandboxes: Arc<Sandboxes>, images: Arc<Images>) -> Self {
         let c = &sandboxes.daemon.config;
+        let daemon = sandboxes.daemon.clone();
+        let publish = Box::new(
+            move |before: Option<&ContainerRecord>, after: Option<&ContainerRecord>| {
+                let Some(rec) = after.or(before) else {
+                    return;
+                };
+                let kinds = super::record::lifecycle_events(
+                    before.map(|r| r.phase),
+                    after.map(|r| r.phase),
+                );
+                for kind in kinds {
+                    daemon.events.emit(&rec.id, &rec.sandbox_id, kind);
+                }
+            },
+        );
         Containers {
             state_dir: c.state.join("containers"),
             data_dir: c.root.join("containers"),
-            store,
+            records: Registry::new(store, publish),
             sandboxes,
             images,
-            by_id: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
         }
     }
 
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every container record on disk (recovery).
+    pub fn stored(&self) -> Result<Vec<(String, ContainerRecord)>, ContainerError> {
+        Ok(self.records.stored()?)
     }
 
     /// Reserves `name` for `id`.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(holder) = names.get(name) {
-            return Err(ContainerError::AlreadyExists {
+        self.records
+            .reserve_name(name, id)
+            .map_err(|holder| ContainerError::AlreadyExists {
                 name: name.to_string(),
-                id: holder.clone(),
-            });
-        }
-        names.insert(name.to_string(), id.to_string());
-        Ok(())
+                id: holder,
+            })
     }
 
     /// Frees `name` if `id` holds it.
     pub fn release_name(&self, name: &str, id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if names.get(name).map(String::as_str) == Some(id) {
-            names.remove(name);
-        }
+        self.records.release_name(name, id)
     }
 
     /// Records a new container: written to the store first (a crash from
     /// here on finds it and rolls it back), then indexed.
     pub fn create(&self, rec: ContainerRecord) -> Result<Arc<Container>, ContainerError> {
-        self.store.put(Kind::Container, &rec.id, &rec)?;
-        Ok(self.insert(rec))
+        Ok(self.records.create(rec)?)
     }
 
     /// Indexes a container whose record is already in the store (recovery).
     pub fn insert(&self, rec: ContainerRecord) -> Arc<Container> {
-        let c = Arc::new(Container {
-            op: tokio::sync::Mutex::new(()),
-            record: RwLock::new(rec.clone()),
-            changed: tokio::sync::Notify::new(),
-        });
-        self.ids().insert(rec.id.clone(), c.clone());
-        c
+        self.records.adopt(rec)
     }
 
-    /// Drops a container from the index (its name is freed by the caller).
-    pub fn forget(&self, id: &str) {
-        let gone = self.ids().remove(id).map(|c| c.record());
-        if let Some(rec) = gone {
-            for kind in super::record::lifecycle_events(Some(rec.phase), None) {
-                self.sandboxes
-                    .daemon
-                    .events
-                    .emit(&rec.id, &rec.sandbox_id, kind);
-            }
-        }
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        names.retain(|_, v| v != id);
+    /// Deletes the container's record, on disk and in memory: the last
+    /// step of its teardown.
+    pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        Ok(self.records.delete(id)?)
     }
 
     /// The container `id` (exact, or a unique prefix).
     pub fn get(&self, id: &str) -> Result<Arc<Container>, ContainerError> {
-        if id.is_empty() {
-            return Err(ContainerError::NotFound("container \"\"".into()));
-        }
-        let ids = self.ids();
-        if let Some(c) = ids.get(id) {
-            return Ok(c.clone());
-        }
-        let mut m = ids.iter().filter(|(k, _)| k.starts_with(id));
-        match (m.next(), m.next()) {
-            (Some((_, c)), None) => Ok(c.clone()),
-            (Some(_), Some(_)) => Err(ContainerError::InvalidArgument(format!(
-                "container ID prefix {id:?} is ambiguous"
-            ))),
-            _ => Err(ContainerError::NotFound(format!("container {id:?}"))),
-        }
+        self.records.get(id).map_err(|l| match l {
+            Lookup::NotFound => ContainerError::NotFound(format!("container {id:?}")),
+            Lookup::Ambiguous => {
+                ContainerError::InvalidArgument(format!("container ID prefix {id:?} is ambiguous"))
+            }
+        })
     }
 
     /// Every container.
     pub fn all(&self) -> Vec<Arc<Container>> {
-        self.ids().values().cloned().collect()
+        self.records.all()
     }
 
     /// The containers of pod `sandbox_id`.
@@ -199,23 +145,7 @@ impl Containers {
         c: &Container,
         change: impl FnOnce(&mut ContainerRecord) -> T,
     ) -> Result<(ContainerRecord, T), ContainerError> {
-        let (next, out, before) = {
-            let mut guard = c.record.write().unwrap_or_else(|p| p.into_inner());
-            let mut next = guard.clone();
-            let out = change(&mut next);
-            self.store.put(Kind::Container, &next.id, &next)?;
-            let before = guard.phase;
-            *guard = next.clone();
-            (next, out, before)
-        };
-        c.changed.notify_waiters();
-        for kind in super::record::lifecycle_events(Some(before), Some(next.phase)) {
-            self.sandboxes
-                .daemon
-                .events
-                .emit(&next.id, &next.sandbox_id, kind);
-        }
-        Ok((next, out))
+        Ok(self.records.update(c, change)?)
     }
 }
 
@@ -248,9 +178,11 @@ mod tests {
     }
 
     fn stored(cs: &Containers, id: &str) -> ContainerRecord {
-        cs.store
-            .get::<ContainerRecord>(Kind::Container, id)
+        cs.stored()
             .expect("read")
+            .into_iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, r)| r)
             .expect("stored")
     }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use crate::image::rootfs;
-use crate::store::Kind;
 use crate::task::Task;
 
 use super::registry::Containers;
@@ -24,9 +23,8 @@ pub async fn remove(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError
     }
     let _op = c.op.lock().await;
     let (rec, ()) = cs.update(&c, |r| r.phase = Phase::Removing)?;
-    teardown(cs, &rec).await?;
-    cs.forget(&rec.id);
-    Ok(())
+    // The last step of teardown deletes the record and frees its name.
+    teardown(cs, &rec).await
 }
 
 /// Undoes everything of `rec`, then deletes its record.
@@ -58,6 +56,5 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
             Err(e) => return Err(ContainerError::io("remove", dir, e)),
         }
     }
-    cs.store.delete(Kind::Container, &rec.id)?;
-    Ok(())
+    cs.delete(&rec.id)
 }

@@ -40,7 +40,7 @@ pub async fn start(
 
     let address = shim_client::launch(&s.launch(&rec.id, &bundle)).await?;
     rec.shim_address = address.clone();
-    s.save(sb, rec.clone())?;
+    s.update(sb, |r| r.shim_address = address.clone())?;
     let shim = Shim::connect(&address).await?;
     let runtime = RuntimeOptions {
         binary: rec.runtime_binary.clone(),
@@ -92,15 +92,20 @@ pub fn watch(s: Arc<Sandboxes>, sb: Arc<Sandbox>) {
         };
         // Stop may be under way (it kills the infra): let it finish first.
         let _op = sb.op.lock().await;
-        let mut rec = sb.record();
-        if rec.phase != Phase::Ready {
-            return;
-        }
-        rec.phase = Phase::NotReady;
-        rec.exit = exit.or(rec.exit);
-        tracing::info!(pod = %rec.id, ?exit, "infra process exited: pod is NotReady");
-        if let Err(e) = s.save(&sb, rec) {
-            tracing::error!(error = %e, "record infra exit");
+        let recorded = s.update(&sb, |r| {
+            if r.phase != Phase::Ready {
+                return false;
+            }
+            r.phase = Phase::NotReady;
+            r.exit = exit.or(r.exit);
+            true
+        });
+        match recorded {
+            Ok((_, true)) => {
+                tracing::info!(pod = %rec.id, ?exit, "infra process exited: pod is NotReady")
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::error!(pod = %rec.id, error = %e, "record infra exit"),
         }
     });
 }

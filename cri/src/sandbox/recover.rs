@@ -8,7 +8,6 @@ use std::sync::Arc;
 use containerd_shim_protos::api;
 
 use crate::shim_client::Shim;
-use crate::store::Kind;
 
 use super::registry::Sandboxes;
 use super::{infra, remove, Phase, SandboxError, SandboxRecord};
@@ -16,18 +15,21 @@ use super::{infra, remove, Phase, SandboxError, SandboxRecord};
 /// Recovers every stored sandbox. A pod that cannot be recovered is kept
 /// (and logged), never dropped: RemovePodSandbox can still clean it.
 pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
-    let records: Vec<(String, SandboxRecord)> = s.store.list(Kind::Sandbox)?;
-    for (id, mut rec) in records {
+    let records = s.stored()?;
+    for (id, rec) in records {
         let name = SandboxRecord::name_key(&rec.config);
         match rec.phase {
             Phase::Creating | Phase::Removing => {
                 tracing::info!(pod = %id, phase = ?rec.phase, "finishing interrupted pod sandbox operation");
                 let phase = rec.phase;
-                if let Err(e) = remove::teardown(s, &mut rec).await {
+                // Indexed first, so every teardown step goes through the
+                // registry; the teardown's last step deletes it again.
+                let _ = s.reserve_name(&name, &id);
+                let sb = s.adopt(rec.clone());
+                let mut rec = rec;
+                if let Err(e) = remove::teardown(s, &sb, &mut rec).await {
                     tracing::error!(pod = %id, error = %e, "cleanup after restart failed; kept for RemovePodSandbox");
-                    rec.phase = Phase::Removing;
-                    let _ = s.reserve_name(&name, &id);
-                    s.insert(rec);
+                    s.update(&sb, |r| r.phase = Phase::Removing)?;
                 } else {
                     tracing::info!(pod = %id, ?phase, "interrupted pod sandbox cleaned up");
                 }
@@ -40,20 +42,18 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
                     },
                     Err(_) => false,
                 };
-                if !alive {
-                    tracing::info!(pod = %id, "infra process gone while the daemon was down: pod is NotReady");
-                    rec.phase = Phase::NotReady;
-                    s.store.put(Kind::Sandbox, &id, &rec)?;
-                }
                 let _ = s.reserve_name(&name, &id);
-                let sb = s.insert(rec);
+                let sb = s.adopt(rec);
                 if alive {
                     infra::watch(s.clone(), sb);
+                } else {
+                    tracing::info!(pod = %id, "infra process gone while the daemon was down: pod is NotReady");
+                    s.update(&sb, |r| r.phase = Phase::NotReady)?;
                 }
             }
             Phase::NotReady => {
                 let _ = s.reserve_name(&name, &id);
-                s.insert(rec);
+                s.adopt(rec);
             }
         }
     }

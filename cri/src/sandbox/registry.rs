@@ -2,39 +2,25 @@
 //! name reservations that make pod names unique, and the paths and store
 //! every operation needs.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use crate::daemon::Daemon;
+use crate::registry::{Entry, Lookup, Record, Registry};
 use crate::shim_client::Launch;
 use crate::store::{Kind, Store};
 
 use super::{SandboxError, SandboxRecord};
 
 /// One sandbox: its record, and a lock that serialises operations on it
-/// (Stop and Remove of the same pod) without blocking readers.
-#[derive(Debug)]
-pub struct Sandbox {
-    /// Held for the length of an operation that changes the pod.
-    pub op: tokio::sync::Mutex<()>,
-    record: RwLock<SandboxRecord>,
-}
+/// (Stop and Remove of the same pod) without blocking readers. The record
+/// changes only through [`Sandboxes::update`].
+pub type Sandbox = Entry<SandboxRecord>;
 
-impl Sandbox {
-    /// A copy of the record as it is now.
-    pub fn record(&self) -> SandboxRecord {
-        match self.record.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    fn set(&self, rec: SandboxRecord) {
-        match self.record.write() {
-            Ok(mut r) => *r = rec,
-            Err(p) => *p.into_inner() = rec,
-        }
+impl Record for SandboxRecord {
+    const KIND: Kind = Kind::Sandbox;
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -58,12 +44,9 @@ pub struct Paths {
 pub struct Sandboxes {
     /// The daemon's config and pod CIDR.
     pub daemon: Arc<Daemon>,
-    /// The metadata store.
-    pub store: Arc<Store>,
     /// Helper binaries and sockets.
     pub paths: Paths,
-    by_id: Mutex<HashMap<String, Arc<Sandbox>>>,
-    names: Mutex<HashMap<String, String>>,
+    records: Registry<SandboxRecord>,
 }
 
 impl Sandboxes {
@@ -73,88 +56,83 @@ impl Sandboxes {
         self.daemon.config.cgroup_driver == "systemd"
     }
 
-    /// An empty registry; [`super::recover::recover`] fills it from the store.
+    /// An empty registry; [`super::recover::recover`] fills it from the
+    /// store. Every phase change is published as kubelet's lifecycle
+    /// events (the pod's ID is its container ID there).
     pub fn new(daemon: Arc<Daemon>, store: Arc<Store>, paths: Paths) -> Self {
+        let events = daemon.clone();
+        let publish = Box::new(
+            move |before: Option<&SandboxRecord>, after: Option<&SandboxRecord>| {
+                let Some(rec) = after.or(before) else {
+                    return;
+                };
+                let kinds = super::record::lifecycle_events(
+                    before.map(|r| r.phase),
+                    after.map(|r| r.phase),
+                );
+                for kind in kinds {
+                    events.events.emit(&rec.id, &rec.id, kind);
+                }
+            },
+        );
         Sandboxes {
             daemon,
-            store,
             paths,
-            by_id: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
+            records: Registry::new(store, publish),
         }
     }
 
-    fn ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Sandbox>>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn name_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every sandbox record on disk (recovery).
+    pub fn stored(&self) -> Result<Vec<(String, SandboxRecord)>, SandboxError> {
+        Ok(self.records.stored()?)
     }
 
     /// Reserves `name` for `id`; the holder's ID when it is taken.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), SandboxError> {
-        let mut names = self.name_map();
-        if let Some(holder) = names.get(name) {
-            return Err(SandboxError::AlreadyExists {
+        self.records
+            .reserve_name(name, id)
+            .map_err(|holder| SandboxError::AlreadyExists {
                 name: name.to_string(),
-                id: holder.clone(),
-            });
-        }
-        names.insert(name.to_string(), id.to_string());
-        Ok(())
+                id: holder,
+            })
     }
 
     /// Frees `name` if `id` holds it.
     pub fn release_name(&self, name: &str, id: &str) {
-        let mut names = self.name_map();
-        if names.get(name).map(String::as_str) == Some(id) {
-            names.remove(name);
-        }
+        self.records.release_name(name, id)
     }
 
-    /// Adds a sandbox to the index (after creation or recovery).
-    pub fn insert(&self, rec: SandboxRecord) -> Arc<Sandbox> {
-        let s = Arc::new(Sandbox {
-            op: tokio::sync::Mutex::new(()),
-            record: RwLock::new(rec.clone()),
-        });
-        self.ids().insert(rec.id.clone(), s.clone());
-        s
+    /// Records a new pod: written to the store first (a crash from here on
+    /// finds it and rolls it back), then indexed.
+    pub fn create(&self, rec: SandboxRecord) -> Result<Arc<Sandbox>, SandboxError> {
+        Ok(self.records.create(rec)?)
     }
 
-    /// Drops a sandbox from the index and frees its name.
-    pub fn forget(&self, rec: &SandboxRecord) {
-        let before = self.ids().remove(&rec.id).map(|s| s.record().phase);
-        for kind in super::record::lifecycle_events(before, None) {
-            self.daemon.events.emit(&rec.id, &rec.id, kind);
-        }
-        self.release_name(&SandboxRecord::name_key(&rec.config), &rec.id);
+    /// Indexes a pod whose record is already in the store (recovery).
+    pub fn adopt(&self, rec: SandboxRecord) -> Arc<Sandbox> {
+        self.records.adopt(rec)
+    }
+
+    /// Deletes the pod's record, on disk and in memory, and frees its
+    /// name: the last step of its teardown.
+    pub fn delete(&self, id: &str) -> Result<(), SandboxError> {
+        Ok(self.records.delete(id)?)
     }
 
     /// The sandbox `id`: an exact ID, or a unique prefix of one (as crictl
     /// users type them).
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
-        if id.is_empty() {
-            return Err(SandboxError::NotFound(String::new()));
-        }
-        let ids = self.ids();
-        if let Some(s) = ids.get(id) {
-            return Ok(s.clone());
-        }
-        let mut matches = ids.iter().filter(|(k, _)| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some((_, s)), None) => Ok(s.clone()),
-            (Some(_), Some(_)) => Err(SandboxError::InvalidArgument(format!(
-                "pod sandbox ID prefix {id:?} is ambiguous"
-            ))),
-            _ => Err(SandboxError::NotFound(id.to_string())),
-        }
+        self.records.get(id).map_err(|l| match l {
+            Lookup::NotFound => SandboxError::NotFound(id.to_string()),
+            Lookup::Ambiguous => {
+                SandboxError::InvalidArgument(format!("pod sandbox ID prefix {id:?} is ambiguous"))
+            }
+        })
     }
 
     /// Every sandbox.
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
-        self.ids().values().cloned().collect()
+        self.records.all()
     }
 
     /// How to start (or clean up after) the shim of task `id` in `bundle`:
@@ -170,15 +148,16 @@ impl Sandboxes {
         }
     }
 
-    /// Writes `rec` to the store, then makes it the sandbox's record.
-    pub fn save(&self, s: &Sandbox, rec: SandboxRecord) -> Result<(), SandboxError> {
-        self.store.put(Kind::Sandbox, &rec.id, &rec)?;
-        let before = s.record().phase;
-        let (id, after) = (rec.id.clone(), rec.phase);
-        s.set(rec);
-        for kind in super::record::lifecycle_events(Some(before), Some(after)) {
-            self.daemon.events.emit(&id, &id, kind);
-        }
-        Ok(())
+    /// The one way a pod's record changes: under the record's lock the
+    /// current record is read, `change` applied, and the result written to
+    /// the store, made the record in memory and published together. If the
+    /// store refuses, nothing changes. Returns the new record and what
+    /// `change` returned.
+    pub fn update<T>(
+        &self,
+        s: &Sandbox,
+        change: impl FnOnce(&mut SandboxRecord) -> T,
+    ) -> Result<(SandboxRecord, T), SandboxError> {
+        Ok(self.records.update(s, change)?)
     }
 }

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use crate::namespaces::Pinned;
-use crate::store::Kind;
 
-use super::registry::Sandboxes;
+use super::registry::{Sandbox, Sandboxes};
 use super::{cgroup, infra, shm, stop, Phase, SandboxError, SandboxRecord};
 
 /// Removes the pod `id`: stops it if needed, tears everything down and
@@ -21,23 +20,29 @@ pub async fn remove(s: &Arc<Sandboxes>, id: &str) -> Result<(), SandboxError> {
     if rec.phase == Phase::Ready {
         stop::stop_locked(s, &sb, &mut rec).await?;
     }
-    rec.phase = Phase::Removing;
-    s.save(&sb, rec.clone())?;
-    teardown(s, &mut rec).await?;
-    s.forget(&rec);
-    Ok(())
+    let (mut rec, ()) = s.update(&sb, |r| r.phase = Phase::Removing)?;
+    // Its last step deletes the record and frees the pod's name.
+    teardown(s, &sb, &mut rec).await
 }
 
-/// Undoes everything `rec` records, then deletes the record. On error the
-/// record stays (with what is already undone marked), to be retried.
-pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), SandboxError> {
+/// Undoes everything `rec` (the record of `sb`) records, then deletes the
+/// record. On error the record stays (with what is already undone
+/// marked), to be retried.
+pub async fn teardown(
+    s: &Sandboxes,
+    sb: &Sandbox,
+    rec: &mut SandboxRecord,
+) -> Result<(), SandboxError> {
     let shim_pid = infra::stop(s, rec).await?;
     infra::reap(rec, shim_pid).await;
     rec.shim_address.clear();
     if rec.network_attached {
         stop::network_down(s, rec).await?;
         rec.network_attached = false;
-        s.store.put(Kind::Sandbox, &rec.id, rec)?;
+        s.update(sb, |r| {
+            r.network_attached = false;
+            r.shim_address.clear();
+        })?;
     }
     shm::unmount(&rec.dir.join("shm"))?;
     Pinned::open(&rec.dir.join("ns"))
@@ -56,6 +61,5 @@ pub async fn teardown(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<(), Sand
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(SandboxError::io("remove", &rec.dir, e)),
     }
-    s.store.delete(Kind::Sandbox, &rec.id)?;
-    Ok(())
+    s.delete(&rec.id)
 }

@@ -167,8 +167,8 @@ pub async fn update(
 ) -> Result<(), SandboxError> {
     let sb = s.get(id)?;
     let _op = sb.op.lock().await;
-    let mut rec = sb.record();
-    let linux = rec.config.linux.get_or_insert_with(Default::default);
+    let rec = sb.record();
+    let linux = rec.config.linux.clone().unwrap_or_default();
     let old_overhead = linux.overhead.clone().unwrap_or_default();
     let old_resources = linux.resources.clone().unwrap_or_default();
     let new_overhead = overhead.cloned().unwrap_or_else(|| old_overhead.clone());
@@ -197,9 +197,12 @@ pub async fn update(
             )));
         }
     }
-    linux.overhead = Some(new_overhead);
-    linux.resources = Some(new_resources);
-    s.save(&sb, rec)
+    s.update(&sb, |r| {
+        let linux = r.config.linux.get_or_insert_with(Default::default);
+        linux.overhead = Some(new_overhead);
+        linux.resources = Some(new_resources);
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use crate::clock::now_ns;
 use crate::namespaces::{Kind, Pinned, Setup};
 use crate::network;
 use crate::runtime_handler::find_binary;
-use crate::store::Kind as StoreKind;
 
 use super::record::{host_network, ns_options};
 use super::registry::{Sandbox, Sandboxes};
@@ -160,31 +159,34 @@ pub async fn run(
     };
     // Recorded before anything is made: a crash from here on is rolled
     // back on restart.
-    if let Err(e) = s.store.put(StoreKind::Sandbox, &id, &rec) {
-        s.release_name(&name, &id);
-        return Err(e.into());
-    }
-    let sb = s.insert(rec.clone());
+    let sb = match s.create(rec.clone()) {
+        Ok(sb) => sb,
+        Err(e) => {
+            s.release_name(&name, &id);
+            return Err(e);
+        }
+    };
     let op = sb.op.lock().await;
     let built = build(s, &sb, &mut rec, &own, sysctls, net_conf, userns).await;
-    drop(op);
     match built {
         Ok(()) => {
+            drop(op);
             infra::watch(s.clone(), sb);
             tracing::info!(pod = %id, name = %name, ips = ?rec.ips, "pod sandbox ready");
             Ok(id)
         }
         Err(e) => {
             tracing::warn!(pod = %id, error = %e, "pod sandbox failed; cleaning up");
-            rec.phase = Phase::Removing;
-            let _ = s.save(&sb, rec.clone());
-            if let Err(te) = remove::teardown(s, &mut rec).await {
+            // Undone from the record as stored, exactly as the next start
+            // would after a crash here: every step was recorded first.
+            let mut rec = match s.update(&sb, |r| r.phase = Phase::Removing) {
+                Ok((now, ())) => now,
+                Err(_) => sb.record(),
+            };
+            if let Err(te) = remove::teardown(s, &sb, &mut rec).await {
                 // The record stays for RemovePodSandbox or the next start.
                 tracing::error!(pod = %id, error = %te, "cleanup of failed pod sandbox");
-                let _ = s.save(&sb, rec.clone());
-                return Err(e);
             }
-            s.forget(&rec);
             Err(e)
         }
     }
@@ -243,7 +245,7 @@ async fn build(
     let will_create = !cgroup::exists(&rec.cgroup_parent, systemd)?;
     if will_create {
         rec.cgroup_created = true;
-        s.save(sb, rec.clone())?;
+        s.update(sb, |r| r.cgroup_created = true)?;
         // kubelet sizes a cgroup of its own; one of ours is sized here.
         let limits = resources::of_config(&rec.config)?;
         let parent = rec.cgroup_parent.clone();
@@ -291,7 +293,7 @@ async fn build(
         });
         if pinned.is_ok() && net_conf.is_some() {
             rec.network_attached = true;
-            s.save(sb, rec.clone())?;
+            s.update(sb, |r| r.network_attached = true)?;
             (network.await, pinned)
         } else {
             (Ok(None), pinned)
@@ -302,7 +304,7 @@ async fn build(
         // once: a pod is ready in the longer of the two, not their sum.
         if net_conf.is_some() {
             rec.network_attached = true;
-            s.save(sb, rec.clone())?;
+            s.update(sb, |r| r.network_attached = true)?;
         }
         // The infra side records its shim address in its own copy
         // (network state is only written after both finish).
@@ -327,17 +329,21 @@ async fn build(
                     | network::CniError::BadArg { .. }
             ) {
                 rec.network_attached = false;
+                s.update(sb, |r| r.network_attached = false)?;
             }
-            s.save(sb, rec.clone())?;
             return Err(e.into());
         }
     }
-    s.save(sb, rec.clone())?;
+    s.update(sb, |r| {
+        r.ips = rec.ips.clone();
+        r.cni_result = rec.cni_result.clone();
+        r.infra_pid = rec.infra_pid;
+    })?;
     infra_r?;
     step("network and infra");
     write_files(rec, &hostname, host_net, owner)?;
     rec.phase = Phase::Ready;
-    s.save(sb, rec.clone())?;
+    s.update(sb, |r| r.phase = Phase::Ready)?;
     step("ready");
     Ok(())
 }

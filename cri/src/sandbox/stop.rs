@@ -35,17 +35,21 @@ pub async fn stop_locked(
     };
     let (infra_r, net_r) = tokio::join!(infra::stop(s, &mut infra_rec), network);
     let infra_r = infra_r.map(|_| ());
-    if infra_r.is_ok() {
-        rec.shim_address.clear();
-        rec.exit = infra_rec.exit;
-        if rec.phase == Phase::Ready {
-            rec.phase = Phase::NotReady;
-        }
-    }
-    if net_r.is_ok() {
-        rec.network_attached = false;
-    }
-    s.save(sb, rec.clone())?;
+    let (infra_done, net_done) = (infra_r.is_ok(), net_r.is_ok());
+    *rec = s
+        .update(sb, |r| {
+            if infra_done {
+                r.shim_address.clear();
+                r.exit = infra_rec.exit;
+                if r.phase == Phase::Ready {
+                    r.phase = Phase::NotReady;
+                }
+            }
+            if net_done {
+                r.network_attached = false;
+            }
+        })?
+        .0;
     infra_r?;
     net_r
 }
