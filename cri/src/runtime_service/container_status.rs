@@ -13,25 +13,48 @@ pub fn state(p: Phase) -> cri::ContainerState {
     match p {
         Phase::Creating | Phase::Created => cri::ContainerState::ContainerCreated,
         Phase::Running => cri::ContainerState::ContainerRunning,
-        Phase::Exited => cri::ContainerState::ContainerExited,
-        Phase::Removing => cri::ContainerState::ContainerUnknown,
+        // A container being removed was stopped first (or never ran); a
+        // removal that failed or that a crash interrupted leaves it here
+        // until RemoveContainer is retried: kubelet sees it exited, as
+        // containerd reports it, never Unknown for good.
+        Phase::Exited | Phase::Removing => cri::ContainerState::ContainerExited,
     }
+}
+
+/// The exit of a record as reported: a removal that began before any exit
+/// was recorded reports an unknown exit (255), as containerd does.
+fn exit_of(rec: &ContainerRecord) -> (i64, i32, String, String) {
+    if rec.phase == Phase::Removing && rec.finished_at == 0 {
+        return (
+            rec.created_at,
+            255,
+            "Unknown".into(),
+            "exit status unknown: the container is being removed".into(),
+        );
+    }
+    (
+        rec.finished_at,
+        rec.exit_code,
+        rec.reason.clone(),
+        rec.message.clone(),
+    )
 }
 
 /// The status of a record.
 pub fn status(rec: &ContainerRecord) -> cri::ContainerStatus {
+    let (finished_at, exit_code, reason, message) = exit_of(rec);
     cri::ContainerStatus {
         id: rec.id.clone(),
         metadata: rec.config.metadata.clone(),
         state: state(rec.phase) as i32,
         created_at: rec.created_at,
         started_at: rec.started_at,
-        finished_at: rec.finished_at,
-        exit_code: rec.exit_code,
+        finished_at,
+        exit_code,
         image: rec.config.image.clone(),
         image_ref: rec.image_id.clone(),
-        reason: rec.reason.clone(),
-        message: rec.message.clone(),
+        reason,
+        message,
         labels: rec.config.labels.clone(),
         annotations: rec.config.annotations.clone(),
         mounts: rec.config.mounts.clone(),
@@ -141,4 +164,25 @@ pub fn handle_list(
         .collect();
     containers.sort_by_key(|c| c.created_at);
     Ok(cri::ListContainersResponse { containers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_stuck_in_removal_is_exited_not_unknown() {
+        let mut r = ContainerRecord::for_test("c", Phase::Removing);
+        let s = status(&r);
+        assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
+        assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"));
+        r.finished_at = 7;
+        r.exit_code = 137;
+        r.reason = "Error".into();
+        let s = status(&r);
+        assert_eq!(
+            (s.finished_at, s.exit_code, s.reason.as_str()),
+            (7, 137, "Error")
+        );
+    }
 }
