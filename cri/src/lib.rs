@@ -4,6 +4,7 @@
 //! call.
 
 pub mod admin;
+pub mod authority;
 pub mod cgroup_limits;
 pub mod clock;
 pub mod config;

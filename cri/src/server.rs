@@ -9,6 +9,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::container::Containers;
 use crate::image_service::ImageServiceImpl;
@@ -120,7 +121,11 @@ pub async fn serve(
         .layer(GrpcMetricsLayer(metrics))
         .add_service(runtime)
         .add_service(image)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Any gRPC client, whatever :authority it sends (crate::authority).
+            UnixListenerStream::new(listener).map(|c| c.map(crate::authority::Tolerant::new)),
+            shutdown,
+        )
         .await;
     let _ = std::fs::remove_file(socket);
     r.map_err(ServerError::from)

@@ -201,3 +201,82 @@ fn bad_config_is_refused_with_the_reason() {
         String::from_utf8_lossy(&shown.stderr)
     );
 }
+
+/// Frames of a raw HTTP/2 client: (type, flags, stream, payload).
+fn h2_frame(typ: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, typ, flags];
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn read_h2_frame(s: &mut std::os::unix::net::UnixStream) -> (u8, u8, u32, Vec<u8>) {
+    use std::io::Read;
+    let mut h = [0u8; 9];
+    s.read_exact(&mut h).expect("frame header");
+    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).expect("frame payload");
+    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+    (h[3], h[4], stream, p)
+}
+
+/// gRPC C-core (Python, Ruby, C++), grpc-java and grpc-dotnet send the
+/// socket's path as `:authority`, which tonic's HTTP/2 stack alone resets
+/// with PROTOCOL_ERROR. A raw HTTP/2 client sending exactly that gets a
+/// normal Version answer.
+#[test]
+fn a_client_sending_the_socket_path_as_authority_gets_an_answer() {
+    use std::io::Write;
+    let d = Daemon::start("");
+    let sock = d.socket();
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    let authority = sock.to_str().expect("utf-8 path").as_bytes().to_vec();
+    let headers: Vec<(&[u8], &[u8])> = vec![
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", b"/runtime.v1.RuntimeService/Version"),
+        (b":authority", &authority),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ];
+    let block = loona_hpack::Encoder::new().encode(headers);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(h2_frame(0x1, 0x4, 1, &block)); // HEADERS, END_HEADERS
+    out.extend(h2_frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0])); // an empty VersionRequest
+    s.write_all(&out).expect("send");
+    let mut decoder = loona_hpack::Decoder::new();
+    let (mut status, mut grpc_status, mut body) = (None, None, Vec::new());
+    loop {
+        let (typ, flags, stream, payload) = read_h2_frame(&mut s);
+        match typ {
+            0x4 if flags & 0x1 == 0 => s.write_all(&h2_frame(0x4, 0x1, 0, &[])).expect("ack"),
+            0x3 if stream == 1 => panic!("stream reset with code {payload:?} (1: PROTOCOL_ERROR)"),
+            0x7 => panic!("GOAWAY: {payload:?}"),
+            0x0 if stream == 1 => body.extend_from_slice(&payload),
+            0x1 if stream == 1 => {
+                for (n, v) in decoder.decode(&payload).expect("hpack") {
+                    match n.as_slice() {
+                        b":status" => status = Some(v),
+                        b"grpc-status" => grpc_status = Some(v),
+                        _ => {}
+                    }
+                }
+                if flags & 0x1 != 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(status.as_deref(), Some(&b"200"[..]));
+    assert_eq!(grpc_status.as_deref(), Some(&b"0"[..]), "grpc-status");
+    assert!(
+        body.windows(8).any(|w| w == b"carapace"),
+        "VersionResponse without the runtime name: {body:?}"
+    );
+}
