@@ -40,6 +40,26 @@ impl Service {
     }
 }
 
+/// Removes the socket of a shim that is gone (SIGKILL, OOM kill): its file
+/// stays behind otherwise, one per dead shim, as containerd's shim manager
+/// removes it on `delete`. The address comes from the bundle's `address`
+/// file, which `start` wrote; a socket a shim still answers on is kept.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(path) = address.trim().strip_prefix("unix://") else {
+        return;
+    };
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("remove dead shim socket {path}: {e}"),
+        }
+    }
+}
+
 #[async_trait]
 impl Shim for Service {
     type T = TaskService;
@@ -96,6 +116,7 @@ impl Shim for Service {
             log::warn!("delete {}: {e}", self.id);
         }
         unmount_rootfs(&self.bundle);
+        remove_dead_socket(&self.bundle);
         let mut resp = api::DeleteResponse::new();
         match ExitFile::read(&self.bundle) {
             Some(f) => {

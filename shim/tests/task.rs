@@ -249,9 +249,17 @@ async fn state_survives_a_reconnect_and_the_outcome_survives_the_shim() {
     drop(w);
     assert_eq!(h.wait("").await.exit_status, 7);
 
-    // The shim dies; `carapace-shim delete` still reports the outcome.
+    // The shim dies; `carapace-shim delete` still reports the outcome and
+    // removes the socket the dead shim left behind.
+    let socket = h
+        .address
+        .strip_prefix("unix://")
+        .expect("a unix socket address")
+        .to_string();
+    assert!(std::path::Path::new(&socket).exists(), "{socket}");
     let shim = nix::unistd::Pid::from_raw(h.shim_pid());
     nix::sys::signal::kill(shim, nix::sys::signal::Signal::SIGKILL).expect("kill shim");
+    common::wait_gone(h.shim_pid(), "killed shim").await;
     let out = std::process::Command::new(common::shim_bin())
         .args(["-namespace", common::NAMESPACE, "-id", &h.id])
         .args(["-address", "/run/carapace-test-none.sock", "delete"])
@@ -267,6 +275,10 @@ async fn state_survives_a_reconnect_and_the_outcome_survives_the_shim() {
     assert_eq!(d.exit_status, 7);
     assert_eq!(d.pid, created.pid);
     assert!(!h.bundle().join("state").join(&h.id).exists());
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "the dead shim's socket {socket} is left behind"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
