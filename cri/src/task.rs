@@ -116,10 +116,19 @@ impl Task<'_> {
         if let Some(pid) = shim_pid.filter(|p| *p > 0) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(self.id) {
-                let _ = nix::sys::signal::kill(
+                let killed = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+                // A shim killed here (still shutting down after Shutdown)
+                // cannot remove its own socket: do it for it.
+                if killed.is_ok() {
+                    if let Some(a) = address(self.shim_address, self.bundle) {
+                        if let Some(path) = a.strip_prefix("unix://") {
+                            let _ = std::fs::remove_file(path);
+                        }
+                    }
+                }
             }
         }
         if !self.cgroups_path.is_empty() {
