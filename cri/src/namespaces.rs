@@ -191,9 +191,17 @@ impl Pinned {
     /// Unpins every namespace (they die with their last process) and
     /// removes the pin files. Idempotent: missing pins are fine.
     pub fn remove(&self) -> Result<(), NsError> {
+        Self::unpin_all(&self.dir)
+    }
+
+    /// Unpins whatever is pinned under `dir` and removes every pin file,
+    /// whatever state a crash left them in: a pin file made but not yet
+    /// mounted beside pins that are mounted (where [`Pinned::open`]
+    /// refuses) must not keep the mounted ones alive.
+    pub fn unpin_all(dir: &Path) -> Result<(), NsError> {
         let mut first_err = None;
         for k in ALL {
-            let p = self.dir.join(k.name());
+            let p = dir.join(k.name());
             if let Err(e) = unpin(&p) {
                 first_err.get_or_insert(e);
             }

@@ -164,3 +164,29 @@ fn a_file_that_is_not_a_namespace_is_refused() {
     assert!(!dir.join("net").exists());
     assert!(!dir.join("uts").exists());
 }
+
+/// A crash between creating a pin file and mounting the namespace on it
+/// leaves a plain file beside real pins; `Pinned::open` refuses such a
+/// directory, and teardown used to skip unpinning altogether, leaving the
+/// real pins mounted and the pod's directory busy forever. `unpin_all`
+/// takes every pin down whatever its state.
+#[test]
+fn unpin_all_takes_down_pins_beside_a_half_made_one() {
+    require_root();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("ns");
+    Pinned::create(&dir, &[Kind::Net, Kind::Uts], &Setup::default()).expect("create");
+    std::fs::write(dir.join("ipc"), b"").expect("a pin file never mounted");
+    assert!(
+        Pinned::open(&dir).is_err(),
+        "open refuses the half-made pin"
+    );
+    Pinned::unpin_all(&dir).expect("unpin all");
+    assert!(
+        mounts_under(tmp.path()).is_empty(),
+        "{:?}",
+        mounts_under(tmp.path())
+    );
+    std::fs::remove_dir(&dir).expect("the directory is no longer busy");
+    Pinned::unpin_all(&dir).expect("again: nothing left is fine");
+}

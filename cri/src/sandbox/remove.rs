@@ -45,13 +45,7 @@ pub async fn teardown(
         })?;
     }
     shm::unmount(&rec.dir.join("shm"))?;
-    Pinned::open(&rec.dir.join("ns"))
-        .and_then(|p| p.remove())
-        .or_else(|e| match e {
-            // A pin that is no longer a namespace is a plain file to delete.
-            crate::namespaces::NsError::NotPinned(_) => Ok(()),
-            e => Err(e),
-        })?;
+    Pinned::unpin_all(&rec.dir.join("ns"))?;
     if rec.cgroup_created {
         let (parent, systemd) = (rec.cgroup_parent.clone(), s.systemd_cgroups());
         cgroup::off_runtime(&rec.cgroup_parent, move || cgroup::remove(&parent, systemd)).await?;
