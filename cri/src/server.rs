@@ -66,7 +66,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
             if !md.file_type().is_socket() {
                 return Err(ServerError::NotASocket(path.to_path_buf()));
             }
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if served(path) {
                 return Err(ServerError::InUse(path.to_path_buf()));
             }
             std::fs::remove_file(path).map_err(io("remove stale socket", path))?;
@@ -77,6 +77,28 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     let l = crate::private::bind_socket(path, SOCKET_MODE).map_err(io("bind", path))?;
     l.set_nonblocking(true).map_err(io("bind", path))?;
     UnixListener::from_std(l).map_err(io("bind", path))
+}
+
+/// How long a socket must keep accepting connections to count as served.
+const SERVED_FOR: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Whether another daemon serves on `path`: it keeps accepting connections
+/// for [`SERVED_FOR`]. One successful connect is not enough: a process the
+/// previous (killed) daemon was forking — a shim start, a CNI plugin —
+/// holds its listening socket until it execs, a few milliseconds, and a
+/// restart that took that for a live daemon refused to start (the chaos
+/// test saw it every few dozen kills).
+fn served(path: &Path) -> bool {
+    let deadline = std::time::Instant::now() + SERVED_FOR;
+    loop {
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            return false;
+        }
+        if std::time::Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Serves both CRI services on `listener` until `shutdown` resolves, then
@@ -150,5 +172,21 @@ mod tests {
         let f = d.path().join("file");
         std::fs::write(&f, "x").expect("write");
         assert!(matches!(bind(&f), Err(ServerError::NotASocket(_))));
+    }
+
+    /// A socket still held for a moment after its daemon died (by a child
+    /// it was forking, until that child execs) is not a live daemon: the
+    /// restart waits it out and takes the socket over.
+    #[tokio::test]
+    async fn a_socket_held_briefly_after_its_daemon_died_is_taken_over() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("c.sock");
+        let held = std::os::unix::net::UnixListener::bind(&p).expect("bind");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let _l = bind(&p).expect("taken over once the holder let go");
+        closer.join().expect("closer");
     }
 }
