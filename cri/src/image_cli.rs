@@ -94,13 +94,7 @@ impl Login {
                 name,
                 read_password(stdin).context("read the password from standard input")?,
             ),
-            Login::File(name, path) => {
-                let file = std::fs::File::open(&path)
-                    .with_context(|| format!("open password file {}", path.display()))?;
-                let password = read_password(std::io::BufReader::new(file))
-                    .with_context(|| format!("read password file {}", path.display()))?;
-                (name, password)
-            }
+            Login::File(name, path) => (name, secret_from_file("password", &path)?),
             Login::Argv(user) => match user.split_once(':') {
                 Some((name, password)) => {
                     eprintln!(
@@ -120,12 +114,7 @@ impl Login {
 /// none.
 fn registry_token(argv: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
     match (argv, file) {
-        (_, Some(path)) => {
-            let f = std::fs::File::open(&path)
-                .with_context(|| format!("open token file {}", path.display()))?;
-            read_password(std::io::BufReader::new(f))
-                .with_context(|| format!("read token file {}", path.display()))
-        }
+        (_, Some(path)) => secret_from_file("token", &path),
         (Some(token), None) => {
             eprintln!(
                 "warning: --token shows the token to every user of this node (in the \
@@ -135,6 +124,15 @@ fn registry_token(argv: Option<String>, file: Option<PathBuf>) -> anyhow::Result
         }
         (None, None) => Ok(String::new()),
     }
+}
+
+/// A secret (`what`: password, token) from the first line of the file
+/// `path`, as [`read_password`] reads it.
+fn secret_from_file(what: &str, path: &Path) -> anyhow::Result<String> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("open {what} file {}", path.display()))?;
+    read_password(std::io::BufReader::new(file))
+        .with_context(|| format!("read {what} file {}", path.display()))
 }
 
 /// A password as `docker login --password-stdin` takes it: the first line,
