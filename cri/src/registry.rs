@@ -33,6 +33,25 @@ pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 /// having to remember to.
 pub type Publish<R> = Box<dyn Fn(Option<&R>, Option<&R>) + Send + Sync>;
 
+/// The [`Publish`] pods and containers use: each change's lifecycle events
+/// (`events` of the phases before and after, by `phase`) on the daemon's
+/// bus, filed under the record's ID and its pod's (`pod`).
+pub fn lifecycle_publisher<R: Record, P: 'static>(
+    daemon: Arc<crate::daemon::Daemon>,
+    phase: fn(&R) -> P,
+    events: fn(Option<P>, Option<P>) -> Vec<k8s_cri::v1::ContainerEventType>,
+    pod: fn(&R) -> &str,
+) -> Publish<R> {
+    Box::new(move |before: Option<&R>, after: Option<&R>| {
+        let Some(rec) = after.or(before) else {
+            return;
+        };
+        for kind in events(before.map(phase), after.map(phase)) {
+            daemon.events.emit(rec.id(), pod(rec), kind);
+        }
+    })
+}
+
 /// One pod or container: its record and the lock its operations take.
 #[derive(Debug)]
 pub struct Entry<R> {

@@ -43,20 +43,11 @@ impl Containers {
     /// phase change is published as kubelet's lifecycle events.
     pub fn new(store: Arc<Store>, sandboxes: Arc<Sandboxes>, images: Arc<Images>) -> Self {
         let c = &sandboxes.daemon.config;
-        let daemon = sandboxes.daemon.clone();
-        let publish = Box::new(
-            move |before: Option<&ContainerRecord>, after: Option<&ContainerRecord>| {
-                let Some(rec) = after.or(before) else {
-                    return;
-                };
-                let kinds = super::record::lifecycle_events(
-                    before.map(|r| r.phase),
-                    after.map(|r| r.phase),
-                );
-                for kind in kinds {
-                    daemon.events.emit(&rec.id, &rec.sandbox_id, kind);
-                }
-            },
+        let publish = crate::registry::lifecycle_publisher(
+            sandboxes.daemon.clone(),
+            |r: &ContainerRecord| r.phase,
+            super::record::lifecycle_events,
+            |r: &ContainerRecord| r.sandbox_id.as_str(),
         );
         Containers {
             state_dir: c.state.join("containers"),

@@ -60,20 +60,12 @@ impl Sandboxes {
     /// store. Every phase change is published as kubelet's lifecycle
     /// events (the pod's ID is its container ID there).
     pub fn new(daemon: Arc<Daemon>, store: Arc<Store>, paths: Paths) -> Self {
-        let events = daemon.clone();
-        let publish = Box::new(
-            move |before: Option<&SandboxRecord>, after: Option<&SandboxRecord>| {
-                let Some(rec) = after.or(before) else {
-                    return;
-                };
-                let kinds = super::record::lifecycle_events(
-                    before.map(|r| r.phase),
-                    after.map(|r| r.phase),
-                );
-                for kind in kinds {
-                    events.events.emit(&rec.id, &rec.id, kind);
-                }
-            },
+        // A pod's own events are filed under its ID as the container ID.
+        let publish = crate::registry::lifecycle_publisher(
+            daemon.clone(),
+            |r: &SandboxRecord| r.phase,
+            super::record::lifecycle_events,
+            |r: &SandboxRecord| r.id.as_str(),
         );
         Sandboxes {
             daemon,
