@@ -11,6 +11,8 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod events;
+#[cfg(test)]
+pub mod fake_effects;
 pub mod grpc;
 pub mod idmap;
 pub mod ids;
@@ -30,6 +32,7 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod server;
 pub mod shim_client;
+pub mod shim_effects;
 pub mod stats;
 pub mod store;
 pub mod streaming;

@@ -179,6 +179,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, Admi
         Arc::new(Daemon::new(c)),
         store.clone(),
         paths,
+        carapace_cri::sandbox::effects::Effects::real(),
     ));
     recover(&sandboxes).await?;
     let containers = Arc::new(Containers::new(store, sandboxes, images));

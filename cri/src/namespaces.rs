@@ -31,7 +31,8 @@ pub enum Kind {
 }
 
 /// Every kind, in the order they are looked for and unpinned.
-const ALL: [Kind; 4] = [Kind::Net, Kind::Ipc, Kind::Uts, Kind::User];
+/// Every kind a pod may pin, in the order they are unpinned.
+pub const ALL: [Kind; 4] = [Kind::Net, Kind::Ipc, Kind::Uts, Kind::User];
 
 impl Kind {
     /// The name under /proc/PID/ns and of the pin file.

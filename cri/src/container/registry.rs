@@ -164,7 +164,12 @@ mod tests {
             events_address: String::new(),
         };
         let daemon = Arc::new(crate::daemon::Daemon::new(config));
-        let sandboxes = Arc::new(Sandboxes::new(daemon, store.clone(), paths));
+        let sandboxes = Arc::new(Sandboxes::new(
+            daemon,
+            store.clone(),
+            paths,
+            crate::sandbox::effects::Effects::real(),
+        ));
         Containers::new(store, sandboxes, images)
     }
 

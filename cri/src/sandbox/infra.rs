@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::shim_client::{self, RuntimeOptions, Shim};
+use crate::shim_client::RuntimeOptions;
 use crate::task::Task;
 
 use super::registry::{Sandbox, Sandboxes};
@@ -38,18 +38,19 @@ pub async fn start(
     crate::private::write_file(&config, &text)
         .map_err(|e| SandboxError::io("write", &config, e))?;
 
-    let address = shim_client::launch(&s.launch(&rec.id, &bundle)).await?;
+    let tasks = &s.effects.tasks;
+    let address = tasks.launch(&s.launch(&rec.id, &bundle)).await?;
     rec.shim_address = address.clone();
     s.update(sb, |r| r.shim_address = address.clone())?;
-    let shim = Shim::connect(&address).await?;
     let runtime = RuntimeOptions {
         binary: rec.runtime_binary.clone(),
         root: rec.runtime_root.clone(),
         systemd_cgroup: s.systemd_cgroups(),
     };
-    shim.create(&rec.id, &bundle, &Default::default(), &runtime)
+    tasks
+        .create(&address, &rec.id, &bundle, &Default::default(), &runtime)
         .await?;
-    rec.infra_pid = shim.start(&rec.id, "").await?;
+    rec.infra_pid = tasks.start(&address, &rec.id).await?;
     Ok(())
 }
 
@@ -69,16 +70,20 @@ fn task<'a>(rec: &'a SandboxRecord, bundle: &'a std::path::Path) -> Task<'a> {
 /// shim's PID, for [`reap`].
 pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>, SandboxError> {
     let bundle = rec.bundle();
-    let stopped = task(rec, &bundle).stop(&s.launch(&rec.id, &bundle)).await?;
+    let stopped = s
+        .effects
+        .tasks
+        .stop(&task(rec, &bundle), &s.launch(&rec.id, &bundle))
+        .await?;
     rec.exit = rec.exit.or(stopped.exit);
     Ok(stopped.shim_pid)
 }
 
 /// Makes sure nothing of the infra survives ([`Task::reap`]). Used by
 /// teardown (removal, rollback, recovery), not by StopPodSandbox.
-pub async fn reap(rec: &SandboxRecord, shim_pid: Option<u32>) {
+pub async fn reap(s: &Sandboxes, rec: &SandboxRecord, shim_pid: Option<u32>) {
     let bundle = rec.bundle();
-    task(rec, &bundle).reap(shim_pid).await;
+    s.effects.tasks.reap(&task(rec, &bundle), shim_pid).await;
 }
 
 /// Watches the infra: when it exits (or its shim disappears), a Ready pod
@@ -86,10 +91,7 @@ pub async fn reap(rec: &SandboxRecord, shim_pid: Option<u32>) {
 pub fn watch(s: Arc<Sandboxes>, sb: Arc<Sandbox>) {
     tokio::spawn(async move {
         let rec = sb.record();
-        let exit = match Shim::connect(&rec.shim_address).await {
-            Ok(shim) => shim.wait(&rec.id, "").await.ok(),
-            Err(_) => None,
-        };
+        let exit = s.effects.tasks.wait(&rec.shim_address, &rec.id).await;
         // Stop may be under way (it kills the infra): let it finish first.
         let _op = sb.op.lock().await;
         let recorded = s.update(&sb, |r| {

@@ -9,6 +9,9 @@
 //! is stored, [`registry`] the in-memory index the CRI calls read.
 
 pub mod cgroup;
+#[cfg(test)]
+mod crash_tests;
+pub mod effects;
 pub mod error;
 pub mod files;
 pub mod infra;

@@ -5,10 +5,6 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::api;
-
-use crate::shim_client::Shim;
-
 use super::registry::Sandboxes;
 use super::{infra, remove, Phase, SandboxError, SandboxRecord};
 
@@ -35,13 +31,7 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
                 }
             }
             Phase::Ready => {
-                let alive = match Shim::connect(&rec.shim_address).await {
-                    Ok(shim) => match shim.state(&rec.id, "").await {
-                        Ok(st) => st.status.enum_value() == Ok(api::Status::RUNNING),
-                        Err(_) => false,
-                    },
-                    Err(_) => false,
-                };
+                let alive = s.effects.tasks.running(&rec.shim_address, &rec.id).await;
                 let _ = s.reserve_name(&name, &id);
                 let sb = s.adopt(rec);
                 if alive {

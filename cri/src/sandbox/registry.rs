@@ -10,6 +10,7 @@ use crate::registry::{Entry, Lookup, Record, Registry};
 use crate::shim_client::Launch;
 use crate::store::{Kind, Store};
 
+use super::effects::Effects;
 use super::{SandboxError, SandboxRecord};
 
 /// One sandbox: its record, and a lock that serialises operations on it
@@ -46,6 +47,8 @@ pub struct Sandboxes {
     pub daemon: Arc<Daemon>,
     /// Helper binaries and sockets.
     pub paths: Paths,
+    /// What pod operations do to the node and ask of shims.
+    pub effects: Effects,
     records: Registry<SandboxRecord>,
 }
 
@@ -59,7 +62,7 @@ impl Sandboxes {
     /// An empty registry; [`super::recover::recover`] fills it from the
     /// store. Every phase change is published as kubelet's lifecycle
     /// events (the pod's ID is its container ID there).
-    pub fn new(daemon: Arc<Daemon>, store: Arc<Store>, paths: Paths) -> Self {
+    pub fn new(daemon: Arc<Daemon>, store: Arc<Store>, paths: Paths, effects: Effects) -> Self {
         // A pod's own events are filed under its ID as the container ID.
         let publish = crate::registry::lifecycle_publisher(
             daemon.clone(),
@@ -70,6 +73,7 @@ impl Sandboxes {
         Sandboxes {
             daemon,
             paths,
+            effects,
             records: Registry::new(store, publish),
         }
     }

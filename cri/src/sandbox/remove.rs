@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::namespaces::Pinned;
-
 use super::registry::{Sandbox, Sandboxes};
-use super::{cgroup, infra, shm, stop, Phase, SandboxError, SandboxRecord};
+use super::{infra, stop, Phase, SandboxError, SandboxRecord};
 
 /// Removes the pod `id`: stops it if needed, tears everything down and
 /// forgets it. Removing an unknown pod is not an error (kubelet retries
@@ -34,7 +32,7 @@ pub async fn teardown(
     rec: &mut SandboxRecord,
 ) -> Result<(), SandboxError> {
     let shim_pid = infra::stop(s, rec).await?;
-    infra::reap(rec, shim_pid).await;
+    infra::reap(s, rec, shim_pid).await;
     rec.shim_address.clear();
     if rec.network_attached {
         stop::network_down(s, rec).await?;
@@ -44,11 +42,12 @@ pub async fn teardown(
             r.shim_address.clear();
         })?;
     }
-    shm::unmount(&rec.dir.join("shm"))?;
-    Pinned::unpin_all(&rec.dir.join("ns"))?;
+    let node = &s.effects.node;
+    node.unmount_shm(&rec.dir.join("shm")).await?;
+    node.unpin_namespaces(&rec.dir.join("ns")).await?;
     if rec.cgroup_created {
-        let (parent, systemd) = (rec.cgroup_parent.clone(), s.systemd_cgroups());
-        cgroup::off_runtime(&rec.cgroup_parent, move || cgroup::remove(&parent, systemd)).await?;
+        node.remove_cgroup(&rec.cgroup_parent, s.systemd_cgroups())
+            .await?;
     }
     match std::fs::remove_dir_all(&rec.dir) {
         Ok(()) => {}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 
 use crate::clock::now_ns;
-use crate::namespaces::{Kind, Pinned, Setup};
+use crate::namespaces::{Kind, Setup};
 use crate::network;
 use crate::runtime_handler::find_binary;
 
@@ -16,7 +16,7 @@ use super::record::{host_network, ns_options};
 use super::registry::{Sandbox, Sandboxes};
 use super::spec::{InfraSpec, OwnNamespaces};
 use super::{
-    cgroup, files, infra, remove, resources, shm, stop, sysctl, Phase, SandboxError, SandboxRecord,
+    cgroup, files, infra, remove, resources, stop, sysctl, Phase, SandboxError, SandboxRecord,
 };
 
 /// The pod's hostname: the config's, or (as containerd does when kubelet
@@ -224,42 +224,33 @@ async fn build(
     });
     // A pod in its own user namespace has its namespaces made by its
     // infra, which enters that user namespace first (see OwnNamespaces).
-    let pinned = match own_ns {
-        Some(_) => None,
-        None => Some(Pinned::create(
-            &ns_dir,
-            own,
-            &Setup {
-                hostname: (!host_net).then(|| hostname.clone()),
-                sysctls,
-            },
-        )?),
-    };
+    let node = &s.effects.node;
+    let pinned = own_ns.is_none();
+    if pinned {
+        let setup = Setup {
+            hostname: (!host_net).then(|| hostname.clone()),
+            sysctls,
+        };
+        node.pin_namespaces(&ns_dir, own, &setup).await?;
+    }
     step("namespaces");
     if own.contains(&Kind::Ipc) {
-        shm::mount(&rec.dir.join("shm"), owner)?;
+        node.mount_shm(&rec.dir.join("shm"), owner).await?;
     }
     step("shm");
     // Recorded before it is made, so a crash cannot leak it.
     let systemd = s.systemd_cgroups();
-    let will_create = !cgroup::exists(&rec.cgroup_parent, systemd)?;
+    let will_create = !node.cgroup_exists(&rec.cgroup_parent, systemd).await?;
     if will_create {
         rec.cgroup_created = true;
         s.update(sb, |r| r.cgroup_created = true)?;
         // kubelet sizes a cgroup of its own; one of ours is sized here.
         let limits = resources::of_config(&rec.config)?;
-        let parent = rec.cgroup_parent.clone();
-        cgroup::off_runtime(&rec.cgroup_parent, move || {
-            cgroup::ensure(&parent, systemd)?;
-            match limits {
-                Some(l) => resources::apply(&parent, &l, systemd),
-                None => Ok(()),
-            }
-        })
-        .await?;
+        node.make_cgroup(&rec.cgroup_parent, systemd, limits)
+            .await?;
     }
     let pid_mode = ns_options(&rec.config).pid;
-    let pinned_path = |k| pinned.as_ref().and_then(|p| p.path(k));
+    let pinned_path = |k: Kind| (pinned && own.contains(&k)).then(|| ns_dir.join(k.name()));
     let spec = InfraSpec {
         binary: s.paths.infra.clone(),
         net: pinned_path(Kind::Net),
@@ -272,7 +263,8 @@ async fn build(
     let pod_net = stop::pod_network(s, rec);
     let network = async {
         match &net_conf {
-            Some(conf) => network::add(conf, &s.daemon.config.cni.bin_dirs, &pod_net)
+            Some(conf) => node
+                .network_add(conf, &s.daemon.config.cni.bin_dirs, &pod_net)
                 .await
                 .map(Some),
             None => Ok(None),
@@ -282,15 +274,17 @@ async fn build(
         // The network namespace is the infra's: it comes first, then is
         // pinned, then configured.
         let started = infra::start(s, sb, rec, &spec).await;
-        let pinned = started.and_then(|()| {
-            Pinned::adopt(
-                &ns_dir,
-                rec.infra_pid,
-                &[Kind::User, Kind::Net, Kind::Ipc, Kind::Uts],
-            )
-            .map(drop)
-            .map_err(SandboxError::from)
-        });
+        let pinned = match started {
+            Ok(()) => {
+                node.adopt_namespaces(
+                    &ns_dir,
+                    rec.infra_pid,
+                    &[Kind::User, Kind::Net, Kind::Ipc, Kind::Uts],
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         if pinned.is_ok() && net_conf.is_some() {
             rec.network_attached = true;
             s.update(sb, |r| r.network_attached = true)?;

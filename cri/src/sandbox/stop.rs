@@ -86,12 +86,14 @@ pub fn pod_network(s: &Sandboxes, rec: &SandboxRecord) -> PodNetwork {
 /// CNI DEL for the pod, with the ADD result when there is one.
 pub async fn network_down(s: &Sandboxes, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let conf = network::find_conf(&s.daemon.config.cni.conf_dir)?;
-    network::del(
-        &conf,
-        &s.daemon.config.cni.bin_dirs,
-        &pod_network(s, rec),
-        rec.cni_result.as_ref(),
-    )
-    .await?;
+    s.effects
+        .node
+        .network_del(
+            &conf,
+            &s.daemon.config.cni.bin_dirs,
+            &pod_network(s, rec),
+            rec.cni_result.as_ref(),
+        )
+        .await?;
     Ok(())
 }
