@@ -8,7 +8,7 @@
 //! returns an error; after the effect only where the real call can fail
 //! having done part of it: CNI ADD, a shim start, a runtime create).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use oci_spec::runtime::LinuxResources;
 use serde_json::Value;
 
+use crate::image::rootfs::RootfsError;
 use crate::namespaces::{Kind, Setup};
 use crate::network::{AddResult, CniError, NetworkConf, PodNetwork};
-use crate::sandbox::effects::{Effects, PodEffects};
+use crate::sandbox::effects::{Effects, NodeEffects};
 use crate::sandbox::SandboxError;
 use crate::shim_client::{Exit, Launch, RuntimeOptions, ShimError, Stdio};
-use crate::shim_effects::TaskEffects;
+use crate::shim_effects::{TaskEffects, TaskState, TaskStatus};
 use crate::task::{self, Stopped, Task};
 
 /// The fake node: its ledger and the points where a test injects faults.
@@ -37,6 +38,8 @@ struct State {
     live: BTreeSet<String>,
     /// Tasks whose init process runs.
     running: BTreeSet<String>,
+    /// How ended tasks ended.
+    exits: BTreeMap<String, Exit>,
     /// Every point passed, in order (point N is `points[N - 1]`).
     points: Vec<String>,
     crash_at: Option<usize>,
@@ -185,6 +188,28 @@ impl FakeNode {
         }
     }
 
+    /// Ends task `id`'s init process as `signal` would.
+    fn end(&self, id: &str, signal: u32) {
+        let mut st = self.state();
+        if st.running.remove(id) || !st.exits.contains_key(id) {
+            st.exits.insert(
+                id.to_string(),
+                Exit {
+                    status: 128 + signal,
+                    at_ns: 1,
+                },
+            );
+        }
+    }
+
+    fn not_found(method: &'static str) -> ShimError {
+        ShimError::Call {
+            method,
+            code: ttrpc::Code::NOT_FOUND,
+            message: "task does not exist".into(),
+        }
+    }
+
     fn shim_gone(method: &'static str) -> ShimError {
         ShimError::Call {
             method,
@@ -195,7 +220,7 @@ impl FakeNode {
 }
 
 #[async_trait]
-impl PodEffects for FakeNode {
+impl NodeEffects for FakeNode {
     async fn pin_namespaces(
         &self,
         dir: &Path,
@@ -309,6 +334,47 @@ impl PodEffects for FakeNode {
         Ok(())
     }
 
+    async fn mount_rootfs(
+        &self,
+        _lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), RootfsError> {
+        let err = |op: &str| RootfsError::Mount {
+            target: target.to_path_buf(),
+            op: op.into(),
+            source: nix::errno::Errno::EIO,
+        };
+        if self.at("mount rootfs".into()).await == At::Fail {
+            return Err(err("mount"));
+        }
+        for d in [upper, work, target] {
+            std::fs::create_dir_all(d).map_err(|_| err("mkdir"))?;
+        }
+        self.add(format!("rootfs {}", target.display()));
+        if self.at("rootfs mounted".into()).await == At::Fail {
+            self.remove(&format!("rootfs {}", target.display()));
+            return Err(err("mount"));
+        }
+        Ok(())
+    }
+
+    async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError> {
+        let err = || RootfsError::Unmount {
+            target: target.to_path_buf(),
+            source: nix::errno::Errno::EIO,
+        };
+        if self.at("unmount rootfs".into()).await == At::Fail {
+            return Err(err());
+        }
+        self.remove(&format!("rootfs {}", target.display()));
+        if self.at("rootfs unmounted".into()).await == At::Fail {
+            return Err(err());
+        }
+        Ok(())
+    }
+
     async fn network_add(
         &self,
         _conf: &NetworkConf,
@@ -408,15 +474,54 @@ impl TaskEffects for FakeNode {
     }
 
     async fn wait(&self, _address: &str, id: &str) -> Option<Exit> {
-        if self.state().running.contains(id) {
-            // Runs until the test ends (its runtime is dropped).
-            std::future::pending::<()>().await;
+        loop {
+            {
+                let st = self.state();
+                if !st.running.contains(id) {
+                    return st.exits.get(id).copied();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        None
     }
 
-    async fn running(&self, _address: &str, id: &str) -> bool {
-        self.has(&format!("shim {id}")) && self.state().running.contains(id)
+    async fn state(&self, _address: &str, id: &str) -> Option<TaskState> {
+        let st = self.state();
+        if !st.live.contains(&format!("shim {id}")) || !st.live.contains(&format!("task {id}")) {
+            return None;
+        }
+        let exit = st.exits.get(id).copied();
+        let status = if st.running.contains(id) {
+            TaskStatus::Running
+        } else if exit.is_some() {
+            TaskStatus::Stopped
+        } else {
+            TaskStatus::Created
+        };
+        Some(TaskState { status, exit })
+    }
+
+    async fn kill(
+        &self,
+        _address: &str,
+        id: &str,
+        signal: u32,
+        _all: bool,
+    ) -> Result<(), ShimError> {
+        if !self.has(&format!("shim {id}")) {
+            return Err(Self::shim_gone("Kill"));
+        }
+        if !self.has(&format!("task {id}")) {
+            return Err(Self::not_found("Kill"));
+        }
+        if self.at(format!("kill task {id}")).await == At::Fail {
+            return Err(Self::shim_err("Kill"));
+        }
+        self.end(id, signal);
+        if self.at("task killed".into()).await == At::Fail {
+            return Err(Self::shim_err("Kill"));
+        }
+        Ok(())
     }
 
     async fn stop(&self, t: &Task<'_>, _launch: &Launch<'_>) -> Result<Stopped, ShimError> {
@@ -437,18 +542,19 @@ impl TaskEffects for FakeNode {
         if self.at(format!("stop task {}", t.id)).await == At::Fail {
             return Err(Self::shim_err("Kill"));
         }
-        let was_running = self.state().running.remove(t.id);
+        let had_task = self.has(&format!("task {}", t.id));
+        if had_task {
+            self.end(t.id, 9);
+        }
         self.remove(&format!("task {}", t.id));
         self.remove(&format!("shim {}", t.id));
         if self.at("task stopped".into()).await == At::Fail {
             return Err(Self::shim_gone("Shutdown"));
         }
+        let exit = self.state().exits.get(t.id).copied();
         Ok(Stopped {
             shim_pid: Some(1000),
-            exit: was_running.then_some(Exit {
-                status: 137,
-                at_ns: 1,
-            }),
+            exit: exit.filter(|_| had_task),
         })
     }
 

@@ -9,6 +9,8 @@ pub mod cgroup_limits;
 pub mod clock;
 pub mod config;
 pub mod container;
+#[cfg(test)]
+pub mod crash_world;
 pub mod daemon;
 pub mod events;
 #[cfg(test)]

@@ -12,6 +12,28 @@ use containerd_shim_protos::api;
 use crate::shim_client::{self, Exit, Launch, RuntimeOptions, Shim, ShimError, Stdio};
 use crate::task::{Stopped, Task};
 
+/// Where a task's init process is, as its shim says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Stopped,
+    /// Paused, pausing or unknown.
+    Other,
+}
+
+/// A task's state, as its shim keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskState {
+    /// Where the init process is.
+    pub status: TaskStatus,
+    /// How it ended, when Stopped (at_ns 0: the shim did not stamp it).
+    pub exit: Option<Exit>,
+}
+
 /// A task's shim, as the orchestration sees it.
 #[async_trait]
 pub trait TaskEffects: Send + Sync + std::fmt::Debug {
@@ -37,9 +59,13 @@ pub trait TaskEffects: Send + Sync + std::fmt::Debug {
     /// (it is gone, or never answered).
     async fn wait(&self, address: &str, id: &str) -> Option<Exit>;
 
-    /// Whether the init process runs (restart recovery); false when the
-    /// shim is gone.
-    async fn running(&self, address: &str, id: &str) -> bool;
+    /// The init process's state as its shim keeps it (restart recovery);
+    /// None when the shim is gone or does not know the task.
+    async fn state(&self, address: &str, id: &str) -> Option<TaskState>;
+
+    /// Sends `signal` to the init process (`all`: to every process of the
+    /// task).
+    async fn kill(&self, address: &str, id: &str, signal: u32, all: bool) -> Result<(), ShimError>;
 
     /// Kills, deletes and ends the task and its shim ([`Task::stop`]).
     async fn stop(&self, task: &Task<'_>, launch: &Launch<'_>) -> Result<Stopped, ShimError>;
@@ -83,14 +109,37 @@ impl TaskEffects for ShimTasks {
         }
     }
 
-    async fn running(&self, address: &str, id: &str) -> bool {
-        match Shim::connect(address).await {
-            Ok(shim) => match shim.state(id, "").await {
-                Ok(st) => st.status.enum_value() == Ok(api::Status::RUNNING),
-                Err(_) => false,
-            },
-            Err(_) => false,
-        }
+    async fn state(&self, address: &str, id: &str) -> Option<TaskState> {
+        let st = Shim::connect(address)
+            .await
+            .ok()?
+            .state(id, "")
+            .await
+            .ok()?;
+        let status = match st.status.enum_value() {
+            Ok(api::Status::CREATED) => TaskStatus::Created,
+            Ok(api::Status::RUNNING) => TaskStatus::Running,
+            Ok(api::Status::STOPPED) => TaskStatus::Stopped,
+            _ => TaskStatus::Other,
+        };
+        Some(TaskState {
+            status,
+            exit: (status == TaskStatus::Stopped).then(|| Exit {
+                status: st.exit_status,
+                at_ns: st
+                    .exited_at
+                    .as_ref()
+                    .map(|t| t.seconds.saturating_mul(1_000_000_000) + i64::from(t.nanos))
+                    .unwrap_or(0),
+            }),
+        })
+    }
+
+    async fn kill(&self, address: &str, id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
+        Shim::connect(address)
+            .await?
+            .kill(id, "", signal, all)
+            .await
     }
 
     async fn stop(&self, task: &Task<'_>, launch: &Launch<'_>) -> Result<Stopped, ShimError> {

@@ -10,9 +10,8 @@ use k8s_cri::v1 as cri;
 
 use crate::clock::now_ns;
 use crate::idmap;
-use crate::image::rootfs;
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
-use crate::shim_client::{self, RuntimeOptions, Shim, Stdio};
+use crate::shim_client::{RuntimeOptions, Stdio};
 
 use super::registry::{Container, Containers};
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
@@ -393,22 +392,28 @@ async fn build(
         }
     };
     let upper = rec.data.join("upper");
+    let work = rec.data.join("work");
+    let node = &cs.sandboxes.effects.node;
     match &userns {
         Some(u) => {
             let views = rec.data.join("idmap");
-            let mounted = u.lowers(&lowers, &views).and_then(|l| {
+            let mounted = match u.lowers(&lowers, &views).and_then(|l| {
                 u.prepare_upper(&upper)?;
-                Ok(rootfs::mount_overlay(
-                    &l,
-                    &upper,
-                    &rec.data.join("work"),
-                    &rootfs_dir,
-                )?)
-            });
+                Ok(l)
+            }) {
+                Ok(l) => node
+                    .mount_rootfs(&l, &upper, &work, &rootfs_dir)
+                    .await
+                    .map_err(ContainerError::from),
+                Err(e) => Err(e),
+            };
             idmap::detach_all(&views)?;
             mounted?;
         }
-        None => rootfs::mount_overlay(&lowers, &upper, &rec.data.join("work"), &rootfs_dir)?,
+        None => {
+            node.mount_rootfs(&lowers, &upper, &work, &rootfs_dir)
+                .await?
+        }
     }
     let facts = ImageFacts {
         config: image.runtime_config().clone(),
@@ -476,12 +481,14 @@ async fn build(
     if !rec.log_path.as_os_str().is_empty() {
         logs::make_dirs(Path::new(&pod.config.log_directory), &rec.log_path)?;
     }
-    let address = shim_client::launch(&cs.sandboxes.launch(&rec.id, &rec.bundle)).await?;
+    let tasks = &cs.sandboxes.effects.tasks;
+    let address = tasks
+        .launch(&cs.sandboxes.launch(&rec.id, &rec.bundle))
+        .await?;
     rec.shim_address = address.clone();
     // Recorded before the shim is used: a crash from here on finds the
     // shim (and what the build made so far) to tear down.
     cs.update(c, |r| *r = rec.clone())?;
-    let shim = Shim::connect(&address).await?;
     let log = if rec.log_path.as_os_str().is_empty() {
         String::new()
     } else {
@@ -497,8 +504,9 @@ async fn build(
         stderr: if rec.config.tty { String::new() } else { log },
         terminal: rec.config.tty,
     };
-    rec.pid = shim
+    rec.pid = tasks
         .create(
+            &address,
             &rec.id,
             &rec.bundle,
             &stdio,

@@ -3,6 +3,8 @@
 //! from the image's layers, one shim per container that runs it and writes
 //! its CRI log, and the lifecycle calls (one file each).
 
+#[cfg(test)]
+mod crash_tests;
 pub mod create;
 pub mod error;
 pub mod exec;

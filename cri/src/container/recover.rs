@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::api;
-
-use crate::shim_client::Shim;
+use crate::shim_effects::{TaskState, TaskStatus};
 
 use super::registry::Containers;
 use super::{ContainerError, ContainerRecord, Phase};
@@ -14,16 +12,16 @@ use super::{ContainerError, ContainerRecord, Phase};
 /// Records in `rec` the end of a container that ended while the daemon
 /// was down: the status its shim kept, or, with the shim gone, an unknown
 /// exit (255), as containerd reports one.
-fn record_end_while_down(rec: &mut ContainerRecord, state: Option<&api::StateResponse>) {
+fn record_end_while_down(rec: &mut ContainerRecord, state: Option<&TaskState>) {
     rec.phase = Phase::Exited;
-    match state {
-        Some(s) if s.status.enum_value() == Ok(api::Status::STOPPED) => {
-            rec.exit_code = s.exit_status as i32;
-            rec.finished_at = s
-                .exited_at
-                .as_ref()
-                .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
-                .unwrap_or_else(crate::clock::now_ns);
+    match state.and_then(|s| s.exit) {
+        Some(exit) => {
+            rec.exit_code = exit.status as i32;
+            rec.finished_at = if exit.at_ns > 0 {
+                exit.at_ns
+            } else {
+                crate::clock::now_ns()
+            };
         }
         _ => {
             rec.exit_code = 255;
@@ -53,18 +51,15 @@ pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
                 }
             }
             Phase::Created | Phase::Running => {
-                let state = match Shim::connect(&rec.shim_address).await {
-                    Ok(shim) => shim.state(&rec.id, "").await.ok(),
-                    Err(_) => None,
-                };
-                let running = state
-                    .as_ref()
-                    .map(|s| s.status.enum_value() == Ok(api::Status::RUNNING))
-                    .unwrap_or(false);
-                let created = state
-                    .as_ref()
-                    .map(|s| s.status.enum_value() == Ok(api::Status::CREATED))
-                    .unwrap_or(false);
+                let state = cs
+                    .sandboxes
+                    .effects
+                    .tasks
+                    .state(&rec.shim_address, &rec.id)
+                    .await;
+                let status = state.map(|s| s.status);
+                let running = status == Some(TaskStatus::Running);
+                let created = status == Some(TaskStatus::Created);
                 let ended = rec.phase == Phase::Running && !running
                     || rec.phase == Phase::Created && !created;
                 let _ = cs.reserve_name(&name_key, &id);

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::image::rootfs;
 use crate::task::Task;
 
 use super::registry::Containers;
@@ -37,12 +36,14 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
         runtime_root: &rec.runtime_root,
         cgroups_path: &rec.cgroups_path,
     };
-    let stopped = task
-        .stop(&cs.sandboxes.launch(&rec.id, &rec.bundle))
+    let effects = &cs.sandboxes.effects;
+    let stopped = effects
+        .tasks
+        .stop(&task, &cs.sandboxes.launch(&rec.id, &rec.bundle))
         .await?;
     // Whatever a shim caught mid-create may still have made.
-    task.reap(stopped.shim_pid).await;
-    rootfs::unmount(&rec.rootfs())?;
+    effects.tasks.reap(&task, stopped.shim_pid).await;
+    effects.node.unmount_rootfs(&rec.rootfs()).await?;
     // Idmapped views (a pod in its own user namespace) are detached before
     // anything is deleted: removing a directory would reach through a
     // still-attached view into the volume behind it.

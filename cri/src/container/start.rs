@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use crate::clock::now_ns;
 use crate::events::ShimEvent;
-use crate::shim_client::Shim;
 
 use super::registry::{Container, Containers};
 use super::{ContainerError, ContainerRecord, Phase};
@@ -20,8 +19,13 @@ pub async fn start(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError>
             rec.id, rec.phase
         )));
     }
-    let shim = Shim::connect(&rec.shim_address).await?;
-    match shim.start(&rec.id, "").await {
+    let started = cs
+        .sandboxes
+        .effects
+        .tasks
+        .start(&rec.shim_address, &rec.id)
+        .await;
+    match started {
         Ok(pid) => {
             cs.update(&c, |r| {
                 r.pid = pid;
@@ -117,10 +121,12 @@ pub fn record_oom(rec: &mut ContainerRecord) {
 pub fn watch(cs: Arc<Containers>, c: Arc<Container>) {
     tokio::spawn(async move {
         let rec = c.record();
-        let exit = match Shim::connect(&rec.shim_address).await {
-            Ok(shim) => shim.wait(&rec.id, "").await.ok(),
-            Err(_) => None,
-        };
+        let exit = cs
+            .sandboxes
+            .effects
+            .tasks
+            .wait(&rec.shim_address, &rec.id)
+            .await;
         let seen = ExitSeen {
             status: exit.map(|e| e.status as i32),
             at_ns: exit.map(|e| e.at_ns).unwrap_or(0),

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shim_client::Shim;
-
 use super::registry::Containers;
 use super::{ContainerError, Phase};
 
@@ -29,13 +27,19 @@ pub async fn stop(cs: &Arc<Containers>, id: &str, timeout_secs: i64) -> Result<(
         Err(e) => return Err(e),
     };
     let rec = c.record();
+    let tasks = &cs.sandboxes.effects.tasks;
     match rec.phase {
         Phase::Running => {}
         Phase::Created => {
             // Never started: kill the waiting process so it exits.
-            let shim = Shim::connect(&rec.shim_address).await?;
-            let _ = shim.kill(&rec.id, "", 9, true).await;
-            let exit = shim.wait(&rec.id, "").await.ok();
+            // A kill that failed would leave the wait below waiting for
+            // ever: kubelet retries the stop instead. A task or shim that
+            // is gone has ended.
+            let exit = match tasks.kill(&rec.shim_address, &rec.id, 9, true).await {
+                Ok(()) => tasks.wait(&rec.shim_address, &rec.id).await,
+                Err(e) if e.is_not_found() || e.is_gone() => None,
+                Err(e) => return Err(e.into()),
+            };
             let _op = c.op.lock().await;
             cs.update(&c, |r| {
                 if r.phase != Phase::Created {
@@ -50,29 +54,32 @@ pub async fn stop(cs: &Arc<Containers>, id: &str, timeout_secs: i64) -> Result<(
         }
         _ => return Ok(()),
     }
-    let shim = Shim::connect(&rec.shim_address).await?;
     let sig = signal_number(&rec.stop_signal).unwrap_or(15);
     if timeout_secs > 0 && sig != 9 {
-        match shim.kill(&rec.id, "", sig, false).await {
+        match tasks.kill(&rec.shim_address, &rec.id, sig, false).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => tracing::warn!(container = %rec.id, error = %e, "stop signal"),
         }
         let waited = tokio::time::timeout(
             Duration::from_secs(timeout_secs as u64),
-            shim.wait(&rec.id, ""),
+            tasks.wait(&rec.shim_address, &rec.id),
         )
         .await;
-        if matches!(waited, Ok(Ok(_))) {
+        if matches!(waited, Ok(Some(_))) {
             return settle(cs, id).await;
         }
     }
-    match shim.kill(&rec.id, "", 9, true).await {
-        Ok(()) => {}
+    match tasks.kill(&rec.shim_address, &rec.id, 9, true).await {
+        Ok(()) => {
+            let _ = tasks.wait(&rec.shim_address, &rec.id).await;
+        }
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => tracing::warn!(container = %rec.id, error = %e, "SIGKILL"),
+        // Gone with its shim: the exit watcher records the unknown exit.
+        Err(e) if e.is_gone() => {}
+        // Waiting now could wait for ever: kubelet retries the stop.
+        Err(e) => return Err(e.into()),
     }
-    let _ = shim.wait(&rec.id, "").await;
     settle(cs, id).await
 }
 

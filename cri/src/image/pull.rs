@@ -87,7 +87,9 @@ pub struct Pulled {
 
 /// The registry client with the daemon's mirror and plain-HTTP settings.
 pub struct Puller {
-    client: Client,
+    /// Made at the first anonymous pull: building one loads the system's
+    /// CA certificates, which a daemon that never pulls need not pay for.
+    client: std::sync::OnceLock<Client>,
     insecure: Vec<String>,
     mirrors: BTreeMap<String, Vec<String>>,
     content: Arc<ContentStore>,
@@ -149,10 +151,9 @@ impl Puller {
                 }
             }
         }
-        let client = Client::new(config_for(&insecure));
         std::fs::create_dir_all(layers_dir).map_err(|e| ImageError::io("create", layers_dir, e))?;
         Ok(Puller {
-            client,
+            client: std::sync::OnceLock::new(),
             insecure,
             mirrors: registry.mirrors.clone(),
             content,
@@ -213,7 +214,8 @@ impl Puller {
         // anonymous or wrong ones are never reused for it.
         let own;
         let client = if matches!(auth, RegistryAuth::Anonymous) {
-            &self.client
+            self.client
+                .get_or_init(|| Client::new(config_for(&self.insecure)))
         } else {
             own = Client::new(config_for(&self.insecure));
             &own

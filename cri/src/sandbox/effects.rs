@@ -1,10 +1,12 @@
-//! What making and tearing down a pod does to the node — namespace pins,
-//! the shm tmpfs, the pod cgroup, CNI ADD and DEL — and what it asks of
-//! shims ([`TaskEffects`]), behind small traits. The orchestration in
-//! [`super::run`], [`super::stop`], [`super::remove`] and
-//! [`super::recover`] only reaches the node through these, so its crash
-//! recovery is table-tested against a fake step by step without root
-//! (`super::crash_tests`); [`Effects::real`] is the node itself.
+//! What making and tearing down pods and containers does to the node —
+//! namespace pins, the shm tmpfs, the pod cgroup, CNI ADD and DEL, a
+//! container's root filesystem — and what it asks of shims
+//! ([`TaskEffects`]), behind small traits. The orchestration of pods
+//! ([`super::run`], [`super::stop`], [`super::remove`], [`super::recover`])
+//! and of containers (create, start, stop, remove, recover) only reaches
+//! the node through these, so its crash recovery is table-tested against a
+//! fake step by step without root (`sandbox::crash_tests`,
+//! `container::crash_tests`); [`Effects::real`] is the node itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,17 +15,18 @@ use async_trait::async_trait;
 use oci_spec::runtime::LinuxResources;
 use serde_json::Value;
 
+use crate::image::rootfs::{self, RootfsError};
 use crate::namespaces::{Kind, Pinned, Setup};
 use crate::network::{self, AddResult, CniError, NetworkConf, PodNetwork};
 use crate::shim_effects::{ShimTasks, TaskEffects};
 
 use super::{cgroup, resources, shm, SandboxError};
 
-/// A pod's node-level effects. Each undo is idempotent: undoing what is
+/// Node-level effects of pods and containers. Each undo is idempotent: undoing what is
 /// not there is success, so a teardown interrupted by a crash is simply
 /// run again.
 #[async_trait]
-pub trait PodEffects: Send + Sync + std::fmt::Debug {
+pub trait NodeEffects: Send + Sync + std::fmt::Debug {
     /// Makes namespaces of `kinds` and pins them at `dir/<kind>`; on
     /// failure nothing stays pinned.
     async fn pin_namespaces(
@@ -66,6 +69,19 @@ pub trait PodEffects: Send + Sync + std::fmt::Debug {
     /// Removes pod cgroup `path` and anything left below it.
     async fn remove_cgroup(&self, path: &str, systemd: bool) -> Result<(), SandboxError>;
 
+    /// Mounts a container's root filesystem: `lowers` (topmost first)
+    /// under the writable `upper` at `target` ([`rootfs::mount_overlay`]).
+    async fn mount_rootfs(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), RootfsError>;
+
+    /// Unmounts a container's root filesystem ([`rootfs::unmount`]).
+    async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError>;
+
     /// CNI ADD ([`network::add`]).
     async fn network_add(
         &self,
@@ -89,7 +105,7 @@ pub trait PodEffects: Send + Sync + std::fmt::Debug {
 #[derive(Clone, Debug)]
 pub struct Effects {
     /// The node: namespaces, mounts, cgroups, CNI.
-    pub node: Arc<dyn PodEffects>,
+    pub node: Arc<dyn NodeEffects>,
     /// Shims and the tasks under them.
     pub tasks: Arc<dyn TaskEffects>,
 }
@@ -109,7 +125,7 @@ impl Effects {
 pub struct Node;
 
 #[async_trait]
-impl PodEffects for Node {
+impl NodeEffects for Node {
     async fn pin_namespaces(
         &self,
         dir: &Path,
@@ -166,6 +182,20 @@ impl PodEffects for Node {
     async fn remove_cgroup(&self, path: &str, systemd: bool) -> Result<(), SandboxError> {
         let parent = path.to_string();
         cgroup::off_runtime(path, move || cgroup::remove(&parent, systemd)).await
+    }
+
+    async fn mount_rootfs(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), RootfsError> {
+        rootfs::mount_overlay(lowers, upper, work, target)
+    }
+
+    async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError> {
+        rootfs::unmount(target)
     }
 
     async fn network_add(

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use crate::shim_effects::TaskStatus;
+
 use super::registry::Sandboxes;
 use super::{infra, remove, Phase, SandboxError, SandboxRecord};
 
@@ -31,7 +33,12 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
                 }
             }
             Phase::Ready => {
-                let alive = s.effects.tasks.running(&rec.shim_address, &rec.id).await;
+                let alive = s
+                    .effects
+                    .tasks
+                    .state(&rec.shim_address, &rec.id)
+                    .await
+                    .is_some_and(|st| st.status == TaskStatus::Running);
                 let _ = s.reserve_name(&name, &id);
                 let sb = s.adopt(rec);
                 if alive {
