@@ -211,10 +211,9 @@ impl FakeNode {
     }
 
     fn shim_gone(method: &'static str) -> ShimError {
-        ShimError::Call {
+        ShimError::Lost {
             method,
-            code: ttrpc::Code::UNAVAILABLE,
-            message: "socket closed".into(),
+            source: ttrpc::Error::RemoteClosed,
         }
     }
 }

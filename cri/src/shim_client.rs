@@ -50,7 +50,30 @@ pub enum ShimError {
         /// ttrpc's error.
         source: ttrpc::Error,
     },
-    /// A Task call failed.
+    /// The connection to the shim broke during a call (closed, reset,
+    /// end of stream): the shim is gone, and its task with it.
+    #[error("shim {method}: connection lost: {source}")]
+    Lost {
+        /// The Task method.
+        method: &'static str,
+        /// ttrpc's error.
+        source: ttrpc::Error,
+    },
+    /// The shim did not answer within the call guard: it may still run.
+    #[error("shim {method}: no answer within {}s", CALL_GUARD.as_secs())]
+    Timeout {
+        /// The Task method.
+        method: &'static str,
+    },
+    /// The call failed in ttrpc itself (encoding, a malformed answer).
+    #[error("shim {method}: {source}")]
+    Protocol {
+        /// The Task method.
+        method: &'static str,
+        /// ttrpc's error.
+        source: ttrpc::Error,
+    },
+    /// A Task call failed: the shim answered with a status.
     #[error("shim {method}: {message}")]
     Call {
         /// The Task method.
@@ -75,21 +98,17 @@ impl ShimError {
     }
 
     /// Whether the shim is gone (its socket refuses or the connection
-    /// dropped): its container exited with it.
+    /// dropped): its container exited with it. Decided by the kind of
+    /// failure, never by the words of a message; a shim that is only slow
+    /// ([`ShimError::Timeout`]) is not gone.
     pub fn is_gone(&self) -> bool {
-        match self {
-            ShimError::Connect { .. } => true,
-            ShimError::Call { code, message, .. } => {
-                *code == ttrpc::Code::UNAVAILABLE
-                    || message.contains("ocket")
-                    || message.contains("closed")
-                    || message.contains("Broken pipe")
-            }
-            _ => false,
-        }
+        matches!(self, ShimError::Connect { .. } | ShimError::Lost { .. })
     }
 }
 
+/// Classifies a failed call by ttrpc's error kind: a status is the shim's
+/// answer; a broken connection means the shim is gone; anything else is a
+/// protocol failure, the shim possibly alive.
 fn call_err(method: &'static str, e: ttrpc::Error) -> ShimError {
     match e {
         ttrpc::Error::RpcStatus(s) => ShimError::Call {
@@ -97,11 +116,32 @@ fn call_err(method: &'static str, e: ttrpc::Error) -> ShimError {
             code: s.code(),
             message: s.message,
         },
-        other => ShimError::Call {
-            method,
-            code: ttrpc::Code::UNAVAILABLE,
-            message: other.to_string(),
-        },
+        ttrpc::Error::Socket(_)
+        | ttrpc::Error::Nix(_)
+        | ttrpc::Error::LocalClosed
+        | ttrpc::Error::RemoteClosed
+        | ttrpc::Error::Eof => ShimError::Lost { method, source: e },
+        ttrpc::Error::Others(_) => ShimError::Protocol { method, source: e },
+    }
+}
+
+/// A Task call bounded by [`CALL_GUARD`]: past it, a typed
+/// [`ShimError::Timeout`] (the shim may be alive, only slow).
+async fn guard<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, ttrpc::Error>>,
+) -> Result<T, ShimError> {
+    guard_for(CALL_GUARD, method, call).await
+}
+
+async fn guard_for<T>(
+    limit: Duration,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, ttrpc::Error>>,
+) -> Result<T, ShimError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| call_err(method, e)),
+        Err(_) => Err(ShimError::Timeout { method }),
     }
 }
 
@@ -217,7 +257,8 @@ impl std::fmt::Debug for Shim {
 }
 
 fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(CALL_GUARD.as_nanos() as i64)
+    // A backstop for the shim's side: the daemon's own guard fires first.
+    ttrpc::context::with_timeout((CALL_GUARD + Duration::from_secs(5)).as_nanos() as i64)
 }
 
 impl Shim {
@@ -242,11 +283,9 @@ impl Shim {
             id: id.to_string(),
             ..Default::default()
         };
-        self.task
-            .connect(ctx(), &req)
+        guard("Connect", self.task.connect(ctx(), &req))
             .await
             .map(|r| r.shim_pid)
-            .map_err(|e| call_err("Connect", e))
     }
 
     /// The address connected to.
@@ -285,11 +324,7 @@ impl Shim {
             options: Some(any).into(),
             ..Default::default()
         };
-        let r = self
-            .task
-            .create(ctx(), &req)
-            .await
-            .map_err(|e| call_err("Create", e))?;
+        let r = guard("Create", self.task.create(ctx(), &req)).await?;
         Ok(r.pid)
     }
 
@@ -300,11 +335,7 @@ impl Shim {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        let r = self
-            .task
-            .start(ctx(), &req)
-            .await
-            .map_err(|e| call_err("Start", e))?;
+        let r = guard("Start", self.task.start(ctx(), &req)).await?;
         Ok(r.pid)
     }
 
@@ -331,11 +362,7 @@ impl Shim {
             spec: Some(any).into(),
             ..Default::default()
         };
-        self.task
-            .exec(ctx(), &req)
-            .await
-            .map(|_| ())
-            .map_err(|e| call_err("Exec", e))
+        guard("Exec", self.task.exec(ctx(), &req)).await.map(|_| ())
     }
 
     /// Sends `signal` to a process (to every process of the container with
@@ -354,11 +381,7 @@ impl Shim {
             all,
             ..Default::default()
         };
-        self.task
-            .kill(ctx(), &req)
-            .await
-            .map(|_| ())
-            .map_err(|e| call_err("Kill", e))
+        guard("Kill", self.task.kill(ctx(), &req)).await.map(|_| ())
     }
 
     /// Waits for a process to exit, however long that takes.
@@ -383,10 +406,7 @@ impl Shim {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        self.task
-            .state(ctx(), &req)
-            .await
-            .map_err(|e| call_err("State", e))
+        guard("State", self.task.state(ctx(), &req)).await
     }
 
     /// Deletes a stopped process (`runtime delete` for the init).
@@ -396,11 +416,7 @@ impl Shim {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        let r = self
-            .task
-            .delete(ctx(), &req)
-            .await
-            .map_err(|e| call_err("Delete", e))?;
+        let r = guard("Delete", self.task.delete(ctx(), &req)).await?;
         Ok(exit_of(r.exit_status, r.exited_at.as_ref()))
     }
 
@@ -419,11 +435,9 @@ impl Shim {
             height,
             ..Default::default()
         };
-        self.task
-            .resize_pty(ctx(), &req)
+        guard("ResizePty", self.task.resize_pty(ctx(), &req))
             .await
             .map(|_| ())
-            .map_err(|e| call_err("ResizePty", e))
     }
 
     /// Applies new cgroup limits to the running container (`runtime
@@ -437,11 +451,9 @@ impl Shim {
             resources: Some(any).into(),
             ..Default::default()
         };
-        self.task
-            .update(ctx(), &req)
+        guard("Update", self.task.update(ctx(), &req))
             .await
             .map(|_| ())
-            .map_err(|e| call_err("Update", e))
     }
 
     /// Makes the shim reopen a process's CRI log file at its path, after
@@ -452,11 +464,9 @@ impl Shim {
             exec_id: exec_id.to_string(),
             ..Default::default()
         };
-        self.io
-            .reopen_log(ctx(), &req)
+        guard("ReopenLog", self.io.reopen_log(ctx(), &req))
             .await
             .map(|_| ())
-            .map_err(|e| call_err("ReopenLog", e))
     }
 
     /// Attaches to a process's live stdio (our `carapace.shim.v1.Io`):
@@ -493,11 +503,10 @@ impl Shim {
             id: id.to_string(),
             ..Default::default()
         };
-        match self.task.shutdown(ctx(), &req).await {
+        match guard("Shutdown", self.task.shutdown(ctx(), &req)).await {
             Ok(_) => Ok(()),
             // The shim exits while answering: a dropped connection is success.
             Err(e) => {
-                let e = call_err("Shutdown", e);
                 if e.is_gone() {
                     Ok(())
                 } else {
@@ -532,5 +541,51 @@ pub async fn cleanup(l: &Launch<'_>) -> Result<(), ShimError> {
             id: l.id.to_string(),
             message: format!("delete: {}", String::from_utf8_lossy(&out.stderr).trim()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: ttrpc::Code, message: &str) -> ttrpc::Error {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
+    }
+
+    /// "Gone" comes from the kind of failure: a broken connection is a
+    /// gone shim, whatever an answer's words say.
+    #[test]
+    fn a_shim_is_gone_by_the_kind_of_failure_not_by_words() {
+        for e in [
+            ttrpc::Error::Socket("reset".into()),
+            ttrpc::Error::RemoteClosed,
+            ttrpc::Error::LocalClosed,
+            ttrpc::Error::Eof,
+        ] {
+            let shown = e.to_string();
+            assert!(call_err("Kill", e).is_gone(), "{shown}");
+        }
+        for e in [
+            status(ttrpc::Code::UNAVAILABLE, "socket closed"),
+            status(ttrpc::Code::UNKNOWN, "write: Broken pipe"),
+            status(ttrpc::Code::NOT_FOUND, "container does not exist"),
+            ttrpc::Error::Others("Request deadline elapsed".into()),
+        ] {
+            let shown = e.to_string();
+            assert!(!call_err("Kill", e).is_gone(), "{shown}");
+        }
+        assert!(call_err("Kill", status(ttrpc::Code::NOT_FOUND, "x")).is_not_found());
+    }
+
+    /// A shim that does not answer is not taken for gone (teardown would
+    /// then force-delete a container whose shim still holds it).
+    #[tokio::test]
+    async fn a_call_with_no_answer_is_a_timeout_not_a_gone_shim() {
+        let never = std::future::pending::<Result<(), ttrpc::Error>>();
+        let e = guard_for(Duration::from_millis(10), "State", never)
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, ShimError::Timeout { method: "State" }), "{e}");
+        assert!(!e.is_gone());
     }
 }
