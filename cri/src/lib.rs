@@ -12,6 +12,7 @@ pub mod container;
 #[cfg(test)]
 pub mod crash_world;
 pub mod daemon;
+pub mod error_kind;
 pub mod events;
 #[cfg(test)]
 pub mod fake_effects;

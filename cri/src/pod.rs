@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::container::{self, ContainerError, Containers};
+use crate::error_kind::{ErrorKind, Kinded};
 use crate::sandbox::{self, SandboxError};
 
 /// Why a pod operation failed: in one of its containers or in the sandbox.
@@ -19,11 +20,11 @@ pub enum PodError {
     Sandbox(#[from] SandboxError),
 }
 
-impl From<PodError> for tonic::Status {
-    fn from(e: PodError) -> Self {
-        match e {
-            PodError::Container(e) => e.into(),
-            PodError::Sandbox(e) => e.into(),
+impl Kinded for PodError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PodError::Container(e) => e.kind(),
+            PodError::Sandbox(e) => e.kind(),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::proto::images::{
     PullProgress, PullRequest,
 };
 use super::proto::images_ttrpc::Images as ImagesService;
+use crate::error_kind::{ErrorKind, Kinded};
 use crate::image::progress::{Progress, PullEvent};
 use crate::image::pull::Credentials;
 use crate::image::{ImageError, ImageRecord, Images};
@@ -32,12 +33,15 @@ impl ImagesAdmin {
 
 /// A ttrpc status with the gRPC code CRI would give for the same error.
 fn status(e: ImageError) -> ttrpc::Error {
-    let code = match e.code() {
-        tonic::Code::InvalidArgument => ttrpc::Code::INVALID_ARGUMENT,
-        tonic::Code::NotFound => ttrpc::Code::NOT_FOUND,
-        tonic::Code::Unauthenticated => ttrpc::Code::UNAUTHENTICATED,
-        tonic::Code::Unavailable => ttrpc::Code::UNAVAILABLE,
-        _ => ttrpc::Code::INTERNAL,
+    let code = match e.kind() {
+        ErrorKind::InvalidArgument => ttrpc::Code::INVALID_ARGUMENT,
+        ErrorKind::NotFound => ttrpc::Code::NOT_FOUND,
+        ErrorKind::AlreadyExists => ttrpc::Code::ALREADY_EXISTS,
+        ErrorKind::FailedPrecondition => ttrpc::Code::FAILED_PRECONDITION,
+        ErrorKind::Unauthenticated => ttrpc::Code::UNAUTHENTICATED,
+        ErrorKind::Unavailable => ttrpc::Code::UNAVAILABLE,
+        ErrorKind::DeadlineExceeded => ttrpc::Code::DEADLINE_EXCEEDED,
+        ErrorKind::Internal => ttrpc::Code::INTERNAL,
     };
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
 }

@@ -1,7 +1,9 @@
-//! Why a container operation failed, and the gRPC code for it.
+//! Why a container operation failed, and what kind of failure that is
+//! ([`crate::error_kind`]; the gRPC edge makes it a code).
 
 use std::path::PathBuf;
 
+use crate::error_kind::{ErrorKind, Kinded};
 use crate::image::ImageError;
 use crate::shim_client::ShimError;
 use crate::store::StoreError;
@@ -90,24 +92,20 @@ impl ContainerError {
             _ => e.into(),
         }
     }
-
-    /// The gRPC code kubelet should see.
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            ContainerError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            ContainerError::NotFound(_) => tonic::Code::NotFound,
-            ContainerError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-            ContainerError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            ContainerError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
-            ContainerError::Spec(e) => e.code(),
-            ContainerError::Image(e) => e.code(),
-            _ => tonic::Code::Internal,
-        }
-    }
 }
 
-impl From<ContainerError> for tonic::Status {
-    fn from(e: ContainerError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
+impl Kinded for ContainerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            ContainerError::NotFound(_) => ErrorKind::NotFound,
+            ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            ContainerError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            ContainerError::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            ContainerError::Spec(e) => e.kind(),
+            ContainerError::Image(e) => e.kind(),
+            ContainerError::Shim(ShimError::Timeout { .. }) => ErrorKind::DeadlineExceeded,
+            _ => ErrorKind::Internal,
+        }
     }
 }

@@ -146,11 +146,12 @@ pub async fn reopen(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::Kinded;
 
     fn refused(dir: &str, rel: &str) -> String {
         match confined_path(dir, rel) {
             Err(e @ ContainerError::InvalidArgument(_)) => {
-                assert_eq!(e.code(), tonic::Code::InvalidArgument);
+                assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
                 e.to_string()
             }
             other => panic!("{dir:?} + {rel:?}: expected InvalidArgument, got {other:?}"),
@@ -236,7 +237,11 @@ mod tests {
         std::os::unix::fs::symlink(&outside, dir.join("name")).expect("plant symlink");
         let file = confined_path(dir.to_str().expect("utf8"), "name/sub/0.log").expect("path");
         let e = make_dirs(&dir, &file).expect_err("symlink below the log directory");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert_eq!(
+            e.kind(),
+            crate::error_kind::ErrorKind::InvalidArgument,
+            "{e}"
+        );
         assert!(e.to_string().contains("symlink"), "{e}");
         assert!(
             !outside.join("sub").exists(),

@@ -281,6 +281,7 @@ pub async fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::Kinded;
 
     /// What UpdateContainerResources does minus the shim's confirmation.
     fn set_oom_score_adj(id: &str, pid: u32, adj: i64) -> Result<(), ContainerError> {
@@ -318,7 +319,7 @@ mod tests {
         match set_oom_score_adj("c1", pid, 500) {
             Err(e @ ContainerError::FailedPrecondition(_)) => {
                 assert!(e.to_string().contains("has exited"), "{e}");
-                assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+                assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
             }
             other => panic!("expected FailedPrecondition, got {other:?}"),
         }

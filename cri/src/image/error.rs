@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::error_kind::{ErrorKind, Kinded};
 use crate::store::StoreError;
 
 /// An image operation's failure.
@@ -121,29 +122,24 @@ impl ImageError {
             source,
         }
     }
+}
 
-    /// The gRPC code kubelet should see.
-    pub fn code(&self) -> tonic::Code {
+impl Kinded for ImageError {
+    fn kind(&self) -> ErrorKind {
         match self {
             ImageError::InvalidReference { .. }
             | ImageError::InvalidDigest(_)
-            | ImageError::Archive { .. } => tonic::Code::InvalidArgument,
-            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => tonic::Code::NotFound,
+            | ImageError::Archive { .. } => ErrorKind::InvalidArgument,
+            ImageError::NotFound(_) | ImageError::NoPlatform { .. } => ErrorKind::NotFound,
             ImageError::Registry { message, .. }
                 if message.contains("401")
                     || message.contains("nauthorized")
                     || message.contains("denied") =>
             {
-                tonic::Code::Unauthenticated
+                ErrorKind::Unauthenticated
             }
-            ImageError::Registry { .. } | ImageError::Transfer { .. } => tonic::Code::Unavailable,
-            _ => tonic::Code::Internal,
+            ImageError::Registry { .. } | ImageError::Transfer { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<ImageError> for tonic::Status {
-    fn from(e: ImageError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
     }
 }

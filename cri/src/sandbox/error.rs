@@ -1,7 +1,9 @@
-//! Why a sandbox operation failed, and which gRPC code that is for kubelet.
+//! Why a sandbox operation failed, and what kind of failure that is
+//! ([`crate::error_kind`]; the gRPC edge makes it a code).
 
 use std::path::PathBuf;
 
+use crate::error_kind::{ErrorKind, Kinded};
 use crate::namespaces::NsError;
 use crate::network::CniError;
 use crate::shim_client::ShimError;
@@ -70,17 +72,6 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
-    /// The gRPC code kubelet should see.
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            SandboxError::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            SandboxError::NotFound(_) => tonic::Code::NotFound,
-            SandboxError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-            SandboxError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            _ => tonic::Code::Internal,
-        }
-    }
-
     /// A file operation error.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SandboxError::Io {
@@ -91,8 +82,15 @@ impl SandboxError {
     }
 }
 
-impl From<SandboxError> for tonic::Status {
-    fn from(e: SandboxError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
+impl Kinded for SandboxError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            SandboxError::NotFound(_) => ErrorKind::NotFound,
+            SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            SandboxError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            SandboxError::Shim(ShimError::Timeout { .. }) => ErrorKind::DeadlineExceeded,
+            _ => ErrorKind::Internal,
+        }
     }
 }

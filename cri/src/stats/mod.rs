@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::container::Containers;
+use crate::error_kind::{ErrorKind, Kinded};
 
 pub use cpu::{CpuSampler, Subject};
 pub use layer::{LayerCache, LayerUsage};
@@ -79,23 +80,6 @@ pub enum StatsError {
     /// The pod is not Ready: its infra, and so what is measured, is gone.
     #[error("pod sandbox {0} is not ready: no stats")]
     NotReady(String),
-}
-
-impl StatsError {
-    /// The gRPC code kubelet should see (containerd answers Unavailable
-    /// for a pod that is not ready).
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            StatsError::NotReady(_) => tonic::Code::Unavailable,
-            _ => tonic::Code::Internal,
-        }
-    }
-}
-
-impl From<StatsError> for tonic::Status {
-    fn from(e: StatsError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
-    }
 }
 
 /// What the stats calls remember between requests: previous CPU samples
@@ -147,4 +131,14 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StatsError::Thread(e.to_string()))
+}
+
+impl Kinded for StatsError {
+    // containerd answers Unavailable for a pod that is not ready.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StatsError::NotReady(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! this node or image cannot satisfy (a user the image does not have, a
 //! feature the host lacks) is `FailedPrecondition`.
 
+use crate::error_kind::{ErrorKind, Kinded};
+
 /// A spec-building failure.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -89,9 +91,8 @@ pub enum SpecError {
     DefaultSeccomp(#[source] serde_json::Error),
 }
 
-impl SpecError {
-    /// The gRPC code kubelet should see.
-    pub fn code(&self) -> tonic::Code {
+impl Kinded for SpecError {
+    fn kind(&self) -> ErrorKind {
         use SpecError::*;
         match self {
             NoCommand
@@ -105,7 +106,7 @@ impl SpecError {
             | InvalidSeccomp(_)
             | InvalidApparmor(_)
             | InvalidNamespaces(_)
-            | PrivilegedNotAllowed => tonic::Code::InvalidArgument,
+            | PrivilegedNotAllowed => ErrorKind::InvalidArgument,
             UnknownUser(_)
             | UnknownGroup(_)
             | ImageMountUnsupported(_)
@@ -113,14 +114,8 @@ impl SpecError {
             | ApparmorUnsupported(_)
             | TargetNotRunning(_)
             | SandboxNotRunning(_)
-            | BadImageConfig(_) => tonic::Code::FailedPrecondition,
-            DefaultSeccomp(_) => tonic::Code::Internal,
+            | BadImageConfig(_) => ErrorKind::FailedPrecondition,
+            DefaultSeccomp(_) => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<SpecError> for tonic::Status {
-    fn from(e: SpecError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
     }
 }

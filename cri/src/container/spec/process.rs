@@ -105,6 +105,7 @@ pub fn cwd(config: &cri::ContainerConfig, image_dir: Option<&str>) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::Kinded;
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()
@@ -148,7 +149,7 @@ mod tests {
         for (ep, cmd) in [(v(&[]), v(&[])), (v(&[""]), v(&[]))] {
             let e = args(&cfg(&[], &[]), &ep, &cmd).expect_err("no command");
             assert!(matches!(e, SpecError::NoCommand));
-            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
             assert_eq!(e.to_string(), "no command specified");
         }
     }
@@ -223,7 +224,7 @@ mod tests {
             ..Default::default()
         };
         let e = cwd(&c, None).expect_err("relative");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
         assert!(cwd(&cri::ContainerConfig::default(), Some("img")).is_err());
     }
 }

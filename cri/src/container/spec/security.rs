@@ -241,6 +241,7 @@ pub fn check_apparmor(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::Kinded;
     use std::collections::BTreeSet;
 
     fn caps_of(
@@ -382,7 +383,7 @@ mod tests {
         };
         let e = capabilities(Some(&sc), false, &ALL_CAPS).expect_err("unknown");
         assert!(matches!(&e, SpecError::UnknownCapability(n) if n == "FLY"));
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
     }
 
     #[test]
@@ -423,7 +424,7 @@ mod tests {
         assert!(check_apparmor(Some(&with(T::RuntimeDefault))).is_ok());
         assert!(check_apparmor(Some(&with(T::Unconfined))).is_ok());
         let e = check_apparmor(Some(&with(T::Localhost))).expect_err("localhost");
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
         #[allow(deprecated)]
         let legacy = |p: &str| cri::LinuxContainerSecurityContext {
             apparmor_profile: p.into(),
@@ -434,8 +435,8 @@ mod tests {
         assert_eq!(
             check_apparmor(Some(&legacy("bogus")))
                 .expect_err("bogus")
-                .code(),
-            tonic::Code::InvalidArgument
+                .kind(),
+            crate::error_kind::ErrorKind::InvalidArgument
         );
         assert!(check_apparmor(None).is_ok());
     }

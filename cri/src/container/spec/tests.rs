@@ -2,6 +2,7 @@
 //! container_create_linux_test.go: a fixture pod, image and request,
 //! changed per case, and the spec checked as the JSON a runtime reads.
 
+use crate::error_kind::Kinded;
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
@@ -297,7 +298,7 @@ fn args_cwd_tty_and_env_come_from_request_and_image() {
     none.image.config = Value::Null;
     let e = none.err();
     assert!(matches!(e, SpecError::NoCommand));
-    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
 }
 
 #[test]
@@ -306,7 +307,7 @@ fn malformed_image_config_is_a_failed_precondition() {
     fx.image_key("Env", json!("not a list"));
     let e = fx.err();
     assert!(matches!(e, SpecError::BadImageConfig(_)));
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
 }
 
 #[test]
@@ -368,7 +369,10 @@ fn user_comes_from_security_context_or_image() {
 fn user_errors_map_to_grpc_codes() {
     let mut fx = Fx::new();
     fx.image_key("User", json!("ghost"));
-    assert_eq!(fx.err().code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::FailedPrecondition
+    );
     let mut fx = Fx::new();
     fx.sc().run_as_group = Some(cri::Int64Value { value: 5 });
     assert!(matches!(fx.err(), SpecError::GroupWithoutUser(5)));
@@ -457,11 +461,14 @@ fn pid_namespace_errors() {
         fx.target_pid = pid;
         let e = fx.err();
         assert!(matches!(&e, SpecError::TargetNotRunning(t) if t == "other"));
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
     }
     fx.ns_opts().target_id.clear();
     fx.target_pid = Some(5);
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 
     let mut fx = Fx::new();
     fx.sandbox.infra_pid = 0;
@@ -469,7 +476,10 @@ fn pid_namespace_errors() {
     fx.ns_opts().pid = cri::NamespaceMode::Container as i32;
     assert!(fx.try_build().is_ok());
     fx.ns_opts().pid = 9;
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 }
 
 fn userns(mode: cri::NamespaceMode) -> cri::UserNamespace {
@@ -528,11 +538,17 @@ fn pod_user_namespace_is_joined_and_idmaps_image_volumes() {
 fn user_namespace_errors() {
     let mut fx = Fx::new();
     fx.ns_opts().userns_options = Some(userns(cri::NamespaceMode::Container));
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     let mut no_maps = userns(cri::NamespaceMode::Pod);
     no_maps.gids.clear();
     fx.ns_opts().userns_options = Some(no_maps);
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     // One range each, mapping container root.
     let mut two = userns(cri::NamespaceMode::Pod);
     let extra = cri::IdMapping {
@@ -542,11 +558,17 @@ fn user_namespace_errors() {
     };
     two.uids.push(extra);
     fx.ns_opts().userns_options = Some(two);
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     let mut rootless = userns(cri::NamespaceMode::Pod);
     rootless.uids[0].container_id = 1;
     fx.ns_opts().userns_options = Some(rootless);
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     fx.sandbox.user_ns = Some("/run/carapace/pods/pod1/ns/user".into());
     // The container's user namespace must be its pod's.
     fx.ns_opts().userns_options = Some(userns(cri::NamespaceMode::Pod));
@@ -729,24 +751,55 @@ fn readonly_and_recursive_readonly_mounts() {
 
     let mut fx = Fx::new();
     fx.mount("/rro", "/h").recursive_read_only = true;
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     let mut fx = Fx::new();
     let m = fx.mount("/rro", "/h");
     m.readonly = true;
     m.recursive_read_only = true;
     m.propagation = cri::MountPropagation::PropagationHostToContainer as i32;
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
 fn malformed_mounts_are_rejected() {
     // (container path, host path, image mount, code)
-    let table: &[(&str, &str, bool, tonic::Code)] = &[
-        ("", "/h", false, tonic::Code::InvalidArgument),
-        ("rel", "/h", false, tonic::Code::InvalidArgument),
-        ("/c", "", false, tonic::Code::InvalidArgument),
-        ("/c", "rel", false, tonic::Code::InvalidArgument),
-        ("/c", "", true, tonic::Code::FailedPrecondition),
+    let table: &[(&str, &str, bool, crate::error_kind::ErrorKind)] = &[
+        (
+            "",
+            "/h",
+            false,
+            crate::error_kind::ErrorKind::InvalidArgument,
+        ),
+        (
+            "rel",
+            "/h",
+            false,
+            crate::error_kind::ErrorKind::InvalidArgument,
+        ),
+        (
+            "/c",
+            "",
+            false,
+            crate::error_kind::ErrorKind::InvalidArgument,
+        ),
+        (
+            "/c",
+            "rel",
+            false,
+            crate::error_kind::ErrorKind::InvalidArgument,
+        ),
+        (
+            "/c",
+            "",
+            true,
+            crate::error_kind::ErrorKind::FailedPrecondition,
+        ),
     ];
     for (c, h, image, code) in table {
         let mut fx = Fx::new();
@@ -754,7 +807,7 @@ fn malformed_mounts_are_rejected() {
             image: "sha256:abc".into(),
             ..Default::default()
         });
-        assert_eq!(fx.err().code(), *code, "{c:?} {h:?}");
+        assert_eq!(fx.err().kind(), *code, "{c:?} {h:?}");
     }
 }
 
@@ -793,7 +846,10 @@ fn image_volumes_get_host_dirs_unless_a_cri_mount_covers_them() {
 
     let mut fx = Fx::new();
     fx.image_key("Volumes", json!({"/": {}}));
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
@@ -870,10 +926,17 @@ fn devices_are_created_and_allowed() {
 
     for bad in ["", "rwx"] {
         fx.devices = vec![device("/dev/fuse", "", bad, 10, 229)];
-        assert_eq!(fx.err().code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert_eq!(
+            fx.err().kind(),
+            crate::error_kind::ErrorKind::InvalidArgument,
+            "{bad:?}"
+        );
     }
     fx.devices = vec![device("/dev/fuse", "fuse", "rw", 10, 229)];
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
@@ -980,7 +1043,7 @@ fn out_of_range_resources_are_invalid() {
         set(fx.res());
         let e = fx.err();
         assert!(matches!(e, SpecError::InvalidResources(_)), "case {i}: {e}");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
     }
 }
 
@@ -1027,7 +1090,10 @@ fn privileged_versus_unprivileged() {
     fx.sc().privileged = true;
     assert!(matches!(fx.err(), SpecError::PrivilegedNotAllowed));
     fx.sandbox.pod_security = Some(Default::default());
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
@@ -1147,9 +1213,12 @@ fn seccomp_errors_and_localhost_ref() {
     );
     let e = fx.err();
     assert!(matches!(&e, SpecError::SeccompProfileMissing(p) if p == "/profiles/p.json"));
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
     fx.seccomp_localhost = Some("{not json".into());
-    assert_eq!(fx.err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        fx.err().kind(),
+        crate::error_kind::ErrorKind::InvalidArgument
+    );
     fx.seccomp_localhost = Some(LOCAL_PROFILE.into());
     let syscalls = &fx.json()["linux"]["seccomp"]["syscalls"];
     assert_eq!(syscalls[0]["names"], json!(["sethostname"]));
@@ -1297,7 +1366,11 @@ fn error_codes_are_invalid_argument_or_failed_precondition() {
         SpecError::InvalidResources("x".into()),
     ];
     for e in invalid {
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert_eq!(
+            e.kind(),
+            crate::error_kind::ErrorKind::InvalidArgument,
+            "{e}"
+        );
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
     }
     let precondition = [
@@ -1310,6 +1383,10 @@ fn error_codes_are_invalid_argument_or_failed_precondition() {
         SpecError::SandboxNotRunning("p".into()),
     ];
     for e in precondition {
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+        assert_eq!(
+            e.kind(),
+            crate::error_kind::ErrorKind::FailedPrecondition,
+            "{e}"
+        );
     }
 }

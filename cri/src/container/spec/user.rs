@@ -265,6 +265,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::Kinded;
 
     const PASSWD: &str = "\
 root:x:0:0:root:/root:/bin/sh
@@ -349,7 +350,11 @@ video:x:44:
             ("ghost:0", "user"),
         ] {
             let e = run(&sc(), user).expect_err(user);
-            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{user}");
+            assert_eq!(
+                e.kind(),
+                crate::error_kind::ErrorKind::FailedPrecondition,
+                "{user}"
+            );
             assert!(e.to_string().contains(kind), "{user}: {e}");
         }
         let mut s = sc();
@@ -365,13 +370,17 @@ video:x:44:
     fn malformed_users_are_invalid_arguments() {
         for user in ["1:2:3", "-1", "1:-5", "99999999999"] {
             let e = run(&sc(), user).expect_err(user);
-            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{user}");
+            assert_eq!(
+                e.kind(),
+                crate::error_kind::ErrorKind::InvalidArgument,
+                "{user}"
+            );
         }
         let mut s = sc();
         s.run_as_user = uid(-1);
         assert_eq!(
-            run(&s, "").expect_err("neg").code(),
-            tonic::Code::InvalidArgument
+            run(&s, "").expect_err("neg").kind(),
+            crate::error_kind::ErrorKind::InvalidArgument
         );
     }
 
@@ -381,7 +390,7 @@ video:x:44:
         s.run_as_group = uid(10);
         let e = run(&s, "alice").expect_err("group only");
         assert!(matches!(e, SpecError::GroupWithoutUser(10)));
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.kind(), crate::error_kind::ErrorKind::InvalidArgument);
     }
 
     #[test]
@@ -396,14 +405,14 @@ video:x:44:
         assert_eq!(r.additional_gids, vec![10, 1000, 5000]);
         s.supplemental_groups_policy = 7;
         assert_eq!(
-            run(&s, "").expect_err("policy").code(),
-            tonic::Code::InvalidArgument
+            run(&s, "").expect_err("policy").kind(),
+            crate::error_kind::ErrorKind::InvalidArgument
         );
         s.supplemental_groups_policy = 0;
         s.supplemental_groups = vec![-3];
         assert_eq!(
-            run(&s, "").expect_err("neg").code(),
-            tonic::Code::InvalidArgument
+            run(&s, "").expect_err("neg").kind(),
+            crate::error_kind::ErrorKind::InvalidArgument
         );
     }
 
