@@ -15,8 +15,9 @@ use crate::config::{Config, RuntimeHandler};
 use crate::container::{self, Containers};
 use crate::daemon::Daemon;
 use crate::fake_effects::FakeNode;
-use crate::image::{ImageRecord, Images};
-use crate::sandbox::registry::{Paths, Sandboxes};
+use crate::image::ImageRecord;
+use crate::sandbox::registry::Paths;
+use crate::service::Service;
 use crate::store::{Kind, Store};
 
 /// The image every container of the tables runs.
@@ -206,12 +207,9 @@ impl World {
         config
     }
 
-    /// A daemon over the world's store, as `main` makes one.
-    fn daemon(&self) -> Arc<Containers> {
+    /// A daemon over the world's stores, made as `main` makes one.
+    fn service(&self) -> Service {
         let config = self.config();
-        let store = Arc::new(Store::open(&config.root.join("metadata.redb")).expect("store"));
-        let images =
-            Arc::new(Images::open(&config.root, store.clone(), &config.registry).expect("images"));
         let paths = Paths {
             shim: "carapace-shim".into(),
             infra: "carapace-infra".into(),
@@ -219,13 +217,7 @@ impl World {
             shim_sockets: config.state.join("s"),
             events_address: String::new(),
         };
-        let sandboxes = Arc::new(Sandboxes::new(
-            Arc::new(Daemon::new(config)),
-            store.clone(),
-            paths,
-            self.node.effects(),
-        ));
-        Arc::new(Containers::new(store, sandboxes, images))
+        Service::open(Arc::new(Daemon::new(config)), paths, self.node.effects()).expect("open")
     }
 
     /// One daemon life: start (recovering pods, then containers), run `op`
@@ -240,13 +232,9 @@ impl World {
             .build()
             .expect("runtime");
         let out = rt.block_on(async {
-            let cs = self.daemon();
-            crate::sandbox::recover::recover(&cs.sandboxes)
-                .await
-                .expect("recover pods");
-            container::recover::recover(&cs)
-                .await
-                .expect("recover containers");
+            let service = self.service();
+            service.recover().await.expect("recover");
+            let cs = service.containers.clone();
             tokio::select! {
                 biased;
                 r = op(cs.clone()) => Ended::Done(r),

@@ -34,6 +34,7 @@ pub mod runtime_handler;
 pub mod runtime_service;
 pub mod sandbox;
 pub mod server;
+pub mod service;
 pub mod shim_client;
 pub mod shim_effects;
 pub mod stats;

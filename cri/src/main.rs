@@ -10,15 +10,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use carapace_cri::admin::{self, AdminServer};
 use carapace_cri::config::{self, Config};
-use carapace_cri::container::Containers;
 use carapace_cri::daemon::Daemon;
 use carapace_cri::events::EventsServer;
-use carapace_cri::image::Images;
 use carapace_cri::runtime_handler::find_binary;
-use carapace_cri::sandbox::recover::recover;
+use carapace_cri::sandbox::effects::Effects;
 use carapace_cri::sandbox::registry::Paths;
-use carapace_cri::sandbox::Sandboxes;
-use carapace_cri::store::Store;
+use carapace_cri::service::Service;
 use carapace_cri::{logging, server};
 use clap::{Parser, Subcommand};
 
@@ -126,14 +123,14 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
-    let (containers, _endpoints) = match open(c).await {
+    let (service, _endpoints) = match open(c).await {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
         }
     };
-    server::serve(containers, listener, &socket, shutdown).await?;
+    server::serve(service, listener, &socket, shutdown).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
 }
@@ -158,16 +155,13 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
     }
 }
 
-/// Opens the store, starts the events and admin endpoints and recovers
-/// every pod.
-async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, AdminServer))> {
+/// Starts the events endpoint, opens the daemon's state, starts the admin
+/// endpoint and recovers every pod and container.
+async fn open(c: Config) -> anyhow::Result<(Arc<Service>, (EventsServer, AdminServer))> {
     let shim_sockets = shim_socket_dir(&c.state);
     carapace_cri::private::daemon_dirs(&c.root, &c.state, &shim_sockets)
         .context("lay out the root and state directories")?;
-    let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
-    let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
-    let admin = AdminServer::start(&admin::socket_path(&c.state), images.clone()).await?;
     let paths = Paths {
         shim: helper("carapace-shim")?,
         infra: helper("carapace-infra")?,
@@ -175,17 +169,19 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Containers>, (EventsServer, Admi
         shim_sockets,
         events_address: events.address().to_string(),
     };
-    let sandboxes = Arc::new(Sandboxes::new(
+    let state = c.state.clone();
+    let service = Arc::new(Service::open(
         Arc::new(Daemon::new(c)),
-        store.clone(),
         paths,
-        carapace_cri::sandbox::effects::Effects::real(),
-    ));
-    recover(&sandboxes).await?;
-    let containers = Arc::new(Containers::new(store, sandboxes, images));
-    carapace_cri::container::recover::recover(&containers).await?;
-    carapace_cri::container::start::follow_oom_events(containers.clone(), events.subscribe());
-    Ok((containers, (events, admin)))
+        Effects::real(),
+    )?);
+    let admin = AdminServer::start(&admin::socket_path(&state), service.images.clone()).await?;
+    service.recover().await?;
+    carapace_cri::container::start::follow_oom_events(
+        service.containers.clone(),
+        events.subscribe(),
+    );
+    Ok((service, (events, admin)))
 }
 
 /// SIGTERM or SIGINT: stop serving, leave every container running. The

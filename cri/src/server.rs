@@ -11,12 +11,12 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 
-use crate::container::Containers;
 use crate::image_service::ImageServiceImpl;
 use crate::prometheus::grpc::GrpcMetricsLayer;
 use crate::prometheus::DaemonMetrics;
 use crate::runtime_service::update_pod_sandbox_resources::WithPodResources;
 use crate::runtime_service::RuntimeServiceImpl;
+use crate::service::Service;
 
 /// Mode of the CRI socket: kubelet (root) and a CRI group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -104,12 +104,13 @@ fn served(path: &Path) -> bool {
 /// Serves both CRI services on `listener` until `shutdown` resolves, then
 /// removes the socket. Containers are not touched: they outlive the daemon.
 pub async fn serve(
-    containers: Arc<Containers>,
+    service: Arc<Service>,
     listener: UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let address = containers.sandboxes.daemon.config.streaming.address.clone();
+    let containers = service.containers.clone();
+    let address = service.daemon.config.streaming.address.clone();
     let streaming = match crate::streaming::server::start(&address, containers.clone()).await {
         Ok(s) => s,
         Err(source) => {
@@ -123,7 +124,7 @@ pub async fn serve(
         }
     };
     let metrics = DaemonMetrics::new();
-    let metrics_address = containers.sandboxes.daemon.config.metrics.address.clone();
+    let metrics_address = service.daemon.config.metrics.address.clone();
     if !metrics_address.is_empty() {
         crate::prometheus::server::start(&metrics_address, metrics.clone(), containers.clone())
             .await
@@ -134,10 +135,10 @@ pub async fn serve(
             })?;
     }
     let runtime = WithPodResources::new(
-        RuntimeServiceServer::new(RuntimeServiceImpl::new(containers.clone(), streaming)),
-        containers.clone(),
+        RuntimeServiceServer::new(RuntimeServiceImpl::new(&service, streaming)),
+        containers,
     );
-    let image = ImageServiceServer::new(ImageServiceImpl::new(containers));
+    let image = ImageServiceServer::new(ImageServiceImpl::new(&service));
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
         .layer(GrpcMetricsLayer(metrics))

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::container::Containers;
 use crate::image::{ImageRecord, Images};
+use crate::service::Service;
 
 /// The ImageService of one daemon.
 #[derive(Clone)]
@@ -26,10 +27,10 @@ pub struct ImageServiceImpl {
 impl ImageServiceImpl {
     /// A service over the daemon's images (and the containers whose layers
     /// removal must keep).
-    pub fn new(containers: Arc<Containers>) -> Self {
+    pub fn new(service: &Service) -> Self {
         ImageServiceImpl {
-            images: containers.images.clone(),
-            containers,
+            images: service.images.clone(),
+            containers: service.containers.clone(),
         }
     }
 }

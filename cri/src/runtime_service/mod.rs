@@ -40,6 +40,7 @@ use crate::grpc::unimplemented;
 use crate::container::Containers;
 use crate::daemon::Daemon;
 use crate::sandbox::Sandboxes;
+use crate::service::Service;
 
 /// The RuntimeService of one daemon.
 #[derive(Clone)]
@@ -56,13 +57,13 @@ pub struct RuntimeServiceImpl {
 impl RuntimeServiceImpl {
     /// A service over the daemon's shared state, pods and containers.
     pub fn new(
-        containers: Arc<Containers>,
+        service: &Service,
         streaming: Arc<crate::streaming::server::StreamingServer>,
     ) -> Self {
         RuntimeServiceImpl {
-            daemon: containers.sandboxes.daemon.clone(),
-            sandboxes: containers.sandboxes.clone(),
-            containers,
+            daemon: service.daemon.clone(),
+            sandboxes: service.sandboxes.clone(),
+            containers: service.containers.clone(),
             stats: Arc::new(crate::stats::Sampler::new()),
             streaming,
         }
