@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,13 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 const PAX_MTIME: &[u8] = b"mtime";
 /// Copy buffer for regular-file content.
 const COPY_BUFFER: usize = 64 * 1024;
+/// The most the tar reader may consume to find one entry: its header and
+/// the metadata entries before it (GNU long name and long link, PAX
+/// records), which the tar crate reads whole into memory. Go's
+/// archive/tar (containerd, CRI-O) refuses such entries over 1 MiB too.
+pub const META_LIMIT: u64 = 1 << 20;
+/// How much of an entry name an error message shows.
+const SHOWN_NAME: usize = 256;
 
 /// How a layer blob is compressed; the media type decides it because the
 /// blob itself is not sniffed.
@@ -137,7 +144,10 @@ pub enum UnpackError {
         what: String,
     },
     /// An entry would be created (or a hard link resolved) through a symlink.
-    #[error("tar entry {entry:?}: path through symlink {component:?}")]
+    #[error(
+        "tar entry {entry:?}: path through symlink {:?}",
+        shown_path(component)
+    )]
     PathThroughSymlink {
         /// The entry name as found in the tar.
         entry: String,
@@ -145,7 +155,10 @@ pub enum UnpackError {
         component: PathBuf,
     },
     /// A parent component of an entry exists but is not a directory.
-    #[error("tar entry {entry:?}: parent {component:?} is not a directory")]
+    #[error(
+        "tar entry {entry:?}: parent {:?} is not a directory",
+        shown_path(component)
+    )]
     NotADirectory {
         /// The entry name as found in the tar.
         entry: String,
@@ -161,7 +174,10 @@ pub enum UnpackError {
         reason: &'static str,
     },
     /// A hard link points at a path not (yet) unpacked from this layer.
-    #[error("tar entry {entry:?}: hard link target {target:?} does not exist in the layer")]
+    #[error(
+        "tar entry {entry:?}: hard link target {:?} does not exist in the layer",
+        shown_path(target)
+    )]
     LinkTargetMissing {
         /// The entry name as found in the tar.
         entry: String,
@@ -185,7 +201,7 @@ pub enum UnpackError {
         kind: EntryType,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {}: {source}", shown_path(path))]
     Io {
         /// The operation, e.g. "create file", "setxattr user.x on".
         op: String,
@@ -355,20 +371,32 @@ fn apply_blob(
         hasher: Sha256::new(),
     };
     let mut reader = BufReader::with_capacity(COPY_BUFFER, &mut digesting);
-    let mut archive = tar::Archive::new(&mut reader);
+    let budget = MetaBudget::default();
+    let mut archive = tar::Archive::new(Budgeted {
+        inner: &mut reader,
+        budget: budget.clone(),
+    });
     let mut applier = Applier {
         root,
         blob,
         dir_times: BTreeMap::new(),
         buf: vec![0; COPY_BUFFER],
     };
-    for entry in archive.entries().map_err(stream_err)? {
+    let mut entries = archive.entries().map_err(stream_err)?;
+    loop {
+        // Only what the tar reader consumes to find the next entry is
+        // bounded: an entry's own data is read (or drained) below.
+        budget.limit(Some(META_LIMIT));
+        let next = entries.next();
+        budget.limit(None);
+        let Some(entry) = next else { break };
         let mut entry = entry.map_err(stream_err)?;
         applier.apply(&mut entry)?;
+        io::copy(&mut entry, &mut io::sink()).map_err(stream_err)?;
     }
     // Bytes after the end-of-archive marker are part of the diff ID.
-    let rest = archive.into_inner();
-    io::copy(rest, &mut io::sink()).map_err(stream_err)?;
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(stream_err)?;
     applier.finish();
     let digest = digesting.hasher.finalize();
     let mut diff_id = String::with_capacity(7 + 64);
@@ -377,6 +405,64 @@ fn apply_blob(
         diff_id.push_str(&format!("{byte:02x}"));
     }
     Ok(diff_id)
+}
+
+/// What the tar reader may still consume before the next entry is found
+/// (None: no limit, while an entry's data is read). Shared between the
+/// unpack loop and [`Budgeted`], both on the one thread unpacking.
+#[derive(Clone, Default)]
+struct MetaBudget(std::rc::Rc<std::cell::Cell<Option<u64>>>);
+
+impl MetaBudget {
+    fn limit(&self, left: Option<u64>) {
+        self.0.set(left);
+    }
+}
+
+/// The reader under the tar parser: fails a read past the budget, so a
+/// long-name or PAX entry of hundreds of MiB is refused after 1 MiB
+/// instead of being read whole into memory (and copied again) first.
+struct Budgeted<R> {
+    inner: R,
+    budget: MetaBudget,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.budget.0.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 {
+            return Err(io::Error::other(format!(
+                "the metadata of one tar entry (header, long name, long link name, PAX \
+                 records) is over {} KiB",
+                META_LIMIT >> 10
+            )));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.budget.0.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+/// An entry name as error messages show it: at most [`SHOWN_NAME`] bytes,
+/// with the full length said, so a hostile name cannot blow up a gRPC
+/// status (or a log line).
+fn shown_name(raw: &[u8]) -> String {
+    if raw.len() <= SHOWN_NAME {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!(
+        "{}… ({} bytes)",
+        String::from_utf8_lossy(&raw[..SHOWN_NAME]),
+        raw.len()
+    )
+}
+
+/// A path as error messages show it (see [`shown_name`]).
+fn shown_path(p: &Path) -> String {
+    shown_name(p.as_os_str().as_bytes())
 }
 
 /// The time to give an entry (as both atime and mtime, like containerd
@@ -506,7 +592,7 @@ struct Applier<'a> {
 impl Applier<'_> {
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
+        let name = shown_name(&raw);
         let mut kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             // Archive-wide defaults; containerd ignores them too.
@@ -690,6 +776,7 @@ impl Applier<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(UnpackError::io("create file", path))?;
+        let mut written = 0u64;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -702,9 +789,20 @@ impl Applier<'_> {
                     })
                 }
             };
+            written += n as u64;
+            // Zeros become a hole: a sparse file (or any run of zeros, a
+            // gzip bomb's favourite) takes no space on the image store.
+            if self.buf[..n].iter().all(|b| *b == 0) {
+                file.seek(io::SeekFrom::Current(n as i64))
+                    .map_err(UnpackError::io("seek", path))?;
+                continue;
+            }
             file.write_all(&self.buf[..n])
                 .map_err(UnpackError::io("write", path))?;
         }
+        // A file that ends in a hole gets its length.
+        file.set_len(written)
+            .map_err(UnpackError::io("truncate", path))?;
         std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
             .map_err(UnpackError::io("chown", path))?;
         file.set_permissions(Permissions::from_mode(meta.mode))
@@ -720,7 +818,7 @@ impl Applier<'_> {
         let target = clean_name(raw_target).map_err(|e| match e {
             NameError::Escape => UnpackError::Escape {
                 entry: name.to_owned(),
-                what: format!("hard link target {:?}", String::from_utf8_lossy(raw_target)),
+                what: format!("hard link target {:?}", shown_name(raw_target)),
             },
             NameError::Nul => UnpackError::invalid(name, "hard link target contains a NUL byte"),
         })?;
@@ -1016,6 +1114,16 @@ mod tests {
             self.builder
                 .append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
                 .unwrap();
+            self
+        }
+
+        /// A GNU long name ('L') entry naming the next entry.
+        fn gnu_long_name(mut self, name: &[u8]) -> Layer {
+            let mut h = header(EntryType::GNULongName, 0o644);
+            h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            h.set_size(name.len() as u64);
+            h.set_cksum();
+            self.builder.append(&h, name).unwrap();
             self
         }
 
@@ -1668,5 +1776,84 @@ mod tests {
         assert_eq!(unpacked.size, 15);
         // root, a (= b), d, d/c, s, the whiteout node.
         assert_eq!(unpacked.inodes, 6);
+    }
+
+    /// The long-name bomb of issue 22: a GNU long name of 8 MiB used to be
+    /// read whole (and copied again) before any check; now the reader
+    /// refuses after 1 MiB, and the error neither echoes the name nor
+    /// leaves anything behind.
+    #[test]
+    fn a_long_name_over_the_metadata_limit_fails_the_layer_early() {
+        let fx = Fixture::new();
+        let tar = Layer::new()
+            .gnu_long_name(&vec![b'a'; 8 << 20])
+            .file("f", b"x")
+            .finish();
+        let e = fx.unpack(&tar).expect_err("8 MiB name");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("over 1024 KiB"),
+            "{}",
+            &msg[..msg.len().min(500)]
+        );
+        assert!(msg.len() < 1024, "the error is {} bytes", msg.len());
+        fx.assert_nothing_written();
+    }
+
+    #[test]
+    fn pax_records_over_the_metadata_limit_fail_the_layer_early() {
+        let fx = Fixture::new();
+        let tar = Layer::new()
+            .pax(&[("path", &vec![b'b'; 4 << 20])])
+            .file("f", b"x")
+            .finish();
+        let e = fx.unpack(&tar).expect_err("4 MiB PAX path");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("over 1024 KiB"),
+            "{}",
+            &msg[..msg.len().min(500)]
+        );
+        fx.assert_nothing_written();
+    }
+
+    /// A name under the limit but longer than any path the kernel takes
+    /// fails at create; the message shows a bounded prefix.
+    #[test]
+    fn errors_show_a_bounded_prefix_of_a_long_name() {
+        let fx = Fixture::new();
+        let tar = Layer::new()
+            .gnu_long_name(&vec![b'c'; 512 << 10])
+            .file("f", b"x")
+            .finish();
+        let e = fx.unpack(&tar).expect_err("512 KiB name");
+        let msg = e.to_string();
+        assert!(msg.len() < 2048, "the error is {} bytes", msg.len());
+        assert!(msg.contains(" bytes)"), "{msg}");
+        fx.assert_nothing_written();
+    }
+
+    /// Runs of zeros (a sparse file, a zero-filled gzip bomb) are written
+    /// as holes: the content reads the same and takes no space.
+    #[test]
+    fn zero_runs_are_unpacked_as_holes() {
+        let fx = Fixture::new();
+        let mut tail = vec![0u8; 8 << 20];
+        tail.extend_from_slice(b"end");
+        let tar = Layer::new()
+            .file("zeros", &vec![0u8; 8 << 20])
+            .file("tail", &tail)
+            .finish();
+        fx.unpack(&tar).expect("unpack");
+        for (name, len) in [("zeros", 8u64 << 20), ("tail", (8 << 20) + 3)] {
+            let md = fs::metadata(fx.path(name)).unwrap();
+            assert_eq!(md.len(), len, "{name}");
+            assert!(
+                md.blocks() * 512 < 1 << 20,
+                "{name}: {} blocks",
+                md.blocks()
+            );
+        }
+        assert_eq!(fs::read(fx.path("tail")).unwrap(), tail);
     }
 }
