@@ -59,7 +59,7 @@ pub struct Cni {
 }
 
 /// Registry settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Registry {
     /// Mirrors per registry host, tried in order before the host itself
@@ -67,6 +67,24 @@ pub struct Registry {
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Hosts spoken to over plain HTTP.
     pub insecure: Vec<String>,
+    /// Seconds a registry may take to accept a connection (containerd's
+    /// dial timeout is 30 s).
+    pub connect_timeout_secs: u64,
+    /// Seconds a registry may stay silent in the middle of an answer
+    /// before the pull fails and frees its layer locks: a registry that
+    /// stops answering must not pin a pull for ever. 0: no limit.
+    pub read_timeout_secs: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            mirrors: BTreeMap::new(),
+            insecure: Vec::new(),
+            connect_timeout_secs: 30,
+            read_timeout_secs: 60,
+        }
+    }
 }
 
 /// Logging settings.
@@ -313,6 +331,10 @@ bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 [registry]
 # Hosts spoken to over plain HTTP.
 insecure = []
+# Seconds a registry may take to accept a connection, and may stay silent
+# in the middle of an answer (0: no limit) before a pull fails.
+connect_timeout_secs = 30
+read_timeout_secs = 60
 
 # Mirrors per registry host, tried in order before the host itself:
 #   "docker.io" = ["http://127.0.0.1:5000"]

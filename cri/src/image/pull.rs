@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -90,6 +90,7 @@ pub struct Puller {
     /// Made at the first anonymous pull: building one loads the system's
     /// CA certificates, which a daemon that never pulls need not pay for.
     client: std::sync::OnceLock<Client>,
+    timeouts: Timeouts,
     insecure: Vec<String>,
     mirrors: BTreeMap<String, Vec<String>>,
     content: Arc<ContentStore>,
@@ -114,12 +115,33 @@ fn mirror_host(url: &str) -> (String, bool) {
     (rest.trim_end_matches('/').to_string(), http)
 }
 
-/// The registry client's settings: plain HTTP for `insecure` hosts, and
-/// no platform resolver (the platform is picked here).
-fn config_for(insecure: &[String]) -> ClientConfig {
+/// How long a registry may take: to connect, and to send the next bytes
+/// of an answer.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    connect: Option<Duration>,
+    read: Option<Duration>,
+}
+
+impl Timeouts {
+    fn of(registry: &crate::config::Registry) -> Timeouts {
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Timeouts {
+            connect: secs(registry.connect_timeout_secs),
+            read: secs(registry.read_timeout_secs),
+        }
+    }
+}
+
+/// The registry client's settings: plain HTTP for `insecure` hosts, the
+/// configured timeouts, and no platform resolver (the platform is picked
+/// here).
+fn config_for(insecure: &[String], timeouts: Timeouts) -> ClientConfig {
     ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
         platform_resolver: None,
+        connect_timeout: timeouts.connect,
+        read_timeout: timeouts.read,
         ..Default::default()
     }
 }
@@ -154,6 +176,7 @@ impl Puller {
         std::fs::create_dir_all(layers_dir).map_err(|e| ImageError::io("create", layers_dir, e))?;
         Ok(Puller {
             client: std::sync::OnceLock::new(),
+            timeouts: Timeouts::of(registry),
             insecure,
             mirrors: registry.mirrors.clone(),
             content,
@@ -215,9 +238,9 @@ impl Puller {
         let own;
         let client = if matches!(auth, RegistryAuth::Anonymous) {
             self.client
-                .get_or_init(|| Client::new(config_for(&self.insecure)))
+                .get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)))
         } else {
-            own = Client::new(config_for(&self.insecure));
+            own = Client::new(config_for(&self.insecure, self.timeouts));
             &own
         };
         let mut errors = Vec::new();

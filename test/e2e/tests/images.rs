@@ -438,3 +438,37 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A registry that accepts the connection and never answers must not pin
+/// a pull (and its layer locks) for ever: with `read_timeout_secs` the pull
+/// fails as Unavailable, and the daemon goes on serving other pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_never_answers_fails_the_pull_instead_of_pinning_it() {
+    require_registry();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    // Accepts and holds every connection, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let d = Daemon::start(&format!(
+        "[registry]\ninsecure = [\"{addr}\", \"{REG}\"]\nread_timeout_secs = 2\n"
+    ));
+    let mut img = d.images().await;
+    // A hang guard, not a performance bound: without the read timeout
+    // the pull never returns.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        pull(&mut img, &format!("{addr}/silent:1"), None),
+    )
+    .await
+    .expect("the pull of a silent registry never returned");
+    let e = r.expect_err("a silent registry");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    pull(&mut img, &format!("{REG}/test/busybox:latest"), None)
+        .await
+        .expect("another pull after the stalled one");
+}
