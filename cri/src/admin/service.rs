@@ -85,6 +85,7 @@ impl ImagesService for ImagesAdmin {
             username: req.username,
             password: req.password,
             registry_token: req.registry_token,
+            server_address: String::new(),
         };
         let (events, mut rx) = Progress::channel();
         // The pull runs to its end even if the caller goes away, as CRI

@@ -41,6 +41,10 @@ pub struct Credentials {
     pub password: String,
     /// A bearer token for the registry (`registry_token`).
     pub registry_token: String,
+    /// The registry the credentials were issued for (CRI's
+    /// `server_address`: a host, or a URL as docker's config keeps them);
+    /// "" for the image's own registry. They go to that host only.
+    pub server_address: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -52,6 +56,34 @@ impl std::fmt::Debug for Credentials {
             .field("registry_token", &hidden(&self.registry_token))
             .finish()
     }
+}
+
+/// A registry host as credentials name it: no scheme, no path, lower
+/// case, and docker.io for Docker Hub's other names.
+fn registry_host(s: &str) -> String {
+    let s = s
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        _ => host,
+    }
+}
+
+/// Whether credentials issued for `creds_host` may go to `endpoint` (a
+/// mirror or the registry itself): only to that very host, and over plain
+/// HTTP only if the operator listed the host in `[registry] insecure`
+/// (a mirror given as an `http://` URL is plain HTTP without being
+/// trusted with secrets).
+fn credentials_go_to(
+    endpoint: &str,
+    creds_host: &str,
+    plain_http: bool,
+    configured_insecure: bool,
+) -> bool {
+    registry_host(endpoint) == creds_host && (!plain_http || configured_insecure)
 }
 
 impl Credentials {
@@ -91,6 +123,9 @@ pub struct Puller {
     /// CA certificates, which a daemon that never pulls need not pay for.
     client: std::sync::OnceLock<Client>,
     timeouts: Timeouts,
+    /// The hosts the operator listed as plain HTTP: the only plain-HTTP
+    /// hosts credentials may go to.
+    configured_insecure: Vec<String>,
     insecure: Vec<String>,
     mirrors: BTreeMap<String, Vec<String>>,
     content: Arc<ContentStore>,
@@ -177,6 +212,7 @@ impl Puller {
         Ok(Puller {
             client: std::sync::OnceLock::new(),
             timeouts: Timeouts::of(registry),
+            configured_insecure: registry.insecure.clone(),
             insecure,
             mirrors: registry.mirrors.clone(),
             content,
@@ -231,20 +267,33 @@ impl Puller {
         creds: &Credentials,
         progress: &Progress,
     ) -> Result<Pulled, ImageError> {
-        let auth = creds.auth();
+        let creds_host = if creds.server_address.is_empty() {
+            registry_host(r.registry())
+        } else {
+            registry_host(&creds.server_address)
+        };
         // oci-client keeps the first credentials it sees per registry:
         // a pull with credentials gets a client of its own, so earlier
         // anonymous or wrong ones are never reused for it.
-        let own;
-        let client = if matches!(auth, RegistryAuth::Anonymous) {
+        let own = std::sync::OnceLock::new();
+        let own = || own.get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)));
+        let shared = || {
             self.client
                 .get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)))
-        } else {
-            own = Client::new(config_for(&self.insecure, self.timeouts));
-            &own
         };
         let mut errors = Vec::new();
         for ep in self.endpoints(r) {
+            let host = ep.registry();
+            let plain_http = self.insecure.iter().any(|h| h == host);
+            let trusted = self.configured_insecure.iter().any(|h| h == host);
+            let (client, auth) = match creds.auth() {
+                RegistryAuth::Anonymous => (shared(), RegistryAuth::Anonymous),
+                auth if credentials_go_to(host, &creds_host, plain_http, trusted) => (own(), auth),
+                _ => {
+                    tracing::debug!(image = %r.whole(), endpoint = %host, "credentials are not for this endpoint: pulling anonymously");
+                    (shared(), RegistryAuth::Anonymous)
+                }
+            };
             match self.pull_from(client, &ep, &auth, progress).await {
                 Ok(p) => return Ok(p),
                 // Content that is wrong is wrong everywhere: do not retry.
@@ -641,6 +690,7 @@ mod tests {
             username: "alice".into(),
             password: "hunter2".into(),
             registry_token: "tok-123".into(),
+            server_address: String::new(),
         };
         let shown = format!("{c:?}");
         assert!(shown.contains("alice"), "{shown}");
@@ -649,6 +699,52 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// Credentials go only to the host they were issued for, and over
+    /// plain HTTP only where the operator said so.
+    #[test]
+    fn credentials_go_only_to_their_own_registry() {
+        let own = registry_host("registry.example.com");
+        // The registry itself, over HTTPS.
+        assert!(credentials_go_to(
+            "registry.example.com",
+            &own,
+            false,
+            false
+        ));
+        // A mirror on another host gets none, over HTTPS or HTTP.
+        assert!(!credentials_go_to("mirror.example.net", &own, false, false));
+        assert!(!credentials_go_to("127.0.0.1:5000", &own, true, true));
+        // Plain HTTP only for a host listed insecure, not merely for a
+        // host an http:// mirror URL names.
+        assert!(!credentials_go_to(
+            "registry.example.com",
+            &own,
+            true,
+            false
+        ));
+        assert!(credentials_go_to("registry.example.com", &own, true, true));
+        // server_address names the host, in any of the forms kubelet and
+        // docker's config use.
+        for addr in [
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "docker.io",
+        ] {
+            assert!(
+                credentials_go_to("docker.io", &registry_host(addr), false, false),
+                "{addr}"
+            );
+        }
+        // Credentials for another registry do not go to the image's.
+        assert!(!credentials_go_to(
+            "registry.example.com",
+            &registry_host("https://other.example.org"),
+            false,
+            false
+        ));
     }
 
     #[test]

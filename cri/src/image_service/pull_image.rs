@@ -16,6 +16,7 @@ pub fn credentials(a: Option<&cri::AuthConfig>) -> Result<Credentials, Status> {
         username: a.username.clone(),
         password: a.password.clone(),
         registry_token: a.registry_token.clone(),
+        server_address: a.server_address.clone(),
     };
     if c.username.is_empty() && !a.auth.is_empty() {
         let raw = base64::engine::general_purpose::STANDARD
