@@ -30,6 +30,8 @@ pub struct Config {
     pub cni: Cni,
     /// Image registries.
     pub registry: Registry,
+    /// Image store limits.
+    pub images: ImageStore,
     /// Daemon logging.
     pub log: Log,
     /// Exec/attach/port-forward streaming server.
@@ -83,6 +85,38 @@ impl Default for Registry {
             insecure: Vec::new(),
             connect_timeout_secs: 30,
             read_timeout_secs: 60,
+        }
+    }
+}
+
+/// Image store settings: how much one layer may unpack to, so that a
+/// compression bomb from any registry cannot fill the image filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageStore {
+    /// Bytes of file content one layer may unpack to (0: no limit).
+    pub max_layer_bytes: u64,
+    /// Entries one layer may unpack to (0: no limit).
+    pub max_layer_inodes: u64,
+}
+
+impl Default for ImageStore {
+    fn default() -> Self {
+        // Far above real layers (the largest common ones, CUDA and ML
+        // framework layers, are a few GiB and a few 100k files).
+        Self {
+            max_layer_bytes: 64 << 30,
+            max_layer_inodes: 4_000_000,
+        }
+    }
+}
+
+impl ImageStore {
+    /// The unpack limits these settings say.
+    pub fn limits(&self) -> crate::image::unpack::Limits {
+        crate::image::unpack::Limits {
+            bytes: self.max_layer_bytes,
+            inodes: self.max_layer_inodes,
         }
     }
 }
@@ -177,6 +211,7 @@ impl Default for Config {
             runtime_handlers: handlers,
             cni: Cni::default(),
             registry: Registry::default(),
+            images: ImageStore::default(),
             log: Log::default(),
             streaming: Streaming::default(),
             metrics: Metrics::default(),
@@ -339,6 +374,12 @@ read_timeout_secs = 60
 # Mirrors per registry host, tried in order before the host itself:
 #   "docker.io" = ["http://127.0.0.1:5000"]
 [registry.mirrors]
+
+[images]
+# The most one layer may unpack to, in bytes of file content and in
+# entries (0: no limit); a layer past either fails its pull.
+max_layer_bytes = 68719476736
+max_layer_inodes = 4000000
 
 [log]
 # error, warn, info, debug, trace, or a tracing filter directive.

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     /// Something the daemon depends on (a registry, a pod's stats) cannot
     /// answer now; retrying may work.
     Unavailable,
+    /// The request would take more than a configured limit allows (a
+    /// layer unpacking past the image store's limits).
+    ResourceExhausted,
     /// The request ran out of time.
     DeadlineExceeded,
     /// The daemon or the node failed.

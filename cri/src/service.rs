@@ -56,7 +56,12 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let c = &daemon.config;
         let store = Arc::new(Store::open(&c.root.join("metadata.redb"))?);
-        let images = Arc::new(Images::open(&c.root, store.clone(), &c.registry)?);
+        let images = Arc::new(Images::open(
+            &c.root,
+            store.clone(),
+            &c.registry,
+            &c.images,
+        )?);
         let sandboxes = Arc::new(Sandboxes::new(
             daemon.clone(),
             store.clone(),

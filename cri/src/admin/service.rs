@@ -41,6 +41,7 @@ fn status(e: ImageError) -> ttrpc::Error {
         ErrorKind::Unauthenticated => ttrpc::Code::UNAUTHENTICATED,
         ErrorKind::Unavailable => ttrpc::Code::UNAVAILABLE,
         ErrorKind::DeadlineExceeded => ttrpc::Code::DEADLINE_EXCEEDED,
+        ErrorKind::ResourceExhausted => ttrpc::Code::RESOURCE_EXHAUSTED,
         ErrorKind::Internal => ttrpc::Code::INTERNAL,
     };
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))

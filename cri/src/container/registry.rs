@@ -154,8 +154,15 @@ mod tests {
             ..Default::default()
         };
         let store = Arc::new(Store::open(&dir.join("metadata.redb")).expect("store"));
-        let images =
-            Arc::new(Images::open(&config.root, store.clone(), &config.registry).expect("images"));
+        let images = Arc::new(
+            Images::open(
+                &config.root,
+                store.clone(),
+                &config.registry,
+                &config.images,
+            )
+            .expect("images"),
+        );
         let paths = crate::sandbox::registry::Paths {
             shim: "carapace-shim".into(),
             infra: "carapace-infra".into(),

@@ -139,6 +139,10 @@ impl Kinded for ImageError {
                 ErrorKind::Unauthenticated
             }
             ImageError::Registry { .. } | ImageError::Transfer { .. } => ErrorKind::Unavailable,
+            ImageError::Unpack {
+                source: super::unpack::UnpackError::OverLimit { .. },
+                ..
+            } => ErrorKind::ResourceExhausted,
             _ => ErrorKind::Internal,
         }
     }

@@ -56,6 +56,7 @@ impl Images {
         root: &Path,
         store: Arc<Store>,
         registry: &crate::config::Registry,
+        store_settings: &crate::config::ImageStore,
     ) -> Result<Images, ImageError> {
         let dir = root.join("images");
         let content = Arc::new(ContentStore::open(&dir)?);
@@ -65,7 +66,12 @@ impl Images {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        let puller = Puller::new(registry, content.clone(), &dir.join("layers"))?;
+        let puller = Puller::new(
+            registry,
+            store_settings.limits(),
+            content.clone(),
+            &dir.join("layers"),
+        )?;
         Ok(Images {
             store,
             content,
@@ -350,8 +356,8 @@ mod tests {
     /// An image store with one record naming one blob.
     fn one_image(dir: &Path) -> (Images, String) {
         let store = Arc::new(Store::open(&dir.join("m.redb")).expect("store"));
-        let images =
-            Images::open(dir, store.clone(), &crate::config::Registry::default()).expect("images");
+        let images = Images::open(dir, store.clone(), &Default::default(), &Default::default())
+            .expect("images");
         let config = br#"{"rootfs":{"diff_ids":[]}}"#;
         let id = digest_of(config);
         images.content.put(&id, config).expect("put");

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::content::{digest_of, hex_of, ContentStore};
 use super::progress::{Progress, PullEvent};
 use super::records::{chain_ids, LayerRecord};
-use super::unpack::{unpack_layer, Compression};
+use super::unpack::{unpack_layer, Compression, Limits};
 use super::ImageError;
 
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -117,6 +117,10 @@ pub struct Pulled {
     pub size: u64,
 }
 
+/// The largest image config read: containers/image (CRI-O) caps it at
+/// 4 MiB too; real configs are a few KiB.
+const CONFIG_LIMIT: u64 = 4 << 20;
+
 /// The registry client with the daemon's mirror and plain-HTTP settings.
 pub struct Puller {
     /// Made at the first anonymous pull: building one loads the system's
@@ -126,6 +130,8 @@ pub struct Puller {
     /// The hosts the operator listed as plain HTTP: the only plain-HTTP
     /// hosts credentials may go to.
     configured_insecure: Vec<String>,
+    /// What one layer may unpack to.
+    limits: Limits,
     insecure: Vec<String>,
     mirrors: BTreeMap<String, Vec<String>>,
     content: Arc<ContentStore>,
@@ -196,6 +202,7 @@ impl Puller {
     /// A puller storing into `content` and unpacking under `layers_dir`.
     pub fn new(
         registry: &crate::config::Registry,
+        limits: Limits,
         content: Arc<ContentStore>,
         layers_dir: &Path,
     ) -> Result<Puller, ImageError> {
@@ -213,6 +220,7 @@ impl Puller {
             client: std::sync::OnceLock::new(),
             timeouts: Timeouts::of(registry),
             configured_insecure: registry.insecure.clone(),
+            limits,
             insecure,
             mirrors: registry.mirrors.clone(),
             content,
@@ -402,7 +410,19 @@ impl Puller {
             .as_str()
             .ok_or_else(|| bad("manifest has no config digest"))?
             .to_string();
-        let config_size = manifest["config"]["size"].as_u64();
+        // The config is read whole: its size is declared, capped, and held
+        // to while it downloads.
+        let config_size = match manifest["config"]["size"].as_u64() {
+            Some(n) if n <= CONFIG_LIMIT => n,
+            Some(n) => {
+                return Err(bad(&format!(
+                    "the config is {n} bytes, over the {} MiB limit",
+                    CONFIG_LIMIT >> 20
+                )))
+            }
+            None => return Err(bad("manifest gives no config size")),
+        };
+        let config_size = Some(config_size);
         self.fetch_blob(
             client,
             &manifest_ref,
@@ -558,16 +578,26 @@ impl Puller {
         ));
         let _ = std::fs::remove_dir_all(&tmp);
         let tmp2 = tmp.clone();
-        let unpacked = tokio::task::spawn_blocking(move || unpack_layer(&blob, compression, &tmp2))
-            .await
-            .map_err(|e| ImageError::Transfer {
-                digest: l.digest.clone(),
-                message: format!("unpack task: {e}"),
-            })?
-            .map_err(|source| ImageError::Unpack {
-                digest: l.digest.clone(),
-                source,
-            })?;
+        let limits = self.limits;
+        let unpacked =
+            tokio::task::spawn_blocking(move || unpack_layer(&blob, compression, &tmp2, limits))
+                .await
+                .map_err(|e| ImageError::Transfer {
+                    digest: l.digest.clone(),
+                    message: format!("unpack task: {e}"),
+                })?
+                .map_err(|source| {
+                    // Content that cannot be unpacked (malformed, hostile,
+                    // over the limits) is not kept: the image store holds
+                    // nothing of a layer that failed.
+                    if let Err(e) = self.content.remove(&l.digest) {
+                        tracing::warn!(layer = %l.digest, error = %e, "remove a layer blob that failed to unpack");
+                    }
+                    ImageError::Unpack {
+                        digest: l.digest.clone(),
+                        source,
+                    }
+                })?;
         if unpacked.diff_id != l.diff_id {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(ImageError::DiffIdMismatch {
@@ -772,7 +802,7 @@ mod tests {
         let mut reg = crate::config::Registry::default();
         reg.mirrors
             .insert("docker.io".into(), vec!["http://127.0.0.1:5000".into()]);
-        let p = Puller::new(&reg, content, &d.path().join("layers")).expect("puller");
+        let p = Puller::new(&reg, Limits::NONE, content, &d.path().join("layers")).expect("puller");
         let r = super::super::reference::parse("busybox").expect("ref");
         let eps: Vec<String> = p.endpoints(&r).iter().map(|e| e.whole()).collect();
         assert_eq!(

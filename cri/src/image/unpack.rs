@@ -68,6 +68,25 @@ pub const META_LIMIT: u64 = 1 << 20;
 /// How much of an entry name an error message shows.
 const SHOWN_NAME: usize = 256;
 
+/// The most one layer may unpack to: a gzip or zstd bomb of a few MiB
+/// must not fill the image filesystem. Checked while unpacking, entry by
+/// entry and chunk by chunk; 0 is no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of file content (holes included).
+    pub bytes: u64,
+    /// Entries (files, directories, links, devices).
+    pub inodes: u64,
+}
+
+impl Limits {
+    /// No limit at all (tests, imports of trusted archives).
+    pub const NONE: Limits = Limits {
+        bytes: 0,
+        inodes: 0,
+    };
+}
+
 /// How a layer blob is compressed; the media type decides it because the
 /// blob itself is not sniffed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +219,16 @@ pub enum UnpackError {
         /// The tar type flag.
         kind: EntryType,
     },
+    /// The layer unpacks to more than its [`Limits`] allow.
+    #[error(
+        "the layer unpacks to more than {limit} {what} (the limit of [images] max_layer_{what})"
+    )]
+    OverLimit {
+        /// "bytes" or "inodes".
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A filesystem operation failed.
     #[error("{op} {}: {source}", shown_path(path))]
     Io {
@@ -243,6 +272,7 @@ pub fn unpack_layer(
     blob: &Path,
     compression: Compression,
     dest: &Path,
+    limits: Limits,
 ) -> Result<Unpacked, UnpackError> {
     match fs::symlink_metadata(dest) {
         Ok(_) => return Err(UnpackError::DestExists(dest.to_path_buf())),
@@ -251,7 +281,7 @@ pub fn unpack_layer(
     }
     let file = File::open(blob).map_err(UnpackError::io("open layer blob", blob))?;
     let staging = Staging::create(dest)?;
-    let diff_id = apply_blob(file, compression, blob, staging.path())?;
+    let diff_id = apply_blob(file, compression, blob, staging.path(), limits)?;
     let (size, inodes) = usage(staging.path())?;
     staging.commit(dest)?;
     Ok(Unpacked {
@@ -356,6 +386,7 @@ fn apply_blob(
     compression: Compression,
     blob: &Path,
     root: &Path,
+    limits: Limits,
 ) -> Result<String, UnpackError> {
     let stream_err = |source| UnpackError::Stream {
         blob: blob.to_path_buf(),
@@ -381,6 +412,9 @@ fn apply_blob(
         blob,
         dir_times: BTreeMap::new(),
         buf: vec![0; COPY_BUFFER],
+        limits,
+        bytes: 0,
+        inodes: 0,
     };
     let mut entries = archive.entries().map_err(stream_err)?;
     loop {
@@ -587,10 +621,22 @@ struct Applier<'a> {
     blob: &'a Path,
     dir_times: BTreeMap<PathBuf, Times>,
     buf: Vec<u8>,
+    limits: Limits,
+    /// File content unpacked so far.
+    bytes: u64,
+    /// Entries unpacked so far.
+    inodes: u64,
 }
 
 impl Applier<'_> {
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        self.inodes += 1;
+        if self.limits.inodes > 0 && self.inodes > self.limits.inodes {
+            return Err(UnpackError::OverLimit {
+                what: "inodes",
+                limit: self.limits.inodes,
+            });
+        }
         let raw = entry.path_bytes().into_owned();
         let name = shown_name(&raw);
         let mut kind = entry.header().entry_type();
@@ -790,6 +836,13 @@ impl Applier<'_> {
                 }
             };
             written += n as u64;
+            self.bytes += n as u64;
+            if self.limits.bytes > 0 && self.bytes > self.limits.bytes {
+                return Err(UnpackError::OverLimit {
+                    what: "bytes",
+                    limit: self.limits.bytes,
+                });
+            }
             // Zeros become a hole: a sparse file (or any run of zeros, a
             // gzip bomb's favourite) takes no space on the image store.
             if self.buf[..n].iter().all(|b| *b == 0) {
@@ -1136,6 +1189,7 @@ mod tests {
     /// it that no layer may touch.
     struct Fixture {
         dir: tempfile::TempDir,
+        limits: Limits,
     }
 
     impl Fixture {
@@ -1143,7 +1197,10 @@ mod tests {
             require_root();
             let dir = tempfile::tempdir().unwrap();
             fs::create_dir(dir.path().join("canary")).unwrap();
-            Fixture { dir }
+            Fixture {
+                dir,
+                limits: Limits::NONE,
+            }
         }
 
         fn dest(&self) -> PathBuf {
@@ -1161,7 +1218,7 @@ mod tests {
         ) -> Result<Unpacked, UnpackError> {
             let path = self.dir.path().join("blob");
             fs::write(&path, blob).unwrap();
-            let result = unpack_layer(&path, compression, &self.dest());
+            let result = unpack_layer(&path, compression, &self.dest(), self.limits);
             fs::remove_file(&path).unwrap();
             result
         }
@@ -1855,5 +1912,49 @@ mod tests {
             );
         }
         assert_eq!(fs::read(fx.path("tail")).unwrap(), tail);
+    }
+
+    /// A bomb cannot fill the image store: past the layer's byte or inode
+    /// limit the unpack stops (mid-file for bytes) and leaves nothing.
+    #[test]
+    fn a_layer_over_its_limits_fails_while_unpacking_and_leaves_nothing() {
+        let mut fx = Fixture::new();
+        fx.limits = Limits {
+            bytes: 1 << 20,
+            inodes: 0,
+        };
+        let big = Layer::new()
+            .file("a", &vec![7u8; 600 << 10])
+            .file("b", &vec![7u8; 600 << 10])
+            .finish();
+        let e = fx.unpack(&big).expect_err("1.2 MiB over a 1 MiB limit");
+        assert!(
+            matches!(e, UnpackError::OverLimit { what: "bytes", .. }),
+            "{e}"
+        );
+        fx.assert_nothing_written();
+        fx.limits = Limits {
+            bytes: 0,
+            inodes: 3,
+        };
+        let many = Layer::new()
+            .dir("d")
+            .file("d/1", b"1")
+            .file("d/2", b"2")
+            .file("d/3", b"3")
+            .finish();
+        let e = fx.unpack(&many).expect_err("4 entries over 3");
+        assert!(
+            matches!(e, UnpackError::OverLimit { what: "inodes", .. }),
+            "{e}"
+        );
+        fx.assert_nothing_written();
+        fx.limits = Limits {
+            bytes: 2 << 20,
+            inodes: 4,
+        };
+        fx.unpack(&many).expect("within the limits");
+        fs::remove_dir_all(fx.dest()).unwrap();
+        fx.unpack(&big).expect("within the limits");
     }
 }

@@ -1,0 +1,303 @@
+//! Images from a hostile registry cannot exhaust the node (issue 22):
+//! each test builds a one-layer image around a hostile layer, pushes it to
+//! the test registry (hack/registry.sh) through the registry API,
+//! pulls it through the daemon, and checks that the pull fails with a
+//! clear status, the daemon's peak memory stays within a stated bound,
+//! no unpacked layer is left, and the daemon still pulls other images.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use carapace_e2e::{require_registry, Daemon};
+use k8s_cri::v1 as cri;
+use sha2::{Digest, Sha256};
+
+const REG: &str = "127.0.0.1:5000";
+
+fn sha256(b: &[u8]) -> String {
+    let d = Sha256::digest(b);
+    let hex: String = d.iter().map(|x| format!("{x:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// Runs curl against the test registry; fails loudly. Its stdout.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-fsS")
+        .args(args)
+        .output()
+        .expect("run curl (hack/registry.sh installs it)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Uploads `blob` to `repo` through the registry API (an upload session,
+/// then one PUT: no client in between that would refuse hostile content);
+/// its descriptor.
+fn upload(dir: &Path, repo: &str, media_type: &str, blob: &[u8]) -> serde_json::Value {
+    let digest = sha256(blob);
+    let file = dir.join(digest.trim_start_matches("sha256:"));
+    std::fs::write(&file, blob).expect("write blob");
+    let headers = curl(&[
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://{REG}/v2/{repo}/blobs/uploads/"),
+    ]);
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
+        })
+        .expect("upload location");
+    let location = if location.starts_with('/') {
+        format!("http://{REG}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{location}{sep}digest={digest}"),
+    ]);
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": blob.len()})
+}
+
+/// Pushes an image whose one layer is `layer_tar` (gzip'd here) to
+/// `127.0.0.1:5000/<repo>:latest`; the layer blob's digest.
+fn push_one_layer_image(repo: &str, layer_tar: &[u8]) -> String {
+    push_image(repo, layer_tar, 0)
+}
+
+/// As [`push_one_layer_image`], the config padded with `pad` bytes.
+fn push_image(repo: &str, layer_tar: &[u8], pad: usize) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layer = upload(
+        dir.path(),
+        repo,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &gzip(layer_tar),
+    );
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]},
+        "padding": "x".repeat(pad)
+    });
+    let config = upload(
+        dir.path(),
+        repo,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [layer]
+    });
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).expect("manifest");
+    curl(&[
+        "-X",
+        "PUT",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", path.display()),
+        &format!("http://{REG}/v2/{repo}/manifests/latest"),
+    ]);
+    layer["digest"].as_str().expect("digest").to_string()
+}
+
+/// The daemon's peak resident memory so far, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Unpacked layer directories in the daemon's image store.
+fn unpacked_layers(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.dir.path().join("root/images/layers"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn pull(d: &Daemon, image: &str) -> Result<String, tonic::Status> {
+    d.images()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+/// Pulls the hostile `repo` (whose layer blob is `layer`), expecting
+/// `code`; checks the peak memory bound, that neither the layer blob nor
+/// an unpacked layer is left, and that the daemon still pulls.
+async fn pull_fails_within_bounds(
+    d: &Daemon,
+    repo: &str,
+    layer: &str,
+    code: tonic::Code,
+) -> tonic::Status {
+    let before = peak_rss_kib(d.pid());
+    let e = pull(d, &format!("{REG}/{repo}:latest"))
+        .await
+        .expect_err("a hostile image");
+    assert_eq!(
+        e.code(),
+        code,
+        "{}",
+        &e.message()[..e.message().len().min(500)]
+    );
+    assert!(
+        e.message().len() < 4096,
+        "a {} byte message",
+        e.message().len()
+    );
+    let after = peak_rss_kib(d.pid());
+    // The bound this test states: a hostile layer costs the daemon less
+    // than 64 MiB of peak memory (the long-name bomb took 1.6 GiB).
+    assert!(
+        after < before + (64 << 10),
+        "peak RSS went from {before} KiB to {after} KiB"
+    );
+    let left = unpacked_layers(d);
+    assert!(left.is_empty(), "layers left unpacked: {left:?}");
+    let blob = d
+        .dir
+        .path()
+        .join("root/images/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert!(
+        !blob.exists(),
+        "the hostile layer blob is kept: {}",
+        blob.display()
+    );
+    pull(d, &format!("{REG}/test/busybox:latest"))
+        .await
+        .expect("another pull after the hostile one");
+    e
+}
+
+/// A GNU long name of 256 MiB: a layer of a few hundred KiB of gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_name_bomb_fails_the_pull_in_bounded_memory() {
+    require_registry();
+    let mut tar = tar::Builder::new(Vec::new());
+    let name = vec![b'a'; 256 << 20];
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_size(name.len() as u64);
+    h.set_cksum();
+    tar.append(&h, name.as_slice()).expect("long name");
+    let mut f = tar::Header::new_gnu();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_size(1);
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    tar.append_data(&mut f, "f", &b"x"[..]).expect("file");
+    let layer = tar.into_inner().expect("tar");
+    drop(name);
+    let blob = push_one_layer_image("hostile/longname", &layer);
+    let d = Daemon::start(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
+    let e = pull_fails_within_bounds(&d, "hostile/longname", &blob, tonic::Code::Internal).await;
+    assert!(e.message().contains("over 1024 KiB"), "{}", e.message());
+}
+
+/// 256 MiB of one repeated byte gzips to a few hundred KiB; a layer limit
+/// of 16 MiB stops it while unpacking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_over_the_layer_limit_fails_the_pull() {
+    require_registry();
+    let mut tar = tar::Builder::new(Vec::new());
+    let data = vec![b'A'; 256 << 20];
+    let mut f = tar::Header::new_gnu();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_size(data.len() as u64);
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    tar.append_data(&mut f, "bomb", data.as_slice())
+        .expect("file");
+    let layer = tar.into_inner().expect("tar");
+    drop(data);
+    let blob = push_one_layer_image("hostile/gzipbomb", &layer);
+    let d = Daemon::start(&format!(
+        "[registry]\ninsecure = [\"{REG}\"]\n[images]\nmax_layer_bytes = 16777216\n"
+    ));
+    let e = pull_fails_within_bounds(
+        &d,
+        "hostile/gzipbomb",
+        &blob,
+        tonic::Code::ResourceExhausted,
+    )
+    .await;
+    assert!(e.message().contains("max_layer_bytes"), "{}", e.message());
+}
+
+/// A 64 MiB config is refused from its declared size, before it is
+/// downloaded or read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_config_is_refused_unread() {
+    require_registry();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut f = tar::Header::new_gnu();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_size(1);
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    tar.append_data(&mut f, "f", &b"x"[..]).expect("file");
+    let layer = tar.into_inner().expect("tar");
+    let blob = push_image("hostile/bigconfig", &layer, 64 << 20);
+    let d = Daemon::start(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
+    let e = pull_fails_within_bounds(&d, "hostile/bigconfig", &blob, tonic::Code::Internal).await;
+    assert!(
+        e.message().contains("over the 4 MiB limit"),
+        "{}",
+        e.message()
+    );
+}
