@@ -111,16 +111,6 @@ impl Default for ImageStore {
     }
 }
 
-impl ImageStore {
-    /// The unpack limits these settings say.
-    pub fn limits(&self) -> crate::image::unpack::Limits {
-        crate::image::unpack::Limits {
-            bytes: self.max_layer_bytes,
-            inodes: self.max_layer_inodes,
-        }
-    }
-}
-
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -66,9 +66,13 @@ impl Images {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        let limits = super::unpack::Limits {
+            bytes: store_settings.max_layer_bytes,
+            inodes: store_settings.max_layer_inodes,
+        };
         let puller = Puller::new(
             registry,
-            store_settings.limits(),
+            limits,
             content.clone(),
             &dir.join("layers"),
         )?;
