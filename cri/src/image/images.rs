@@ -70,12 +70,7 @@ impl Images {
             bytes: store_settings.max_layer_bytes,
             inodes: store_settings.max_layer_inodes,
         };
-        let puller = Puller::new(
-            registry,
-            limits,
-            content.clone(),
-            &dir.join("layers"),
-        )?;
+        let puller = Puller::new(registry, limits, content.clone(), &dir.join("layers"))?;
         Ok(Images {
             store,
             content,

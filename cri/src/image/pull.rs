@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 use serde_json::Value;
 
@@ -120,6 +121,9 @@ pub struct Pulled {
 /// The largest image config read: containers/image (CRI-O) caps it at
 /// 4 MiB too; real configs are a few KiB.
 const CONFIG_LIMIT: u64 = 4 << 20;
+/// The largest manifest or index read (containers/image and
+/// go-containerregistry use 4 MiB too).
+const MANIFEST_LIMIT: u64 = 4 << 20;
 
 /// The registry client with the daemon's mirror and plain-HTTP settings.
 pub struct Puller {
@@ -132,6 +136,8 @@ pub struct Puller {
     configured_insecure: Vec<String>,
     /// What one layer may unpack to.
     limits: Limits,
+    /// Plain HTTP for manifests, read through a size limit.
+    http: std::sync::OnceLock<reqwest::Client>,
     insecure: Vec<String>,
     mirrors: BTreeMap<String, Vec<String>>,
     content: Arc<ContentStore>,
@@ -221,6 +227,7 @@ impl Puller {
             timeouts: Timeouts::of(registry),
             configured_insecure: registry.insecure.clone(),
             limits,
+            http: std::sync::OnceLock::new(),
             insecure,
             mirrors: registry.mirrors.clone(),
             content,
@@ -322,23 +329,120 @@ impl Puller {
             .unwrap_or_else(|| ImageError::NotFound(r.whole())))
     }
 
+    /// GETs the manifest (or index) `r` names, read through a size limit:
+    /// oci-client reads a manifest body whole, whatever its size. The
+    /// request authenticates as oci-client would (it negotiates the token,
+    /// anonymous ones included); a body over [`MANIFEST_LIMIT`] is refused
+    /// from its Content-Length, or as soon as it passes the limit.
+    async fn fetch_manifest(
+        &self,
+        client: &Client,
+        r: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<Vec<u8>, ImageError> {
+        let failed = |message: String| ImageError::Registry {
+            reference: r.whole(),
+            message,
+        };
+        let token = client
+            .auth(r, auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let host = r.resolve_registry();
+        let scheme = if self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        let reference = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = format!(
+            "{scheme}://{host}/v2/{}/manifests/{reference}{}",
+            r.repository(),
+            r.namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default()
+        );
+        let mut req = self
+            .http()
+            .map_err(|e| failed(format!("HTTP client: {e}")))?
+            .get(&url)
+            .header(
+                reqwest::header::ACCEPT,
+                [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", "),
+            );
+        req = match (token, auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            _ => req,
+        };
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| failed(format!("GET {url}: {e}")))?;
+        let status = res.status();
+        let too_big = |n: u64| ImageError::BadManifest {
+            reference: r.whole(),
+            message: format!(
+                "the manifest is {n} bytes or more, over the {} MiB limit",
+                MANIFEST_LIMIT >> 20
+            ),
+        };
+        if !status.is_success() {
+            // The registry's own words, bounded.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = res.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() >= 1024 {
+                    break;
+                }
+            }
+            body.truncate(1024);
+            return Err(failed(format!(
+                "GET {url}: {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        if let Some(n) = res.content_length().filter(|n| *n > MANIFEST_LIMIT) {
+            return Err(too_big(n));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| failed(format!("GET {url}: {e}")))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > MANIFEST_LIMIT {
+                return Err(too_big((bytes.len() + chunk.len()) as u64));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// The HTTP client of [`Puller::fetch_manifest`], with the daemon's
+    /// timeouts; made once.
+    fn http(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let mut b = reqwest::Client::builder();
+        if let Some(t) = self.timeouts.connect {
+            b = b.connect_timeout(t);
+        }
+        if let Some(t) = self.timeouts.read {
+            b = b.read_timeout(t);
+        }
+        let c = b.build()?;
+        Ok(self.http.get_or_init(|| c))
+    }
+
     async fn manifest(
         &self,
         client: &Client,
         r: &Reference,
         auth: &RegistryAuth,
     ) -> Result<(Vec<u8>, String, String), ImageError> {
-        let (bytes, _) = client
-            .pull_manifest_raw(
-                r,
-                auth,
-                &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST],
-            )
-            .await
-            .map_err(|e| ImageError::Registry {
-                reference: r.whole(),
-                message: e.to_string(),
-            })?;
+        let bytes = self.fetch_manifest(client, r, auth).await?;
         let digest = digest_of(&bytes);
         if let Some(want) = r.digest() {
             if want != digest {
@@ -359,7 +463,7 @@ impl Puller {
                 OCI_MANIFEST
             }
         });
-        Ok((bytes.to_vec(), digest, media_type.to_string()))
+        Ok((bytes, digest, media_type.to_string()))
     }
 
     async fn pull_from(

@@ -177,8 +177,19 @@ async fn pull_fails_within_bounds(
     layer: &str,
     code: tonic::Code,
 ) -> tonic::Status {
+    pull_fails_within_bounds_from(d, REG, repo, layer, code).await
+}
+
+/// As [`pull_fails_within_bounds`], from the registry at `reg`.
+async fn pull_fails_within_bounds_from(
+    d: &Daemon,
+    reg: &str,
+    repo: &str,
+    layer: &str,
+    code: tonic::Code,
+) -> tonic::Status {
     let before = peak_rss_kib(d.pid());
-    let e = pull(d, &format!("{REG}/{repo}:latest"))
+    let e = pull(d, &format!("{reg}/{repo}:latest"))
         .await
         .expect_err("a hostile image");
     assert_eq!(
@@ -201,16 +212,18 @@ async fn pull_fails_within_bounds(
     );
     let left = unpacked_layers(d);
     assert!(left.is_empty(), "layers left unpacked: {left:?}");
-    let blob = d
-        .dir
-        .path()
-        .join("root/images/blobs/sha256")
-        .join(layer.trim_start_matches("sha256:"));
-    assert!(
-        !blob.exists(),
-        "the hostile layer blob is kept: {}",
-        blob.display()
-    );
+    if !layer.is_empty() {
+        let blob = d
+            .dir
+            .path()
+            .join("root/images/blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"));
+        assert!(
+            !blob.exists(),
+            "the hostile layer blob is kept: {}",
+            blob.display()
+        );
+    }
     pull(d, &format!("{REG}/test/busybox:latest"))
         .await
         .expect("another pull after the hostile one");
@@ -300,4 +313,81 @@ async fn a_64_mib_config_is_refused_unread() {
         "{}",
         e.message()
     );
+}
+
+/// A registry on 127.0.0.1 that answers `/v2/` and, for any manifest, a
+/// body of `size` bytes: said in Content-Length, or (`with_length` false)
+/// streamed until the connection closes. Its `host:port`.
+fn registry_of_one_big_manifest(size: usize, with_length: bool) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut out = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    if path == "/v2/" {
+                        let _ = out.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                        );
+                        continue;
+                    }
+                    let length = if with_length {
+                        format!("Content-Length: {size}\r\n")
+                    } else {
+                        "Connection: close\r\n".to_string()
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{length}\r\n"
+                    );
+                    if out.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = vec![b' '; 64 << 10];
+                    let mut sent = 0;
+                    while sent < size {
+                        let n = chunk.len().min(size - sent);
+                        if out.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                    if !with_length {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A 64 MiB manifest is refused at 4 MiB, whether its length is said up
+/// front or not: oci-client alone would read it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_manifest_is_refused_at_the_limit() {
+    require_registry();
+    for with_length in [true, false] {
+        let reg = registry_of_one_big_manifest(64 << 20, with_length);
+        let d = Daemon::start(&format!("[registry]\ninsecure = [\"{reg}\", \"{REG}\"]\n"));
+        let e = pull_fails_within_bounds_from(&d, &reg, "big", "", tonic::Code::Internal).await;
+        assert!(
+            e.message().contains("over the 4 MiB limit"),
+            "with_length {with_length}: {}",
+            e.message()
+        );
+    }
 }
