@@ -135,7 +135,10 @@ impl Harness {
         config["process"]["args"] = json!(args);
         config["hostname"] = json!(name);
         let id = format!("{name}-{}", std::process::id());
-        config["linux"]["cgroupsPath"] = json!(format!("/carapace-shimtest/{id}"));
+        // A cgroup of its own, with no parent shared with another test: a
+        // test removing a shared parent once empty raced another test's
+        // runtime between its mkdir of the parent and of the child.
+        config["linux"]["cgroupsPath"] = json!(format!("/carapace-shimtest-{id}"));
 
         let (tx, events) = mpsc::unbounded_channel();
         let ev_sock = dir.path().join("ev.sock");
@@ -428,16 +431,17 @@ impl Drop for Harness {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        // The runtime removes the container's cgroup, not its parent (as
-        // runc): remove the shared test parent once no test uses it.
+        // The runtime removes the container's cgroup on delete; a test that
+        // never got that far leaves it to this.
+        let own = format!("carapace-shimtest-{}", self.id);
         for entry in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            let _ = std::fs::remove_dir(entry.path().join("carapace-shimtest"));
+            let _ = std::fs::remove_dir(entry.path().join(&own));
         }
-        let _ = std::fs::remove_dir("/sys/fs/cgroup/carapace-shimtest");
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&own));
         if let Some(pid) = self.shim_pid {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
