@@ -176,6 +176,8 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Service>, (EventsServer, AdminSe
         Effects::real(),
     )?);
     let admin = AdminServer::start(&admin::socket_path(&state), service.images.clone()).await?;
+    let images = service.images.clone();
+    tokio::task::spawn_blocking(move || images.warm());
     service.recover().await?;
     carapace_cri::container::start::follow_oom_events(
         service.containers.clone(),

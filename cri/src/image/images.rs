@@ -92,6 +92,12 @@ impl Images {
         self.puller.layer_dir(chain_id)
     }
 
+    /// Makes the registry clients ahead of the first pull
+    /// ([`super::pull::Puller::warm`]).
+    pub fn warm(&self) {
+        self.puller.warm()
+    }
+
     /// Pulls `image` and records it, telling `progress` how its layers
     /// go; the image record.
     pub async fn pull(

@@ -419,6 +419,19 @@ impl Puller {
         Ok(bytes)
     }
 
+    /// Makes the anonymous registry client and the manifest client now
+    /// rather than in the first pull: each loads the system's CA
+    /// certificates (tens of ms), which the first pull after a start
+    /// would otherwise wait for. The daemon calls it off the async workers
+    /// once it serves; tests that never pull never pay for it.
+    pub fn warm(&self) {
+        self.client
+            .get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)));
+        if let Err(e) = self.http() {
+            tracing::warn!(error = %e, "registry HTTP client");
+        }
+    }
+
     /// The HTTP client of [`Puller::fetch_manifest`], with the daemon's
     /// timeouts; made once.
     fn http(&self) -> Result<&reqwest::Client, reqwest::Error> {
