@@ -291,11 +291,8 @@ impl Puller {
         // a pull with credentials gets a client of its own, so earlier
         // anonymous or wrong ones are never reused for it.
         let own = std::sync::OnceLock::new();
-        let own = || own.get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)));
-        let shared = || {
-            self.client
-                .get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)))
-        };
+        let own = || own.get_or_init(|| self.new_client());
+        let shared = || self.client.get_or_init(|| self.new_client());
         let mut errors = Vec::new();
         for ep in self.endpoints(r) {
             let host = ep.registry();
@@ -419,14 +416,18 @@ impl Puller {
         Ok(bytes)
     }
 
+    /// A registry client with the daemon's plain-HTTP hosts and timeouts.
+    fn new_client(&self) -> Client {
+        Client::new(config_for(&self.insecure, self.timeouts))
+    }
+
     /// Makes the anonymous registry client and the manifest client now
     /// rather than in the first pull: each loads the system's CA
     /// certificates (tens of ms), which the first pull after a start
     /// would otherwise wait for. The daemon calls it off the async workers
     /// once it serves; tests that never pull never pay for it.
     pub fn warm(&self) {
-        self.client
-            .get_or_init(|| Client::new(config_for(&self.insecure, self.timeouts)));
+        self.client.get_or_init(|| self.new_client());
         if let Err(e) = self.http() {
             tracing::warn!(error = %e, "registry HTTP client");
         }

@@ -14,6 +14,11 @@ pub type Rt = RuntimeServiceClient<Channel>;
 
 /// Pulls `image` (panics on failure: the suites need it).
 pub async fn pull(d: &Daemon, image: &str) {
+    try_pull(d, image).await.expect("pull");
+}
+
+/// Pulls `image`; its image ref, or the daemon's status.
+pub async fn try_pull(d: &Daemon, image: &str) -> Result<String, tonic::Status> {
     d.images()
         .await
         .pull_image(cri::PullImageRequest {
@@ -24,7 +29,7 @@ pub async fn pull(d: &Daemon, image: &str) {
             ..Default::default()
         })
         .await
-        .expect("pull");
+        .map(|r| r.into_inner().image_ref)
 }
 
 /// RunPodSandbox with `config` (panics on failure); the pod's ID.

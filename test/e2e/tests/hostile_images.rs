@@ -9,8 +9,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
+use carapace_e2e::workload::try_pull as pull;
 use carapace_e2e::{require_registry, Daemon};
-use k8s_cri::v1 as cri;
 use sha2::{Digest, Sha256};
 
 const REG: &str = "127.0.0.1:5000";
@@ -133,6 +133,18 @@ fn push_image(repo: &str, layer_tar: &[u8], pad: usize) -> String {
     layer["digest"].as_str().expect("digest").to_string()
 }
 
+/// Appends a regular file `path` holding `data`, owned by root.
+fn append_file(tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut f = tar::Header::new_gnu();
+    f.set_entry_type(tar::EntryType::Regular);
+    f.set_size(data.len() as u64);
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    tar.append_data(&mut f, path, data).expect("file");
+}
+
 /// The daemon's peak resident memory so far, in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -152,20 +164,6 @@ fn unpacked_layers(d: &Daemon) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn pull(d: &Daemon, image: &str) -> Result<String, tonic::Status> {
-    d.images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
 }
 
 /// Pulls the hostile `repo` (whose layer blob is `layer`), expecting
@@ -242,14 +240,7 @@ async fn a_long_name_bomb_fails_the_pull_in_bounded_memory() {
     h.set_size(name.len() as u64);
     h.set_cksum();
     tar.append(&h, name.as_slice()).expect("long name");
-    let mut f = tar::Header::new_gnu();
-    f.set_entry_type(tar::EntryType::Regular);
-    f.set_size(1);
-    f.set_mode(0o644);
-    f.set_uid(0);
-    f.set_gid(0);
-    f.set_mtime(0);
-    tar.append_data(&mut f, "f", &b"x"[..]).expect("file");
+    append_file(&mut tar, "f", b"x");
     let layer = tar.into_inner().expect("tar");
     drop(name);
     let blob = push_one_layer_image("hostile/longname", &layer);
@@ -265,15 +256,7 @@ async fn a_gzip_bomb_over_the_layer_limit_fails_the_pull() {
     require_registry();
     let mut tar = tar::Builder::new(Vec::new());
     let data = vec![b'A'; 256 << 20];
-    let mut f = tar::Header::new_gnu();
-    f.set_entry_type(tar::EntryType::Regular);
-    f.set_size(data.len() as u64);
-    f.set_mode(0o644);
-    f.set_uid(0);
-    f.set_gid(0);
-    f.set_mtime(0);
-    tar.append_data(&mut f, "bomb", data.as_slice())
-        .expect("file");
+    append_file(&mut tar, "bomb", &data);
     let layer = tar.into_inner().expect("tar");
     drop(data);
     let blob = push_one_layer_image("hostile/gzipbomb", &layer);
@@ -296,14 +279,7 @@ async fn a_gzip_bomb_over_the_layer_limit_fails_the_pull() {
 async fn a_64_mib_config_is_refused_unread() {
     require_registry();
     let mut tar = tar::Builder::new(Vec::new());
-    let mut f = tar::Header::new_gnu();
-    f.set_entry_type(tar::EntryType::Regular);
-    f.set_size(1);
-    f.set_mode(0o644);
-    f.set_uid(0);
-    f.set_gid(0);
-    f.set_mtime(0);
-    tar.append_data(&mut f, "f", &b"x"[..]).expect("file");
+    append_file(&mut tar, "f", b"x");
     let layer = tar.into_inner().expect("tar");
     let blob = push_image("hostile/bigconfig", &layer, 64 << 20);
     let d = Daemon::start(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
