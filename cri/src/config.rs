@@ -98,6 +98,12 @@ pub struct ImageStore {
     pub max_layer_bytes: u64,
     /// Entries one layer may unpack to (0: no limit).
     pub max_layer_inodes: u64,
+    /// Bytes of file content all the layers of one image may unpack to
+    /// together (0: no limit).
+    pub max_image_bytes: u64,
+    /// Entries all the layers of one image may unpack to together (0: no
+    /// limit).
+    pub max_image_inodes: u64,
 }
 
 impl Default for ImageStore {
@@ -107,6 +113,8 @@ impl Default for ImageStore {
         Self {
             max_layer_bytes: 64 << 30,
             max_layer_inodes: 4_000_000,
+            max_image_bytes: 128 << 30,
+            max_image_inodes: 8_000_000,
         }
     }
 }
@@ -370,6 +378,9 @@ read_timeout_secs = 60
 # entries (0: no limit); a layer past either fails its pull.
 max_layer_bytes = 68719476736
 max_layer_inodes = 4000000
+# The most all the layers of one image may unpack to together.
+max_image_bytes = 137438953472
+max_image_inodes = 8000000
 
 [log]
 # error, warn, info, debug, trace, or a tracing filter directive.

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use carapace_cri::image::rootfs::{self, RootfsError};
-use carapace_cri::image::unpack::{unpack_layer, Compression, Limits};
+use carapace_cri::image::unpack::{unpack_layer, Compression, ImageBudget, Limits};
 use tar::{Builder, EntryType, Header};
 
 fn require_root() {
@@ -113,7 +113,8 @@ fn unpack(root: &Path, name: &str, tar: &[u8], compression: Compression) -> Path
     let layers = root.join("layers");
     fs::create_dir_all(&layers).expect("layers dir");
     let dest = layers.join(name);
-    unpack_layer(&blob, compression, &dest, Limits::NONE).expect("unpack layer");
+    let image = ImageBudget::new(Limits::NONE);
+    unpack_layer(&blob, compression, &dest, Limits::NONE, &image).expect("unpack layer");
     dest
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 
+use super::unrecorded::Unrecorded;
 use super::ImageError;
 
 /// The content store.
@@ -18,6 +19,9 @@ use super::ImageError;
 pub struct ContentStore {
     blobs: PathBuf,
     ingest: PathBuf,
+    /// Blobs (and layers, which the puller notes here) stored since no
+    /// record named them.
+    unrecorded: Unrecorded,
 }
 
 /// The hex part of a `sha256:<64 hex>` digest, or an error for anything else.
@@ -81,7 +85,17 @@ impl ContentStore {
         for d in [&blobs, &ingest] {
             std::fs::create_dir_all(d).map_err(|e| ImageError::io("create", d, e))?;
         }
-        Ok(ContentStore { blobs, ingest })
+        Ok(ContentStore {
+            blobs,
+            ingest,
+            unrecorded: Unrecorded::default(),
+        })
+    }
+
+    /// What was stored here, or unpacked from it, that no image record
+    /// names yet.
+    pub fn unrecorded(&self) -> &Unrecorded {
+        &self.unrecorded
     }
 
     /// Where blob `digest` lives.
@@ -128,7 +142,9 @@ impl ContentStore {
         if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        r.map(|()| dst)
+        r?;
+        self.unrecorded.blob(digest);
+        Ok(dst)
     }
 
     fn temp(&self, digest: &str) -> Result<PathBuf, ImageError> {
@@ -206,8 +222,9 @@ impl ContentStore {
                 .map_err(|e| ImageError::io("sync", &tmp, e))?;
             std::fs::rename(&tmp, &dst).map_err(|e| ImageError::io("store blob", &dst, e))
         }
-        .await
-        .map(|()| dst)
+        .await?;
+        self.unrecorded.blob(digest);
+        Ok(dst)
     }
 
     /// Moves the file at `path` (on the store's filesystem) into the store
@@ -233,7 +250,9 @@ impl ContentStore {
         if dst.is_file() {
             return Ok(());
         }
-        std::fs::rename(path, &dst).map_err(|e| ImageError::io("store blob", &dst, e))
+        std::fs::rename(path, &dst).map_err(|e| ImageError::io("store blob", &dst, e))?;
+        self.unrecorded.blob(digest);
+        Ok(())
     }
 
     /// Deletes blob `digest`; a missing one is fine.

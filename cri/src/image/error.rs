@@ -124,6 +124,20 @@ impl ImageError {
     }
 }
 
+impl ImageError {
+    /// Whether this only says the pull was stopped (because something else
+    /// failed first, or its caller went away).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            ImageError::Unpack {
+                source: super::unpack::UnpackError::Cancelled,
+                ..
+            }
+        )
+    }
+}
+
 impl Kinded for ImageError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -70,7 +70,17 @@ impl Images {
             bytes: store_settings.max_layer_bytes,
             inodes: store_settings.max_layer_inodes,
         };
-        let puller = Puller::new(registry, limits, content.clone(), &dir.join("layers"))?;
+        let image_limits = super::unpack::Limits {
+            bytes: store_settings.max_image_bytes,
+            inodes: store_settings.max_image_inodes,
+        };
+        let puller = Puller::new(
+            registry,
+            limits,
+            image_limits,
+            content.clone(),
+            &dir.join("layers"),
+        )?;
         Ok(Images {
             store,
             content,
@@ -180,10 +190,48 @@ impl Images {
         match owed {
             Some(mut keep) => {
                 keep.extend(in_use.iter().cloned());
+                self.content.unrecorded().take();
                 self.gc(&keep)
             }
-            None => Ok(()),
+            None => self.sweep(),
         }
+    }
+
+    /// Removes what pulls and imports that failed or were cancelled left:
+    /// blobs and layers stored since no record named them. Only these: a
+    /// layer of a removed image that a container still runs on is never
+    /// touched. Run with the records lock and the gate held exclusively.
+    fn sweep(&self) -> Result<(), ImageError> {
+        let left = self.content.unrecorded().take();
+        if left.blobs.is_empty() && left.chains.is_empty() {
+            return Ok(());
+        }
+        let images = self.list()?;
+        let blobs: HashSet<String> = images.iter().flat_map(|i| i.blobs()).collect();
+        let chains: HashSet<&str> = images
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|l| l.chain_id.as_str()))
+            .collect();
+        for b in left.blobs.iter().filter(|b| !blobs.contains(*b)) {
+            self.content.remove(b)?;
+        }
+        for c in left.chains.iter().filter(|c| !chains.contains(c.as_str())) {
+            let dir = self.puller.layer_dir(c)?;
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("remove unrecorded layer", &dir, e)),
+            }
+            let mut usage = dir.into_os_string();
+            usage.push(".usage");
+            let _ = std::fs::remove_file(usage);
+        }
+        tracing::info!(
+            blobs = left.blobs.len(),
+            layers = left.chains.len(),
+            "swept what failed or cancelled pulls left"
+        );
+        Ok(())
     }
 
     /// Records a pulled or imported image: merged with its existing record,
@@ -231,6 +279,8 @@ impl Images {
             }
         }
         self.store.put(Kind::Image, &rec.id, &rec)?;
+        let chains: Vec<String> = rec.layers.iter().map(|l| l.chain_id.clone()).collect();
+        self.content.unrecorded().recorded(&rec.blobs(), &chains);
         Ok(rec)
     }
 

@@ -68,8 +68,9 @@ pub async fn import(
     let mut out = Vec::new();
     for (mut pulled, tags, repo_digests) in found {
         let mut layers = Vec::new();
+        let budget = puller.image_budget();
         for l in std::mem::take(&mut pulled.layers) {
-            layers.push(puller.unpack_stored(l).await?);
+            layers.push(puller.unpack_stored(l, &budget).await?);
         }
         pulled.size += layers.iter().map(|l| l.size).sum::<u64>();
         pulled.layers = layers;

@@ -13,6 +13,7 @@ pub mod records;
 pub mod reference;
 pub mod rootfs;
 pub mod unpack;
+pub mod unrecorded;
 
 pub use error::ImageError;
 pub use images::{Images, Usage};

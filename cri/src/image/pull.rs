@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::content::{digest_of, hex_of, ContentStore};
 use super::progress::{Progress, PullEvent};
 use super::records::{chain_ids, LayerRecord};
-use super::unpack::{unpack_layer, Compression, Limits};
+use super::unpack::{unpack_layer, Compression, ImageBudget, Limits, UnpackError};
 use super::ImageError;
 
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -136,6 +136,8 @@ pub struct Puller {
     configured_insecure: Vec<String>,
     /// What one layer may unpack to.
     limits: Limits,
+    /// What all the layers of one image may unpack to together.
+    image_limits: Limits,
     /// Plain HTTP for manifests, read through a size limit.
     http: std::sync::OnceLock<reqwest::Client>,
     insecure: Vec<String>,
@@ -209,6 +211,7 @@ impl Puller {
     pub fn new(
         registry: &crate::config::Registry,
         limits: Limits,
+        image_limits: Limits,
         content: Arc<ContentStore>,
         layers_dir: &Path,
     ) -> Result<Puller, ImageError> {
@@ -227,6 +230,7 @@ impl Puller {
             timeouts: Timeouts::of(registry),
             configured_insecure: registry.insecure.clone(),
             limits,
+            image_limits,
             http: std::sync::OnceLock::new(),
             insecure,
             mirrors: registry.mirrors.clone(),
@@ -560,19 +564,34 @@ impl Puller {
                 total: l.size,
             });
         }
-        let sem = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
+        let scope = Scope::new(self.image_budget());
         let jobs = plan.into_iter().map(|l| {
-            let sem = sem.clone();
-            let manifest_ref = &manifest_ref;
+            let (scope, manifest_ref) = (&scope, &manifest_ref);
             async move {
-                let _permit = sem.acquire().await.map_err(|_| ImageError::Transfer {
-                    digest: l.digest.clone(),
-                    message: "pull cancelled".into(),
-                })?;
-                self.layer(client, manifest_ref, auth, l, progress).await
+                let r = self
+                    .layer(client, manifest_ref, auth, l, scope, progress)
+                    .await;
+                if r.is_err() {
+                    scope.stop();
+                }
+                r
             }
         });
-        let layers = futures_util::future::try_join_all(jobs).await?;
+        // Every layer ends before the pull does: a failed one stops the
+        // rest (downloads dropped, unpacks stopped at their next chunk), so
+        // a failed pull returns with nothing of it still being written.
+        let mut layers = Vec::new();
+        let mut failure: Option<ImageError> = None;
+        for r in futures_util::future::join_all(jobs).await {
+            match r {
+                Ok(l) => layers.push(l),
+                Err(e) if failure.as_ref().is_none_or(|f| f.is_cancelled()) => failure = Some(e),
+                Err(_) => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let size = bytes.len() as u64
             + config_bytes.len() as u64
             + layers.iter().map(|l| l.size).sum::<u64>();
@@ -635,14 +654,26 @@ impl Puller {
         r: &Reference,
         auth: &RegistryAuth,
         mut l: LayerRecord,
+        scope: &Scope,
         progress: &Progress,
     ) -> Result<LayerRecord, ImageError> {
+        let budget = &scope.budget;
+        let stopped = || ImageError::Unpack {
+            digest: l.digest.clone(),
+            source: UnpackError::Cancelled,
+        };
+        let mut stop = scope.stop.subscribe();
+        let _permit = tokio::select! {
+            p = scope.slots.acquire() => p.map_err(|_| stopped())?,
+            _ = stop.wait_for(|s| *s) => return Err(stopped()),
+        };
         let t = Instant::now();
         let dir = self.layer_dir(&l.chain_id)?;
         if dir.is_dir() && self.content.has(&l.digest) {
             let (size, inodes) = read_usage(&dir);
             l.unpacked_size = size;
             l.inodes = inodes;
+            charge(budget, &l)?;
             progress.send(PullEvent::Downloaded {
                 layer: l.digest.clone(),
             });
@@ -651,36 +682,50 @@ impl Puller {
             });
             return Ok(l);
         }
-        let transferred = self
-            .fetch_blob(client, r, auth, &l.digest, Some(l.size), progress)
-            .await?;
+        let transferred = tokio::select! {
+            t = self.fetch_blob(client, r, auth, &l.digest, Some(l.size), progress) => t?,
+            _ = stop.wait_for(|s| *s) => return Err(stopped()),
+        };
         if transferred {
             tracing::info!(layer = %l.digest, bytes = l.size, ms = t.elapsed().as_millis() as u64, "layer downloaded");
         }
         progress.send(PullEvent::Downloaded {
             layer: l.digest.clone(),
         });
-        let l = self.unpack_stored(l).await?;
+        let l = self.unpack_stored(l, budget).await?;
         progress.send(PullEvent::Unpacked {
             layer: l.digest.clone(),
         });
         Ok(l)
     }
 
+    /// A fresh budget for the layers of one image.
+    pub(crate) fn image_budget(&self) -> Arc<ImageBudget> {
+        Arc::new(ImageBudget::new(self.image_limits))
+    }
+
     /// Unpacks a layer whose blob is in the content store, once per chain
-    /// ID (a concurrent pull or import of the same chain waits for it).
+    /// ID (a concurrent pull or import of the same chain waits for it),
+    /// charging `budget`.
+    ///
+    /// Cancel-safe: the unpack, from staging dir to renamed layer, runs on
+    /// the blocking pool holding the chain's lock, so a pull dropped
+    /// mid-unpack (a cancelled admin pull, a sibling layer's failure)
+    /// leaves either nothing or a whole layer, which is noted unrecorded
+    /// for the next sweep.
     pub(crate) async fn unpack_stored(
         &self,
         mut l: LayerRecord,
+        budget: &Arc<ImageBudget>,
     ) -> Result<LayerRecord, ImageError> {
         let t = Instant::now();
         let dir = self.layer_dir(&l.chain_id)?;
-        let lock = self.lock(&l.chain_id);
-        let _held = lock.lock().await;
+        let held = self.lock(&l.chain_id).lock_owned().await;
         if dir.is_dir() {
             let (size, inodes) = read_usage(&dir);
             l.unpacked_size = size;
             l.inodes = inodes;
+            charge(budget, &l)?;
             return Ok(l);
         }
         let compression =
@@ -694,46 +739,92 @@ impl Puller {
             hex_of(&l.chain_id)?,
             std::process::id()
         ));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let tmp2 = tmp.clone();
-        let limits = self.limits;
+        let (limits, budget, content) = (self.limits, budget.clone(), self.content.clone());
+        let job =
+            {
+                let l = l.clone();
+                move || {
+                    let _held = held;
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    let unpacked = unpack_layer(&blob, compression, &tmp, limits, &budget)
+                        .map_err(|source| ImageError::Unpack {
+                            digest: l.digest.clone(),
+                            source,
+                        })?;
+                    if unpacked.diff_id != l.diff_id {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Err(ImageError::DiffIdMismatch {
+                            digest: l.digest.clone(),
+                            expected: l.diff_id.clone(),
+                            got: unpacked.diff_id,
+                        });
+                    }
+                    std::fs::rename(&tmp, &dir).map_err(|e| {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        ImageError::io("rename unpacked layer to", &dir, e)
+                    })?;
+                    write_usage(&dir, unpacked.size, unpacked.inodes);
+                    content.unrecorded().chain(&l.chain_id);
+                    Ok(unpacked)
+                }
+            };
         let unpacked =
-            tokio::task::spawn_blocking(move || unpack_layer(&blob, compression, &tmp2, limits))
+            tokio::task::spawn_blocking(job)
                 .await
                 .map_err(|e| ImageError::Transfer {
                     digest: l.digest.clone(),
                     message: format!("unpack task: {e}"),
-                })?
-                .map_err(|source| {
-                    // Content that cannot be unpacked (malformed, hostile,
-                    // over the limits) is not kept: the image store holds
-                    // nothing of a layer that failed.
-                    if let Err(e) = self.content.remove(&l.digest) {
-                        tracing::warn!(layer = %l.digest, error = %e, "remove a layer blob that failed to unpack");
-                    }
-                    ImageError::Unpack {
-                        digest: l.digest.clone(),
-                        source,
-                    }
-                })?;
-        if unpacked.diff_id != l.diff_id {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(ImageError::DiffIdMismatch {
-                digest: l.digest.clone(),
-                expected: l.diff_id.clone(),
-                got: unpacked.diff_id,
-            });
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
-            ImageError::io("rename unpacked layer to", &dir, e)
-        })?;
-        write_usage(&dir, unpacked.size, unpacked.inodes);
+                })??;
         l.unpacked_size = unpacked.size;
         l.inodes = unpacked.inodes;
         tracing::info!(layer = %l.digest, chain = %l.chain_id, ms = t.elapsed().as_millis() as u64, "layer unpacked");
         Ok(l)
     }
+}
+
+/// The layers of one pull: how many may transfer at once, their shared
+/// budget, and the signal that stops them all, sent when one fails or the
+/// pull is dropped.
+struct Scope {
+    slots: tokio::sync::Semaphore,
+    budget: Arc<ImageBudget>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Scope {
+    fn new(budget: Arc<ImageBudget>) -> Scope {
+        Scope {
+            slots: tokio::sync::Semaphore::new(PARALLEL_LAYERS),
+            budget,
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Stops the downloads waiting or under way, and the unpacks at their
+    /// next chunk.
+    fn stop(&self) {
+        self.budget.cancel();
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for Scope {
+    /// A pull dropped mid-way (a cancelled admin pull) stops the unpacks
+    /// it leaves running on the blocking pool.
+    fn drop(&mut self) {
+        self.budget.cancel();
+    }
+}
+
+/// Charges a layer already unpacked (by an earlier pull, or a concurrent
+/// one) to the image budget of this pull.
+fn charge(budget: &ImageBudget, l: &LayerRecord) -> Result<(), ImageError> {
+    budget
+        .charge(l.unpacked_size, l.inodes)
+        .map_err(|source| ImageError::Unpack {
+            digest: l.digest.clone(),
+            source,
+        })
 }
 
 /// The layers a manifest lists, with the diff and chain IDs its config
@@ -920,7 +1011,14 @@ mod tests {
         let mut reg = crate::config::Registry::default();
         reg.mirrors
             .insert("docker.io".into(), vec!["http://127.0.0.1:5000".into()]);
-        let p = Puller::new(&reg, Limits::NONE, content, &d.path().join("layers")).expect("puller");
+        let p = Puller::new(
+            &reg,
+            Limits::NONE,
+            Limits::NONE,
+            content,
+            &d.path().join("layers"),
+        )
+        .expect("puller");
         let r = super::super::reference::parse("busybox").expect("ref");
         let eps: Vec<String> = p.endpoints(&r).iter().map(|e| e.whole()).collect();
         assert_eq!(

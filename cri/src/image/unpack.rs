@@ -87,6 +87,63 @@ impl Limits {
     };
 }
 
+/// What all the layers of one image may unpack to together. A pull unpacks
+/// its layers in parallel, so the budget is shared and charged as each
+/// layer goes, chunk by chunk; layers already on the node are charged
+/// their recorded usage.
+#[derive(Debug)]
+pub struct ImageBudget {
+    limits: Limits,
+    bytes: AtomicU64,
+    inodes: AtomicU64,
+    /// Set when the pull failed elsewhere or was dropped: the layers still
+    /// unpacking stop at their next chunk and leave nothing.
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl ImageBudget {
+    /// A fresh budget for one pull or import.
+    pub fn new(limits: Limits) -> ImageBudget {
+        ImageBudget {
+            limits,
+            bytes: AtomicU64::new(0),
+            inodes: AtomicU64::new(0),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops every layer still unpacking against this budget.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Charges `bytes` of content and `inodes` entries; an error once the
+    /// image is past either limit.
+    pub fn charge(&self, bytes: u64, inodes: u64) -> Result<(), UnpackError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(UnpackError::Cancelled);
+        }
+        let over = |used: &AtomicU64, n: u64, limit: u64| {
+            n > 0 && limit > 0 && used.fetch_add(n, Ordering::Relaxed).saturating_add(n) > limit
+        };
+        if over(&self.bytes, bytes, self.limits.bytes) {
+            return Err(UnpackError::OverLimit {
+                scope: "image",
+                what: "bytes",
+                limit: self.limits.bytes,
+            });
+        }
+        if over(&self.inodes, inodes, self.limits.inodes) {
+            return Err(UnpackError::OverLimit {
+                scope: "image",
+                what: "inodes",
+                limit: self.limits.inodes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How a layer blob is compressed; the media type decides it because the
 /// blob itself is not sniffed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,16 +276,21 @@ pub enum UnpackError {
         /// The tar type flag.
         kind: EntryType,
     },
-    /// The layer unpacks to more than its [`Limits`] allow.
+    /// The layer, or its image, unpacks to more than its [`Limits`] allow.
     #[error(
-        "the layer unpacks to more than {limit} {what} (the limit of [images] max_layer_{what})"
+        "the {scope} unpacks to more than {limit} {what} (the limit of [images] max_{scope}_{what})"
     )]
     OverLimit {
+        /// "layer" or "image".
+        scope: &'static str,
         /// "bytes" or "inodes".
         what: &'static str,
         /// The limit.
         limit: u64,
     },
+    /// The pull this layer belongs to failed elsewhere or was cancelled.
+    #[error("cancelled: the pull failed elsewhere or its caller went away")]
+    Cancelled,
     /// A filesystem operation failed.
     #[error("{op} {}: {source}", shown_path(path))]
     Io {
@@ -273,6 +335,7 @@ pub fn unpack_layer(
     compression: Compression,
     dest: &Path,
     limits: Limits,
+    image: &ImageBudget,
 ) -> Result<Unpacked, UnpackError> {
     match fs::symlink_metadata(dest) {
         Ok(_) => return Err(UnpackError::DestExists(dest.to_path_buf())),
@@ -281,7 +344,7 @@ pub fn unpack_layer(
     }
     let file = File::open(blob).map_err(UnpackError::io("open layer blob", blob))?;
     let staging = Staging::create(dest)?;
-    let diff_id = apply_blob(file, compression, blob, staging.path(), limits)?;
+    let diff_id = apply_blob(file, compression, blob, staging.path(), limits, image)?;
     let (size, inodes) = usage(staging.path())?;
     staging.commit(dest)?;
     Ok(Unpacked {
@@ -387,6 +450,7 @@ fn apply_blob(
     blob: &Path,
     root: &Path,
     limits: Limits,
+    image: &ImageBudget,
 ) -> Result<String, UnpackError> {
     let stream_err = |source| UnpackError::Stream {
         blob: blob.to_path_buf(),
@@ -413,6 +477,7 @@ fn apply_blob(
         dir_times: BTreeMap::new(),
         buf: vec![0; COPY_BUFFER],
         limits,
+        image,
         bytes: 0,
         inodes: 0,
     };
@@ -622,6 +687,8 @@ struct Applier<'a> {
     dir_times: BTreeMap<PathBuf, Times>,
     buf: Vec<u8>,
     limits: Limits,
+    /// The budget this layer's image shares with its other layers.
+    image: &'a ImageBudget,
     /// File content unpacked so far.
     bytes: u64,
     /// Entries unpacked so far.
@@ -633,10 +700,12 @@ impl Applier<'_> {
         self.inodes += 1;
         if self.limits.inodes > 0 && self.inodes > self.limits.inodes {
             return Err(UnpackError::OverLimit {
+                scope: "layer",
                 what: "inodes",
                 limit: self.limits.inodes,
             });
         }
+        self.image.charge(0, 1)?;
         let raw = entry.path_bytes().into_owned();
         let name = shown_name(&raw);
         let mut kind = entry.header().entry_type();
@@ -839,10 +908,12 @@ impl Applier<'_> {
             self.bytes += n as u64;
             if self.limits.bytes > 0 && self.bytes > self.limits.bytes {
                 return Err(UnpackError::OverLimit {
+                    scope: "layer",
                     what: "bytes",
                     limit: self.limits.bytes,
                 });
             }
+            self.image.charge(n as u64, 0)?;
             // Zeros become a hole: a sparse file (or any run of zeros, a
             // gzip bomb's favourite) takes no space on the image store.
             if self.buf[..n].iter().all(|b| *b == 0) {
@@ -1218,7 +1289,8 @@ mod tests {
         ) -> Result<Unpacked, UnpackError> {
             let path = self.dir.path().join("blob");
             fs::write(&path, blob).unwrap();
-            let result = unpack_layer(&path, compression, &self.dest(), self.limits);
+            let image = ImageBudget::new(Limits::NONE);
+            let result = unpack_layer(&path, compression, &self.dest(), self.limits, &image);
             fs::remove_file(&path).unwrap();
             result
         }
@@ -1956,5 +2028,52 @@ mod tests {
         fx.unpack(&many).expect("within the limits");
         fs::remove_dir_all(fx.dest()).unwrap();
         fx.unpack(&big).expect("within the limits");
+    }
+
+    /// Layers each within their own limit still stop once their image,
+    /// together, is past its limit; the failing layer leaves nothing.
+    #[test]
+    fn layers_share_their_image_budget() {
+        let fx = Fixture::new();
+        let blob = fx.dir.path().join("blob");
+        let layer = Layer::new().file("a", &vec![7u8; 600 << 10]).finish();
+        fs::write(&blob, &layer).unwrap();
+        let image = ImageBudget::new(Limits {
+            bytes: 1 << 20,
+            inodes: 0,
+        });
+        let first = fx.dir.path().join("first");
+        unpack_layer(&blob, Compression::None, &first, Limits::NONE, &image)
+            .expect("600 KiB of a 1 MiB image budget");
+        let second = fx.dir.path().join("second");
+        let e = unpack_layer(&blob, Compression::None, &second, Limits::NONE, &image)
+            .expect_err("1.2 MiB over a 1 MiB image");
+        assert!(
+            matches!(
+                e,
+                UnpackError::OverLimit {
+                    scope: "image",
+                    what: "bytes",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_image_bytes"), "{e}");
+        assert!(!second.exists());
+        let inodes = ImageBudget::new(Limits {
+            bytes: 0,
+            inodes: 3,
+        });
+        inodes.charge(0, 2).expect("2 of 3");
+        inodes.charge(1 << 40, 1).expect("3 of 3, bytes unlimited");
+        let e = inodes.charge(0, 1).expect_err("4 of 3");
+        assert!(e.to_string().contains("max_image_inodes"), "{e}");
+        let cancelled = ImageBudget::new(Limits::NONE);
+        cancelled.cancel();
+        let e = unpack_layer(&blob, Compression::None, &second, Limits::NONE, &cancelled)
+            .expect_err("a cancelled image");
+        assert!(matches!(e, UnpackError::Cancelled), "{e}");
+        assert!(!second.exists());
     }
 }
