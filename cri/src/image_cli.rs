@@ -191,6 +191,7 @@ pub async fn run(cmd: ImageCommand, socket: &Path) -> anyhow::Result<()> {
                     Phase::DOWNLOADING => view.bytes(&layer, p.done),
                     Phase::DOWNLOADED => view.step(&layer, "downloaded"),
                     Phase::UNPACKED => view.step(&layer, "unpacked"),
+                    Phase::WAITING => {}
                     Phase::DONE => {
                         view.finish();
                         if let Some(img) = p.image.as_ref() {

@@ -2,8 +2,10 @@
 //! node's operator, with the same records, locks and garbage collection
 //! CRI's ImageService uses.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim_protos::ttrpc;
@@ -73,6 +75,14 @@ fn progress(e: PullEvent) -> PullProgress {
     }
 }
 
+/// The message that says nothing new (see [`Phase::WAITING`]).
+fn waiting() -> PullProgress {
+    PullProgress {
+        phase: Phase::WAITING.into(),
+        ..Default::default()
+    }
+}
+
 #[async_trait]
 impl ImagesService for ImagesAdmin {
     async fn pull(
@@ -89,20 +99,41 @@ impl ImagesService for ImagesAdmin {
             server_address: String::new(),
         };
         let (events, mut rx) = Progress::channel();
-        // The pull runs to its end even if the caller goes away, as CRI
-        // pulls do: a half-stored image helps nobody.
-        let images = self.images.clone();
-        let pull = tokio::spawn(async move { images.pull(&req.image, &creds, &events).await });
-        let mut watching = true;
-        while let Some(e) = rx.recv().await {
-            if watching && sink.send(&progress(e)).await.is_err() {
-                watching = false;
+        // Unlike a CRI pull, an admin pull ends with its caller (Ctrl-C on
+        // `carapace image pull`): once a progress message cannot be
+        // delivered, the pull future is dropped. Its downloads stop,
+        // partial blobs go, an unpack under way finishes on its own, and
+        // what it stored is swept as unrecorded. ttrpc does not drop a
+        // stream's handler when its connection closes, so a WAITING
+        // message each quiet second finds a caller gone while the
+        // registry is silent.
+        let mut pull = Box::pin(self.images.pull(&req.image, &creds, &events));
+        let mut quiet = tokio::time::interval(Duration::from_secs(1));
+        quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rec = loop {
+            let sent = tokio::select! {
+                rec = &mut pull => break rec,
+                Some(e) = rx.recv() => sink.send(&progress(e)).await,
+                _ = quiet.tick() => sink.send(&waiting()).await,
+            };
+            if sent.is_err() {
+                tracing::info!(image = %req.image, "admin: pull cancelled: its caller went away");
+                // Dropping the pull ends its lease; what it stored goes now.
+                drop(pull);
+                if let Err(e) = self.images.collect_owed(&HashSet::new()).await {
+                    tracing::warn!(error = %e, "sweep after a cancelled pull");
+                }
+                return Err(ttrpc::Error::Others(
+                    "pull cancelled: the caller went away".into(),
+                ));
             }
+            quiet.reset();
+        };
+        // Events the pull sent in its last moments.
+        while let Ok(e) = rx.try_recv() {
+            sink.send(&progress(e)).await?;
         }
-        let rec = pull
-            .await
-            .map_err(|e| ttrpc::Error::Others(format!("pull task: {e}")))?
-            .map_err(status)?;
+        let rec = rec.map_err(status)?;
         let done = PullProgress {
             phase: Phase::DONE.into(),
             image: Some(image(&rec)).into(),
