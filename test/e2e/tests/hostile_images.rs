@@ -94,16 +94,29 @@ fn push_one_layer_image(repo: &str, layer_tar: &[u8]) -> String {
 
 /// As [`push_one_layer_image`], the config padded with `pad` bytes.
 fn push_image(repo: &str, layer_tar: &[u8], pad: usize) -> String {
+    push_layers(repo, &[layer_tar], pad).remove(0)
+}
+
+/// Pushes an image of `layer_tars` (gzip'd here, bottom first), its config
+/// padded with `pad` bytes, to `127.0.0.1:5000/<repo>:latest`; the layer
+/// blobs' digests.
+fn push_layers(repo: &str, layer_tars: &[&[u8]], pad: usize) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layer = upload(
-        dir.path(),
-        repo,
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        &gzip(layer_tar),
-    );
+    let layers: Vec<serde_json::Value> = layer_tars
+        .iter()
+        .map(|t| {
+            upload(
+                dir.path(),
+                repo,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &gzip(t),
+            )
+        })
+        .collect();
+    let diff_ids: Vec<String> = layer_tars.iter().map(|t| sha256(t)).collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "padding": "x".repeat(pad)
     });
     let config = upload(
@@ -115,7 +128,7 @@ fn push_image(repo: &str, layer_tar: &[u8], pad: usize) -> String {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config, "layers": [layer]
+        "config": config, "layers": layers
     });
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, manifest.to_string()).expect("manifest");
@@ -130,7 +143,10 @@ fn push_image(repo: &str, layer_tar: &[u8], pad: usize) -> String {
         &format!("@{}", path.display()),
         &format!("http://{REG}/v2/{repo}/manifests/latest"),
     ]);
-    layer["digest"].as_str().expect("digest").to_string()
+    layers
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
 }
 
 /// Appends a regular file `path` holding `data`, owned by root.
@@ -153,6 +169,17 @@ fn peak_rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM")
+}
+
+/// Blobs in the daemon's content store, and files left in its ingest dir.
+fn stored_blobs(d: &Daemon) -> Vec<String> {
+    let images = d.dir.path().join("root/images");
+    ["blobs/sha256", "ingest"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(images.join(sub)).into_iter().flatten())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Unpacked layer directories in the daemon's image store.
@@ -186,6 +213,18 @@ async fn pull_fails_within_bounds_from(
     layer: &str,
     code: tonic::Code,
 ) -> tonic::Status {
+    pull_fails_leaving_nothing(d, reg, repo, &[layer], code).await
+}
+
+/// As [`pull_fails_within_bounds_from`], for an image of several layers,
+/// none of which may be kept.
+async fn pull_fails_leaving_nothing(
+    d: &Daemon,
+    reg: &str,
+    repo: &str,
+    layers: &[&str],
+    code: tonic::Code,
+) -> tonic::Status {
     let before = peak_rss_kib(d.pid());
     let e = pull(d, &format!("{reg}/{repo}:latest"))
         .await
@@ -210,16 +249,15 @@ async fn pull_fails_within_bounds_from(
     );
     let left = unpacked_layers(d);
     assert!(left.is_empty(), "layers left unpacked: {left:?}");
-    if !layer.is_empty() {
-        let blob = d
-            .dir
-            .path()
-            .join("root/images/blobs/sha256")
-            .join(layer.trim_start_matches("sha256:"));
+    let blobs = stored_blobs(d);
+    assert!(
+        blobs.is_empty(),
+        "blobs of the failed pull are kept: {blobs:?}"
+    );
+    for layer in layers.iter().filter(|l| !l.is_empty()) {
         assert!(
-            !blob.exists(),
-            "the hostile layer blob is kept: {}",
-            blob.display()
+            !blobs.contains(&layer.trim_start_matches("sha256:").to_string()),
+            "the hostile layer blob {layer} is kept"
         );
     }
     pull(d, &format!("{REG}/test/busybox:latest"))
@@ -366,4 +404,277 @@ async fn a_64_mib_manifest_is_refused_at_the_limit() {
             e.message()
         );
     }
+}
+
+/// A PAX header of 256 MiB (one `path` record): the tar reader would
+/// read it whole into memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pax_header_bomb_fails_the_pull_in_bounded_memory() {
+    require_registry();
+    let mut tar = tar::Builder::new(Vec::new());
+    let value = vec![b'p'; 256 << 20];
+    tar.append_pax_extensions([("path", value.as_slice())])
+        .expect("pax header");
+    drop(value);
+    append_file(&mut tar, "f", b"x");
+    let layer = tar.into_inner().expect("tar");
+    let blob = push_one_layer_image("hostile/paxbomb", &layer);
+    let d = Daemon::start(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
+    let e = pull_fails_within_bounds(&d, "hostile/paxbomb", &blob, tonic::Code::Internal).await;
+    assert!(e.message().contains("over 1024 KiB"), "{}", e.message());
+}
+
+/// A GNU sparse tar (`tar --sparse`, as the issue made it) of a file that
+/// is a `hole` byte hole and a few bytes of data; its bytes.
+fn sparse_layer(hole: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("sparse");
+    let file = std::fs::File::create(&f).expect("create");
+    file.set_len(hole).expect("make the hole");
+    drop(file);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .expect("open");
+    file.write_all(b"tail").expect("tail");
+    drop(file);
+    let out = dir.path().join("layer.tar");
+    let st = Command::new("tar")
+        .args(["--sparse", "--format=gnu", "--owner=0", "--group=0", "-cf"])
+        .arg(&out)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("sparse")
+        .status()
+        .expect("GNU tar");
+    assert!(st.success(), "tar --sparse failed");
+    let tar = std::fs::read(&out).expect("read the tar");
+    assert!(
+        tar.len() < 1 << 20,
+        "tar --sparse made {} bytes: not sparse",
+        tar.len()
+    );
+    tar
+}
+
+/// A 1 GiB hole in a 10 KiB tar unpacks as a hole: the pull succeeds and
+/// the file takes (almost) no space on the image store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_file_is_unpacked_as_a_hole() {
+    use std::os::unix::fs::MetadataExt;
+    require_registry();
+    let layer = sparse_layer(1 << 30);
+    push_one_layer_image("hostile/sparse", &layer);
+    let d = Daemon::start(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
+    pull(&d, &format!("{REG}/hostile/sparse:latest"))
+        .await
+        .expect("a sparse layer within the limits");
+    let layers = unpacked_layers(&d);
+    let dir = layers
+        .iter()
+        .find(|n| !n.ends_with(".usage"))
+        .expect("an unpacked layer");
+    let file = d
+        .dir
+        .path()
+        .join("root/images/layers")
+        .join(dir)
+        .join("sparse");
+    let md = std::fs::metadata(&file).expect("the sparse file");
+    assert_eq!(md.len(), (1 << 30) + 4);
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "a 1 GiB hole takes {} bytes",
+        md.blocks() * 512
+    );
+}
+
+/// A 64 GiB hole, over a 16 MiB layer limit: the pull fails while
+/// unpacking, long before 64 GiB of zeros are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_bomb_over_the_layer_limit_fails_the_pull() {
+    require_registry();
+    let layer = sparse_layer(64 << 30);
+    let blob = push_one_layer_image("hostile/sparsebomb", &layer);
+    let d = Daemon::start(&format!(
+        "[registry]\ninsecure = [\"{REG}\"]\n[images]\nmax_layer_bytes = 16777216\n"
+    ));
+    let e = pull_fails_within_bounds(
+        &d,
+        "hostile/sparsebomb",
+        &blob,
+        tonic::Code::ResourceExhausted,
+    )
+    .await;
+    assert!(e.message().contains("max_layer_bytes"), "{}", e.message());
+}
+
+/// Three layers of 12 MiB each, every one within its own 16 MiB limit,
+/// are 36 MiB together: over a 32 MiB image limit. The pull fails, and
+/// neither the layers it unpacked nor any blob it stored is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_each_within_limits_fail_together_over_the_image_limit() {
+    require_registry();
+    let tars: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            let mut tar = tar::Builder::new(Vec::new());
+            append_file(&mut tar, &format!("part{i}"), &vec![b'a' + i; 12 << 20]);
+            tar.into_inner().expect("tar")
+        })
+        .collect();
+    let refs: Vec<&[u8]> = tars.iter().map(|t| t.as_slice()).collect();
+    let blobs = push_layers("hostile/imagebudget", &refs, 0);
+    let blobs: Vec<&str> = blobs.iter().map(|b| b.as_str()).collect();
+    let d = Daemon::start(&format!(
+        "[registry]\ninsecure = [\"{REG}\"]\n[images]\nmax_layer_bytes = 16777216\nmax_image_bytes = 33554432\n"
+    ));
+    let e = pull_fails_leaving_nothing(
+        &d,
+        REG,
+        "hostile/imagebudget",
+        &blobs,
+        tonic::Code::ResourceExhausted,
+    )
+    .await;
+    assert!(e.message().contains("max_image_bytes"), "{}", e.message());
+}
+
+/// A registry on 127.0.0.1 serving one image, `slow:latest`, whose only
+/// layer (declared 1 GiB) is sent a KiB every 50 ms for as long as the
+/// client reads. Its `host:port`, and a receiver told once the layer's
+/// download starts and again once the client has closed it.
+fn registry_of_one_slow_layer() -> (String, std::sync::mpsc::Receiver<&'static str>) {
+    use std::io::{BufRead, BufReader};
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(b"never")]}
+    })
+    .to_string();
+    let layer = sha256(b"the layer that never ends");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer, "size": 1u64 << 30}]
+    })
+    .to_string();
+    let (tell, told) = std::sync::mpsc::channel();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (config, manifest, layer, tell) = (
+                config.clone(),
+                manifest.clone(),
+                layer.clone(),
+                tell.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut out = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let (kind, body) = if path == "/v2/" {
+                        ("application/json", "{}".to_string())
+                    } else if path.contains("/manifests/") {
+                        (
+                            "application/vnd.oci.image.manifest.v1+json",
+                            manifest.clone(),
+                        )
+                    } else if path.ends_with(&layer) {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                            1u64 << 30
+                        );
+                        if out.write_all(head.as_bytes()).is_err() {
+                            return;
+                        }
+                        let _ = tell.send("started");
+                        let chunk = [0u8; 1024];
+                        while out.write_all(&chunk).is_ok() {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        let _ = tell.send("closed");
+                        return;
+                    } else if path.contains("/blobs/") {
+                        ("application/octet-stream", config.clone())
+                    } else {
+                        let _ =
+                            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        continue;
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if out.write_all(head.as_bytes()).is_err()
+                        || out.write_all(body.as_bytes()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, told)
+}
+
+/// Ctrl-C on `carapace image pull` cancels the pull in the daemon: the
+/// layer download stops (the registry sees its connection closed; the
+/// layer would otherwise trickle in for hours), no partial blob stays in
+/// the content store, and the daemon still pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_an_admin_pull_cancels_it_in_the_daemon() {
+    use std::time::Duration;
+    require_registry();
+    let (reg, told) = registry_of_one_slow_layer();
+    let d = Daemon::start(&format!("[registry]\ninsecure = [\"{reg}\", \"{REG}\"]\n"));
+    let mut cli = Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .args(["image", "pull", &format!("{reg}/slow:latest")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("carapace image pull");
+    assert_eq!(
+        told.recv_timeout(Duration::from_secs(60)),
+        Ok("started"),
+        "the layer download never started"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cli.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT the pull");
+    cli.wait().expect("wait for the CLI");
+    // The daemon notices within a second or two (a WAITING message each
+    // quiet second); a minute is far beyond that, and far below the
+    // hours the trickle would take.
+    assert_eq!(
+        told.recv_timeout(Duration::from_secs(60)),
+        Ok("closed"),
+        "the daemon kept downloading after the caller went away"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stored_blobs(&d).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = stored_blobs(&d);
+    assert!(left.is_empty(), "the cancelled pull left {left:?}");
+    pull(&d, &format!("{REG}/test/busybox:latest"))
+        .await
+        .expect("a pull after the cancelled one");
 }
