@@ -10,11 +10,24 @@ use oci_spec::runtime::Hook;
 use crate::error::{Error, Result};
 
 /// Run `hooks` in order with `state` on stdin; the first failure stops.
+/// For the stages whose failures must not stop the container's life
+/// (poststart, poststop) use [`run_all`].
 pub fn run(stage: &str, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
     for h in hooks {
         run_one(stage, h, state)?;
     }
     Ok(())
+}
+
+/// Run every hook of `hooks` in order with `state` on stdin, whatever
+/// the others did: the runtime spec has a failed poststart or poststop
+/// hook logged as a warning while the remaining hooks still run. The
+/// failures, for the caller to log.
+pub fn run_all(stage: &str, hooks: &[Hook], state: &serde_json::Value) -> Vec<Error> {
+    hooks
+        .iter()
+        .filter_map(|h| run_one(stage, h, state).err())
+        .collect()
 }
 
 fn run_one(stage: &str, h: &Hook, state: &serde_json::Value) -> Result<()> {
@@ -88,6 +101,29 @@ mod tests {
         run("test", &[hook("grep -q '\"id\":\"abc\"'", None)], &state).expect("hook sees state");
         let e = run("test", &[hook("echo nope >&2; exit 3", None)], &state).expect_err("fails");
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    /// poststart and poststop: a failed hook is reported and the next
+    /// one still runs (runtime-tools poststart_fail, poststop_fail).
+    #[test]
+    fn a_failed_hook_does_not_stop_the_rest_when_all_must_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let second = format!("echo second >> {}", out.display());
+        let hooks = [
+            hook("echo first failed >&2; exit 1", None),
+            hook(&second, None),
+        ];
+        let errors = run_all("poststart", &hooks, &serde_json::json!({}));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("first failed"));
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("second ran"),
+            "second\n"
+        );
+        std::fs::remove_file(&out).expect("rm");
+        run("prestart", &hooks, &serde_json::json!({})).expect_err("first fails");
+        assert!(!out.exists(), "a prestart failure stops the rest");
     }
 
     #[test]

@@ -297,6 +297,13 @@ impl ContainerState {
         }
     }
 
+    /// Whether the container has no mount namespace of its own (none
+    /// listed): its mounts were made in the runtime's, below its rootfs,
+    /// and are the runtime's to unmount at delete.
+    pub fn mounts_in_runtime_namespace(&self) -> bool {
+        inherits_mount_namespace(&self.config)
+    }
+
     /// The OCI state handed to hooks on stdin.
     pub fn hook_state(&self, status: Status) -> serde_json::Value {
         serde_json::json!({
@@ -330,6 +337,19 @@ pub fn wait_exit(pid: i32, timeout: std::time::Duration) -> bool {
 /// Current time in RFC 3339 with nanoseconds, UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Whether `spec` lists no mount namespace, so the container shares the
+/// runtime's.
+pub fn inherits_mount_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    !spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        })
 }
 
 #[cfg(test)]

@@ -154,6 +154,88 @@ fn joined_network_namespace_is_really_shared() {
     b.destroy(&a);
 }
 
+/// Mount points at or below `dir` in our mount namespace.
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_str().expect("utf8");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A spec that lists no mount namespace inherits the runtime's, as the
+/// runtime spec says (runtime-tools linux_ns_itype; refused before): the
+/// container runs chrooted in its rootfs, exec enters that root too, and
+/// delete unmounts what the init mounted in our namespace.
+#[test]
+fn a_container_without_a_mount_namespace_shares_ours_and_delete_unmounts() {
+    let mut b = Bundle::new("nomntns", &["sleep", "1000"]);
+    let rootfs = b.private_rootfs();
+    std::fs::write(rootfs.join("marker"), "inside").expect("plant marker");
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .retain(|n| n["type"] != "mount");
+    b.write();
+    let id = b.id("c");
+    let pid = b.start_detached(&id);
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).expect("mnt ns");
+    assert_eq!(ns(&pid.to_string()), ns("self"), "not our mount namespace");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("root");
+    assert_eq!(root, rootfs.canonicalize().expect("rootfs"));
+    assert!(
+        mounts_below(&rootfs).iter().any(|m| m.ends_with("/proc")),
+        "the container's /proc is not mounted below its rootfs"
+    );
+    let out = b.ok(&["exec", &id, "cat", "/marker"]);
+    assert_eq!(out, "inside", "exec did not enter the container's root");
+    b.ok(&["delete", "--force", &id]);
+    let left = mounts_below(&rootfs);
+    assert!(left.is_empty(), "delete left mounts: {left:?}");
+}
+
+/// A mount namespace given by path is joined and set up like one of the
+/// container's own (runtime-tools linux_ns_path, mnt).
+#[test]
+fn a_mount_namespace_given_by_path_is_joined() {
+    let holder = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "1000"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let path = format!("/proc/{}/ns/mnt", holder.id());
+    // unshare execs sleep once the namespace is made.
+    for _ in 0..500 {
+        if std::fs::read_link(&path).ok() != std::fs::read_link("/proc/self/ns/mnt").ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let want = std::fs::read_link(&path).expect("holder's mnt ns");
+    assert_ne!(
+        Some(&want),
+        std::fs::read_link("/proc/self/ns/mnt").ok().as_ref(),
+        "unshare did not make a mount namespace: the test would prove nothing"
+    );
+    let mut b = Bundle::new("joinmnt", &["readlink", "/proc/self/ns/mnt"]);
+    for n in b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+    {
+        if n["type"] == "mount" {
+            n["path"] = json!(path);
+        }
+    }
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), want.to_str().expect("utf8"));
+}
+
 #[test]
 fn bad_input_fails_with_one_line_and_leaves_nothing() {
     let mut b = Bundle::new("badinput", &["true"]);

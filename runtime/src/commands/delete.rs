@@ -38,13 +38,16 @@ pub fn run(root: &StateRoot, id: &str, force: bool) -> Result<i32> {
     // none) die with the container.
     let _ = cg.kill_all(libc::SIGKILL);
     cg.destroy()?;
+    if st.mounts_in_runtime_namespace() {
+        crate::rootfs::unmount_below(&st.rootfs)?;
+    }
     if let Some(h) = st
         .config
         .hooks()
         .as_ref()
         .and_then(|h| h.poststop().as_ref())
     {
-        if let Err(e) = hooks::run("poststop", h, &st.hook_state(Status::Stopped)) {
+        for e in hooks::run_all("poststop", h, &st.hook_state(Status::Stopped)) {
             logging::warn(&e.to_string());
         }
     }

@@ -68,8 +68,9 @@ pub fn run(root: &StateRoot, id: &str) -> Result<i32> {
         .as_ref()
         .and_then(|h| h.poststart().as_ref())
     {
-        // The spec: a failing poststart hook is logged, the container runs on.
-        if let Err(e) = hooks::run("poststart", h, &st.hook_state(Status::Running)) {
+        // The spec: a failing poststart hook is logged, the remaining
+        // hooks run, the container runs on.
+        for e in hooks::run_all("poststart", h, &st.hook_state(Status::Running)) {
             logging::warn(&e.to_string());
         }
     }

@@ -51,6 +51,7 @@ pub fn create(root: &StateRoot, o: &CreateOptions) -> Result<ContainerState> {
         id: &o.id,
         cgroup: None,
         pid: None,
+        unmount: state::inherits_mount_namespace(&spec).then(|| rootfs.clone()),
         armed: true,
     };
     let r = create_in(root, o, &bundle, spec, rootfs, &dir, &mut cleanup);
@@ -66,6 +67,8 @@ struct Cleanup<'a> {
     id: &'a str,
     cgroup: Option<carapace_cgroups::Manager>,
     pid: Option<i32>,
+    /// The rootfs whose mounts the init made in the runtime's namespace.
+    unmount: Option<PathBuf>,
     armed: bool,
 }
 
@@ -85,6 +88,14 @@ impl Drop for Cleanup<'_> {
             if let Err(e) = cg.destroy() {
                 logging::warn(&format!(
                     "remove cgroup of failed container {}: {e}",
+                    self.id
+                ));
+            }
+        }
+        if let Some(rootfs) = &self.unmount {
+            if let Err(e) = crate::rootfs::unmount_below(rootfs) {
+                logging::warn(&format!(
+                    "unmount the rootfs of failed container {}: {e}",
                     self.id
                 ));
             }

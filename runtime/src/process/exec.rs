@@ -15,7 +15,7 @@ use oci_spec::runtime::Process;
 use super::channel::{Channel, Msg};
 use super::init;
 use crate::credentials::CapSets;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::state::{ContainerState, Status};
 use crate::{console, namespaces, seccomp};
 
@@ -45,6 +45,14 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
     let terminal = p.terminal().unwrap_or(false);
     console::check(terminal, o.console_socket.as_deref())?;
     let plan = namespaces::plan_for_exec(st.pid)?;
+    // A container in our own mount namespace was entered by chroot, which
+    // no namespace join repeats: enter its root the same way.
+    let root = if !plan.isolates(oci_spec::runtime::LinuxNamespaceType::Mount) {
+        let path = format!("/proc/{}/root", st.pid);
+        Some(std::fs::File::open(&path).ctx(|| format!("open {path}"))?)
+    } else {
+        None
+    };
     let caps = CapSets::from_spec(p.capabilities().as_ref())?;
     let filter = st
         .config
@@ -70,6 +78,11 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
     let userns = plan.has_user();
     let exec_child = || -> i32 {
         let r = (|| -> Result<()> {
+            if let Some(dir) = &root {
+                nix::unistd::fchdir(dir).ctx(|| "fchdir to the container's root")?;
+                nix::unistd::chroot(".").ctx(|| "chroot to the container's root")?;
+                nix::unistd::chdir("/").ctx(|| "chdir /")?;
+            }
             if let Some(sock) = &console_fd {
                 let size = p
                     .console_size()

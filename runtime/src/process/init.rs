@@ -86,11 +86,11 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     {
         HOST_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
     }
-    if !cx.plan.new.contains(nix::sched::CloneFlags::CLONE_NEWNS) {
-        return Err(Error::InvalidArgument(
-            "the container needs its own mount namespace".into(),
-        ));
-    }
+    // Without a mount namespace of its own (none listed: the spec says it
+    // inherits the runtime's), the container's mounts are made in the
+    // runtime's namespace, below the rootfs only, and it is entered by
+    // chroot; `delete` unmounts them. A joined one is set up as our own.
+    let inherited = !cx.plan.isolates(LinuxNamespaceType::Mount);
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
         Some(w) => rootfs::options::propagation(w)
@@ -101,7 +101,7 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     // peer group and mounts made in it reach the host; the rootfs's own
     // parent mount is made private there so pivot_root still works.
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let root = rootfs::prepare(&mounts, &cx.mounts, propagation)?;
+    let root = rootfs::prepare(&mounts, &cx.mounts, propagation, inherited)?;
     let has_dev = mounts
         .iter()
         .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind"));
@@ -129,7 +129,11 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
         hooks::run("createContainer", h, &state)?;
     }
     drop(root);
-    rootfs::pivot(&cx.mounts.rootfs, cx.no_pivot)?;
+    if inherited {
+        rootfs::chroot(&cx.mounts.rootfs)?;
+    } else {
+        rootfs::pivot(&cx.mounts.rootfs, cx.no_pivot)?;
+    }
     if let Some(sock) = &cx.console {
         let size = p
             .console_size()
@@ -153,7 +157,7 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     {
         rootfs::readonly_root()?;
     }
-    if propagation.contains(MsFlags::MS_SHARED) {
+    if propagation.contains(MsFlags::MS_SHARED) && !inherited {
         nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
             .ctx(|| "set rootfs propagation")?;
     }

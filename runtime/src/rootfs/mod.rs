@@ -9,6 +9,7 @@ pub mod resolve;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -139,11 +140,20 @@ fn check_resolved_target(
 }
 
 /// Prepare the rootfs: propagation of `/`, the rootfs bind mount, every
-/// spec mount, and /dev. Does not pivot yet (hooks run in between).
-pub fn prepare(mounts: &[Mount], ctx: &MountContext, propagation: MsFlags) -> Result<OwnedFd> {
-    nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
-        .ctx(|| "set propagation of / in the container's mount namespace")?;
-    make_parent_private(&ctx.rootfs)?;
+/// spec mount, and /dev. Does not pivot yet (hooks run in between). In the
+/// runtime's own mount namespace (`inherited`), nothing outside the rootfs
+/// is touched: `/` and the rootfs's parent keep their propagation.
+pub fn prepare(
+    mounts: &[Mount],
+    ctx: &MountContext,
+    propagation: MsFlags,
+    inherited: bool,
+) -> Result<OwnedFd> {
+    if !inherited {
+        nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .ctx(|| "set propagation of / in the container's mount namespace")?;
+        make_parent_private(&ctx.rootfs)?;
+    }
     nix::mount::mount(
         Some(&ctx.rootfs),
         &ctx.rootfs,
@@ -483,6 +493,61 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
     nix::unistd::chdir("/").ctx(|| "chdir /")
 }
 
+/// Enter the rootfs by chroot: for a container in the runtime's own mount
+/// namespace, where pivot_root or MS_MOVE would move the node's root.
+pub fn chroot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+    nix::unistd::chroot(".").ctx(|| format!("chroot {}", rootfs.display()))?;
+    nix::unistd::chdir("/").ctx(|| "chdir /")
+}
+
+/// Unmount what a container without a mount namespace of its own mounted
+/// in the runtime's (runc leaves these behind): every mount below
+/// `rootfs`, deepest first, then the one bind of the rootfs onto itself,
+/// leaving a mount the caller made there (an overlay) in place.
+pub fn unmount_below(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(rootfs) && p != rootfs)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.push(rootfs.to_path_buf());
+    for p in points {
+        match nix::mount::umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).ctx(|| format!("unmount {}", p.display())),
+        }
+    }
+    Ok(())
+}
+
+/// A mountinfo path field with its octal escapes (`\\040` for a space …)
+/// decoded.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match digits {
+            Some(d) if b[i] == b'\\' => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// Hide `paths` (after pivot): a read-only empty tmpfs over directories,
 /// /dev/null over files. Missing paths are fine.
 pub fn mask_paths(paths: &[String]) -> Result<()> {
@@ -549,6 +614,15 @@ mod tests {
         let mut m = Mount::default();
         m.set_destination(PathBuf::from(dest));
         m
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo("/run/a\\040b\\134c"),
+            PathBuf::from("/run/a b\\c")
+        );
+        assert_eq!(unescape_mountinfo("/x\\09"), PathBuf::from("/x\\09"));
     }
 
     #[test]
