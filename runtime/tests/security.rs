@@ -593,3 +593,20 @@ fn a_profile_without_close_range_still_starts_the_container() {
         assert!(out.contains("started"), "nnp={nnp}: {out}{err}");
     }
 }
+
+/// An unknown capability name fails create with a message naming it and
+/// leaves no container behind (runtime-tools process_capabilities_fail;
+/// runc accepts it).
+#[test]
+fn an_unknown_capability_fails_create_naming_it() {
+    let mut b = Bundle::new("badcap", &["true"]);
+    b.config["process"]["capabilities"]["bounding"] = json!(["CAP_CHOWN", "CAP_TEST"]);
+    b.write();
+    let id = b.id("c");
+    let o = b.rt(&["create", "--bundle", b.path().to_str().expect("utf8"), &id]);
+    assert!(!o.status.success(), "created with CAP_TEST");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("CAP_TEST"), "{err}");
+    let o = b.rt(&["state", &id]);
+    assert!(!o.status.success(), "a container is left behind");
+}
