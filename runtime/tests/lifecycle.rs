@@ -236,6 +236,56 @@ fn a_mount_namespace_given_by_path_is_joined() {
     assert_eq!(out.trim(), want.to_str().expect("utf8"));
 }
 
+/// `start` returns, and runs the poststart hooks, only once the
+/// container's program is executing (runtime spec; runtime-tools
+/// poststart): the hook finds the init's command line already the
+/// program's, no longer the runtime's.
+#[test]
+fn poststart_hooks_run_once_the_program_executes() {
+    let mut b = Bundle::new("poststart", &["sleep", "1000"]);
+    let out = b.path().join("seen");
+    let script = format!(
+        "pid=$(sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/'); tr '\\0' ' ' < /proc/$pid/cmdline > {}",
+        out.display()
+    );
+    // A slow startContainer hook (run by the init, in the container, right
+    // before the execve) opens the window a `start` that returned early
+    // would show.
+    b.config["hooks"] = json!({
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.3"]}],
+        "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]
+    });
+    let id = b.id("c");
+    for _ in 0..2 {
+        b.start_detached(&id);
+        let seen = std::fs::read_to_string(&out).expect("the hook ran");
+        assert_eq!(
+            seen.trim(),
+            "sleep 1000",
+            "poststart ran before the program"
+        );
+        b.destroy(&id);
+    }
+}
+
+/// `rootfsPropagation: unbindable` holds for the container's `/` itself
+/// (runtime-tools linux_rootfs_propagation; it was private).
+#[test]
+fn an_unbindable_rootfs_propagation_holds_for_the_new_root() {
+    let mut b = Bundle::new(
+        "unbindable",
+        &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"],
+    );
+    b.config["linux"]["rootfsPropagation"] = json!("unbindable");
+    b.write();
+    let (code, out, err) = b.run(&b.id("c"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(" unbindable "),
+        "the root mount is not unbindable: {out}"
+    );
+}
+
 #[test]
 fn bad_input_fails_with_one_line_and_leaves_nothing() {
     let mut b = Bundle::new("badinput", &["true"]);

@@ -480,6 +480,45 @@ fn v1_missing_controller_is_named() {
     );
 }
 
+/// A network class ID or priority map without net_cls / net_prio fails,
+/// naming the field, as every other controller does (runc refuses it too);
+/// it was skipped before, and the container ran unclassified.
+#[test]
+fn v1_network_limits_without_their_controller_are_refused() {
+    use oci_spec::runtime::{LinuxInterfacePriorityBuilder, LinuxNetworkBuilder};
+    let t = tempfile::tempdir().unwrap();
+    stdfs::create_dir(t.path().join("memory")).unwrap();
+    let m = Manager::with_root(t.path(), Hierarchy::V1, Some("/x"), "x").unwrap();
+    let classid = LinuxResourcesBuilder::default()
+        .network(
+            LinuxNetworkBuilder::default()
+                .class_id(7u32)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(
+        m.apply(&classid).unwrap_err().to_string(),
+        "cgroup controller net_cls is not available; it is needed for linux.resources.network.classID"
+    );
+    let prio = LinuxResourcesBuilder::default()
+        .network(
+            LinuxNetworkBuilder::default()
+                .priorities(vec![LinuxInterfacePriorityBuilder::default()
+                    .name("eth0")
+                    .priority(3u32)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let e = m.apply(&prio).unwrap_err().to_string();
+    assert!(e.contains("net_prio") && e.contains("priorities"), "{e}");
+}
+
 #[test]
 fn v1_devices_are_replayed_in_order_on_a_fresh_cgroup() {
     let (t, m) = v1_tree();

@@ -90,11 +90,15 @@ pub(crate) fn apply(dir_of: DirOf<'_>, r: &LinuxResources) -> Result<(), Error> 
         }
     }
     if let Some(net) = r.network() {
-        // net_cls / net_prio are optional: skipped when not mounted, like runc.
-        if let (Some(id), Some(dir)) = (net.class_id(), dir_of("net_cls")) {
+        // As for every other controller (and as runc does): a limit that
+        // cannot be applied fails, rather than a container running
+        // without it.
+        if let Some(id) = net.class_id() {
+            let dir = need(dir_of, "net_cls", "linux.resources.network.classID")?;
             fs::write(&dir.join("net_cls.classid"), &id.to_string())?;
         }
-        if let (Some(prios), Some(dir)) = (net.priorities(), dir_of("net_prio")) {
+        if let Some(prios) = net.priorities().as_ref().filter(|p| !p.is_empty()) {
+            let dir = need(dir_of, "net_prio", "linux.resources.network.priorities")?;
             for p in prios {
                 fs::write(
                     &dir.join("net_prio.ifpriomap"),

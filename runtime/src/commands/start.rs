@@ -61,6 +61,25 @@ pub fn run(root: &StateRoot, id: &str) -> Result<i32> {
             )));
         }
     }
+    // The init holds the FIFO open until its execve closes it: the end of
+    // the FIFO means the program is executing (or the init died trying),
+    // which is when the spec has poststart hooks run.
+    loop {
+        let mut pfd = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut pfd, PollTimeout::from(100u8)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).ctx(|| "poll the exec fifo"),
+        }
+        let mut b = [0u8; 1];
+        match nix::unistd::read(&fifo, &mut b) {
+            Ok(0) => break,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e).ctx(|| "read the exec fifo"),
+        }
+        if !st.init_alive() {
+            break;
+        }
+    }
     std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
     if let Some(h) = st
         .config

@@ -3,7 +3,7 @@
 //! FIFO until `start`, and then execs the user's program.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -157,7 +157,9 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
     {
         rootfs::readonly_root()?;
     }
-    if propagation.contains(MsFlags::MS_SHARED) && !inherited {
+    // Shared and unbindable must hold for the new `/` itself: the rootfs
+    // bind was made under a private parent (pivot_root needs that).
+    if propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) && !inherited {
         nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
             .ctx(|| "set rootfs propagation")?;
     }
@@ -329,6 +331,10 @@ fn finish(ch: &Channel, cx: &InitContext<'_>, exec: Exec) -> Error {
             )
             .ctx(|| "open the exec fifo")?;
             nix::unistd::write(&fd, b"0").ctx(|| "write the exec fifo")?;
+            // Kept open (close-on-exec) until the execve: `start` reads to
+            // the end of the FIFO, so it returns, and runs the poststart
+            // hooks, only once the container's program is executing.
+            let _ = fd.into_raw_fd();
         }
         if let Some(h) = cx
             .spec
