@@ -157,3 +157,71 @@ pub async fn update_pod_resources(
         .await?;
     Ok(())
 }
+
+/// The busybox image of the test registry (hack/registry.sh).
+pub const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
+
+/// A daemon (with the test network) with busybox pulled and one running
+/// pod named `name`, whose config `tweak` adjusts first: what most
+/// container-level suites start from.
+pub async fn busybox_pod(
+    name: &str,
+    tweak: impl FnOnce(&mut cri::PodSandboxConfig),
+) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
+    crate::require_registry();
+    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let mut pc = crate::pod_config(name);
+    pc.log_directory = d.dir.path().join("logs").display().to_string();
+    tweak(&mut pc);
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    (d, rt, pod, pc)
+}
+
+/// A busybox container `name` running `args` with security context `sc`.
+pub fn busybox_container(
+    name: &str,
+    args: &[&str],
+    sc: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts `c` in the pod; its ID.
+pub async fn run(
+    rt: &mut Rt,
+    pod: &str,
+    pc: &cri::PodSandboxConfig,
+    c: cri::ContainerConfig,
+) -> String {
+    let id = create(rt, pod, pc, c).await.expect("create");
+    start(rt, &id).await;
+    id
+}
+
+/// `sh -c script` in the container: (exit code, stdout, stderr).
+pub async fn sh(rt: &mut Rt, id: &str, script: &str) -> (i32, String, String) {
+    let r = exec(rt, id, &["sh", "-c", script], 30).await.expect("exec");
+    (
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}

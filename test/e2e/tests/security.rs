@@ -9,79 +9,20 @@
 
 use std::path::Path;
 
-use carapace_e2e::workload::{create, exec, pull, run_pod, start, status, wait_exited, Rt};
+use carapace_e2e::workload::BUSYBOX;
+use carapace_e2e::workload::{
+    busybox_container as container, busybox_pod as setup_with, create, pull, run, run_pod, sh,
+    status, wait_exited, Rt,
+};
 use carapace_e2e::{daemon_bin, pod_config, require_registry, start_with_script_handler, Daemon};
 use k8s_cri::v1 as cri;
 
-const BUSYBOX: &str = "127.0.0.1:5000/test/busybox:latest";
 /// User `app` (1000:1000), also listed in group `staff` (50).
 const NONROOT: &str = "127.0.0.1:5000/test/nonroot:latest";
 
+/// A daemon with busybox pulled and one running pod.
 async fn setup(name: &str) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
     setup_with(name, |_| {}).await
-}
-
-/// A daemon with busybox pulled and one running pod, whose config `tweak`
-/// adjusts first.
-async fn setup_with(
-    name: &str,
-    tweak: impl FnOnce(&mut cri::PodSandboxConfig),
-) -> (Daemon, Rt, String, cri::PodSandboxConfig) {
-    require_registry();
-    let d = Daemon::start_with_network("[registry]\ninsecure = [\"127.0.0.1:5000\"]\n", &[]);
-    pull(&d, BUSYBOX).await;
-    let mut rt = d.runtime().await;
-    let mut pc = pod_config(name);
-    pc.log_directory = d.dir.path().join("logs").display().to_string();
-    tweak(&mut pc);
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    (d, rt, pod, pc)
-}
-
-fn container(
-    name: &str,
-    args: &[&str],
-    sc: cri::LinuxContainerSecurityContext,
-) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: BUSYBOX.into(),
-            ..Default::default()
-        }),
-        command: args.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(cri::LinuxContainerConfig {
-            security_context: Some(sc),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Creates and starts `c` in the pod; its ID.
-async fn run(
-    rt: &mut Rt,
-    pod: &str,
-    pc: &cri::PodSandboxConfig,
-    c: cri::ContainerConfig,
-) -> String {
-    let id = create(rt, pod, pc, c).await.expect("create");
-    start(rt, &id).await;
-    id
-}
-
-/// `sh -c script` in the container: (exit code, stdout, stderr).
-async fn sh(rt: &mut Rt, id: &str, script: &str) -> (i32, String, String) {
-    let r = exec(rt, id, &["sh", "-c", script], 30).await.expect("exec");
-    (
-        r.exit_code,
-        String::from_utf8_lossy(&r.stdout).into_owned(),
-        String::from_utf8_lossy(&r.stderr).into_owned(),
-    )
 }
 
 /// The effective capability mask of the container's processes.
