@@ -15,6 +15,8 @@ pub struct Daemon {
     pod_cidr: RwLock<String>,
     /// Pod and container lifecycle events (GetContainerEvents).
     pub events: crate::lifecycle::Events,
+    /// What AppArmor the node enforces (decided as the daemon starts).
+    pub apparmor: crate::apparmor::Node,
 }
 
 impl Daemon {
@@ -24,7 +26,15 @@ impl Daemon {
             config,
             pod_cidr: RwLock::new(String::new()),
             events: crate::lifecycle::Events::default(),
+            apparmor: crate::apparmor::Node::Disabled,
         }
+    }
+
+    /// The same daemon on a node whose AppArmor is `node`
+    /// ([`crate::apparmor::Node::prepare`]).
+    pub fn with_apparmor(mut self, node: crate::apparmor::Node) -> Self {
+        self.apparmor = node;
+        self
     }
 
     /// The pod CIDR last set by kubelet ("" until then).

@@ -4,6 +4,7 @@
 //! call.
 
 pub mod admin;
+pub mod apparmor;
 pub mod authority;
 pub mod cgroup_limits;
 pub mod clock;

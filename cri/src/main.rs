@@ -171,7 +171,7 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Service>, (EventsServer, AdminSe
     };
     let state = c.state.clone();
     let service = Arc::new(Service::open(
-        Arc::new(Daemon::new(c)),
+        Arc::new(Daemon::new(c).with_apparmor(carapace_cri::apparmor::Node::prepare(&state))),
         paths,
         Effects::real(),
     )?);

@@ -211,6 +211,29 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
 /// `rro` among its mount options, as containerd does: passing the option
 /// on would fail late with the runtime's own words, or, with an older
 /// runtime, leave submounts writable that the caller asked to protect.
+/// The node's AppArmor as the spec needs it: the kernel's list of loaded
+/// profiles read now (a Localhost profile may have been loaded since the
+/// daemon started).
+fn apparmor_facts(
+    node: &crate::apparmor::Node,
+) -> Result<spec::security::AppArmorFacts, ContainerError> {
+    use crate::apparmor::Node;
+    use spec::security::AppArmorFacts;
+    Ok(match node {
+        Node::Disabled => AppArmorFacts::Disabled,
+        Node::Enabled { default } => AppArmorFacts::Enabled {
+            default: default.clone().map_err(|e| e.to_string()),
+            loaded: crate::apparmor::loaded().map_err(|e| {
+                ContainerError::io(
+                    "read the loaded AppArmor profiles",
+                    std::path::Path::new("/sys/kernel/security/apparmor/profiles"),
+                    e,
+                )
+            })?,
+        },
+    })
+}
+
 async fn refuse_rro_without_support(
     pod: &SandboxRecord,
     config: &cri::ContainerConfig,
@@ -454,6 +477,7 @@ async fn build(
         )?,
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
+        apparmor: apparmor_facts(&cs.sandboxes.daemon.apparmor)?,
     };
     let mut built = spec::build(&input)?;
     if let Some(u) = &userns {

@@ -175,6 +175,8 @@ pub struct SpecInput<'a> {
     /// WithAllCurrentCapabilities — inside a container or on a node
     /// without some capability, asking for more fails at capset.
     pub host_caps: Vec<oci_spec::runtime::Capability>,
+    /// What the node's AppArmor offers.
+    pub apparmor: security::AppArmorFacts,
 }
 
 /// Who the container's process runs as; ContainerStatus reports it.
@@ -271,7 +273,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
     )?;
     let caps = security::capabilities(sc, privileged, &input.host_caps)?;
     let (masked, readonly) = security::masked_and_readonly(sc, privileged, userns.is_some());
-    security::check_apparmor(sc)?;
+    let apparmor = security::apparmor_profile(sc, privileged, &input.apparmor)?;
     let seccomp = seccomp::seccomp(
         sc,
         privileged,
@@ -297,7 +299,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         // the shim's, which the daemon's service unit sets.
         .set_rlimits(None)
         .set_no_new_privileges(sc.is_some_and(|s| s.no_new_privs).then_some(true))
-        .set_apparmor_profile(None)
+        .set_apparmor_profile(apparmor)
         .set_selinux_label(None)
         .set_oom_score_adj(res.oom_score_adj);
 

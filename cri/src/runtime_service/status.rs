@@ -53,6 +53,8 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
     };
     let mut info = HashMap::new();
     if req.verbose {
+        // `crictl info` shows whether RuntimeDefault confines anything here.
+        info.insert("apparmor".to_string(), d.apparmor.describe());
         info.insert(
             "config".to_string(),
             serde_json::to_string(cfg).unwrap_or_default(),
@@ -158,6 +160,11 @@ mod tests {
             ]
         );
         assert!(r.info.contains_key("config"));
+        assert!(
+            r.info["apparmor"].starts_with("disabled"),
+            "{:?}",
+            r.info["apparmor"]
+        );
         std::fs::write(
             dir.path().join("10-pods.conflist"),
             r#"{"name":"pods","plugins":[{"type":"bridge"}]}"#,

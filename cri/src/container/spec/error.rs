@@ -70,6 +70,9 @@ pub enum SpecError {
     /// An AppArmor request is malformed.
     #[error("apparmor: {0}")]
     InvalidApparmor(String),
+    /// The AppArmor profile the container needs is not loaded.
+    #[error("apparmor: {0}")]
+    ApparmorNotLoaded(String),
     /// The namespace options are malformed or unsupported.
     #[error("namespaces: {0}")]
     InvalidNamespaces(String),
@@ -112,6 +115,7 @@ impl Kinded for SpecError {
             | ImageMountUnsupported(_)
             | SeccompProfileMissing(_)
             | ApparmorUnsupported(_)
+            | ApparmorNotLoaded(_)
             | TargetNotRunning(_)
             | SandboxNotRunning(_)
             | BadImageConfig(_) => ErrorKind::FailedPrecondition,

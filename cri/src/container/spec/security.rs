@@ -209,20 +209,49 @@ pub fn masked_and_readonly(
     )
 }
 
-/// The node has no AppArmor, so no profile is ever set; as containerd does
-/// there, asking for a specific (localhost) profile fails loudly instead of
-/// running the container unconfined, while RuntimeDefault and Unconfined
-/// mean nothing to do.
-pub fn check_apparmor(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result<(), SpecError> {
-    let Some(sc) = sc else {
-        return Ok(());
+/// What the node's AppArmor offers a container's spec: read by the caller
+/// (the kernel's lists are files), decided here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AppArmorFacts {
+    /// AppArmor is off: nothing is ever applied; Localhost is refused.
+    #[default]
+    Disabled,
+    /// AppArmor is enforced.
+    Enabled {
+        /// Whether the default profile is loaded, or why not.
+        default: Result<(), String>,
+        /// The profiles the kernel has loaded.
+        loaded: std::collections::BTreeSet<String>,
+    },
+}
+
+/// What a request asks of AppArmor, from the `apparmor` field (preferred)
+/// or the deprecated `apparmor_profile` string, as kubelet sends both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AppArmorAsk {
+    Unset,
+    RuntimeDefault,
+    Unconfined,
+    Localhost(String),
+}
+
+fn apparmor_ask(sc: &cri::LinuxContainerSecurityContext) -> Result<AppArmorAsk, SpecError> {
+    use cri::security_profile::ProfileType;
+    let localhost = |name: &str| {
+        let name = name.strip_prefix("localhost/").unwrap_or(name);
+        if name.is_empty() {
+            Err(SpecError::InvalidApparmor(
+                "a Localhost profile needs its name (localhost_ref)".into(),
+            ))
+        } else {
+            Ok(AppArmorAsk::Localhost(name.to_string()))
+        }
     };
     if let Some(p) = &sc.apparmor {
-        return match cri::security_profile::ProfileType::try_from(p.profile_type) {
-            Ok(cri::security_profile::ProfileType::Localhost) => {
-                Err(SpecError::ApparmorUnsupported(p.localhost_ref.clone()))
-            }
-            Ok(_) => Ok(()),
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(AppArmorAsk::RuntimeDefault),
+            Ok(ProfileType::Unconfined) => Ok(AppArmorAsk::Unconfined),
+            Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
             Err(_) => Err(SpecError::InvalidApparmor(format!(
                 "unknown profile type {}",
                 p.profile_type
@@ -232,9 +261,50 @@ pub fn check_apparmor(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result
     #[allow(deprecated)]
     let legacy = sc.apparmor_profile.as_str();
     match legacy {
-        "" | "runtime/default" | "unconfined" => Ok(()),
-        p if p.starts_with("localhost/") => Err(SpecError::ApparmorUnsupported(p.to_string())),
+        "" => Ok(AppArmorAsk::Unset),
+        "runtime/default" => Ok(AppArmorAsk::RuntimeDefault),
+        "unconfined" => Ok(AppArmorAsk::Unconfined),
+        p if p.starts_with("localhost/") => localhost(p),
         p => Err(SpecError::InvalidApparmor(format!("invalid profile {p:?}"))),
+    }
+}
+
+/// The AppArmor profile the container's processes run under (the spec's
+/// `process.apparmorProfile`), as containerd decides it: RuntimeDefault,
+/// and no request at all for an unprivileged container, mean the default
+/// profile; Unconfined and a privileged container without a request mean
+/// none; a Localhost profile must be loaded. Where AppArmor is off, nothing
+/// is applied and a Localhost profile is refused rather than ignored.
+pub fn apparmor_profile(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    privileged: bool,
+    node: &AppArmorFacts,
+) -> Result<Option<String>, SpecError> {
+    let ask = match sc {
+        Some(sc) => apparmor_ask(sc)?,
+        None => AppArmorAsk::Unset,
+    };
+    let (default, loaded) = match node {
+        AppArmorFacts::Disabled => {
+            return match ask {
+                AppArmorAsk::Localhost(name) => Err(SpecError::ApparmorUnsupported(name)),
+                _ => Ok(None),
+            }
+        }
+        AppArmorFacts::Enabled { default, loaded } => (default, loaded),
+    };
+    let runtime_default = || match default {
+        Ok(()) => Ok(Some(crate::apparmor::DEFAULT_PROFILE.to_string())),
+        Err(why) => Err(SpecError::ApparmorNotLoaded(why.clone())),
+    };
+    match ask {
+        AppArmorAsk::Unset if privileged => Ok(None),
+        AppArmorAsk::Unset | AppArmorAsk::RuntimeDefault => runtime_default(),
+        AppArmorAsk::Unconfined => Ok(None),
+        AppArmorAsk::Localhost(name) if loaded.contains(&name) => Ok(Some(name)),
+        AppArmorAsk::Localhost(name) => Err(SpecError::ApparmorNotLoaded(format!(
+            "the AppArmor profile {name:?} is not loaded on this node"
+        ))),
     }
 }
 
@@ -411,33 +481,144 @@ mod tests {
         );
     }
 
+    /// Every way a request names a profile, on a node without AppArmor and
+    /// on one with it (default loaded or not), as containerd decides.
     #[test]
-    fn apparmor_localhost_fails_other_profiles_pass() {
-        let with = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
+    fn apparmor_profiles_follow_the_request_and_the_node() {
+        use crate::error_kind::ErrorKind;
+        use cri::security_profile::ProfileType as T;
+        let new = |t: T, r: &str| cri::LinuxContainerSecurityContext {
             apparmor: Some(cri::SecurityProfile {
                 profile_type: t as i32,
-                localhost_ref: "p".into(),
+                localhost_ref: r.into(),
             }),
             ..Default::default()
         };
-        use cri::security_profile::ProfileType as T;
-        assert!(check_apparmor(Some(&with(T::RuntimeDefault))).is_ok());
-        assert!(check_apparmor(Some(&with(T::Unconfined))).is_ok());
-        let e = check_apparmor(Some(&with(T::Localhost))).expect_err("localhost");
-        assert_eq!(e.kind(), crate::error_kind::ErrorKind::FailedPrecondition);
         #[allow(deprecated)]
         let legacy = |p: &str| cri::LinuxContainerSecurityContext {
             apparmor_profile: p.into(),
             ..Default::default()
         };
-        assert!(check_apparmor(Some(&legacy("runtime/default"))).is_ok());
-        assert!(check_apparmor(Some(&legacy("localhost/x"))).is_err());
-        assert_eq!(
-            check_apparmor(Some(&legacy("bogus")))
-                .expect_err("bogus")
-                .kind(),
-            crate::error_kind::ErrorKind::InvalidArgument
-        );
-        assert!(check_apparmor(None).is_ok());
+        let enabled = |default: Result<(), String>| AppArmorFacts::Enabled {
+            default,
+            loaded: ["carapace-default", "k8s-deny-write"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let on = enabled(Ok(()));
+        let off = AppArmorFacts::Disabled;
+        let default = Some("carapace-default".to_string());
+        let deny = Some("k8s-deny-write".to_string());
+        // (request, privileged, node, expected profile or error kind)
+        type Want = Result<Option<String>, ErrorKind>;
+        let rows: Vec<(
+            Option<cri::LinuxContainerSecurityContext>,
+            bool,
+            &AppArmorFacts,
+            Want,
+        )> = vec![
+            (None, false, &on, Ok(default.clone())),
+            (None, true, &on, Ok(None)),
+            (
+                Some(new(T::RuntimeDefault, "")),
+                false,
+                &on,
+                Ok(default.clone()),
+            ),
+            (
+                Some(new(T::RuntimeDefault, "")),
+                true,
+                &on,
+                Ok(default.clone()),
+            ),
+            (Some(new(T::Unconfined, "")), false, &on, Ok(None)),
+            (
+                Some(new(T::Localhost, "k8s-deny-write")),
+                false,
+                &on,
+                Ok(deny.clone()),
+            ),
+            (
+                Some(new(T::Localhost, "localhost/k8s-deny-write")),
+                false,
+                &on,
+                Ok(deny.clone()),
+            ),
+            (
+                Some(new(T::Localhost, "not-loaded")),
+                false,
+                &on,
+                Err(ErrorKind::FailedPrecondition),
+            ),
+            (
+                Some(new(T::Localhost, "")),
+                false,
+                &on,
+                Err(ErrorKind::InvalidArgument),
+            ),
+            (
+                Some(legacy("runtime/default")),
+                false,
+                &on,
+                Ok(default.clone()),
+            ),
+            (Some(legacy("unconfined")), false, &on, Ok(None)),
+            (
+                Some(legacy("localhost/k8s-deny-write")),
+                false,
+                &on,
+                Ok(deny.clone()),
+            ),
+            (
+                Some(legacy("localhost/not-loaded")),
+                false,
+                &on,
+                Err(ErrorKind::FailedPrecondition),
+            ),
+            (
+                Some(legacy("bogus")),
+                false,
+                &on,
+                Err(ErrorKind::InvalidArgument),
+            ),
+            (None, false, &off, Ok(None)),
+            (Some(new(T::RuntimeDefault, "")), false, &off, Ok(None)),
+            (
+                Some(new(T::Localhost, "k8s-deny-write")),
+                false,
+                &off,
+                Err(ErrorKind::FailedPrecondition),
+            ),
+            (
+                Some(legacy("localhost/x")),
+                false,
+                &off,
+                Err(ErrorKind::FailedPrecondition),
+            ),
+            (
+                Some(legacy("bogus")),
+                false,
+                &off,
+                Err(ErrorKind::InvalidArgument),
+            ),
+        ];
+        for (i, (sc, privileged, node, want)) in rows.iter().enumerate() {
+            let got = apparmor_profile(sc.as_ref(), *privileged, node).map_err(|e| e.kind());
+            assert_eq!(&got, want, "row {i}: {sc:?} privileged={privileged}");
+        }
+        // The new field wins over the deprecated one.
+        #[allow(deprecated)]
+        let both = cri::LinuxContainerSecurityContext {
+            apparmor_profile: "localhost/k8s-deny-write".into(),
+            ..new(T::Unconfined, "")
+        };
+        assert_eq!(apparmor_profile(Some(&both), false, &on).ok(), Some(None));
+        // A default profile that failed to load fails RuntimeDefault, never
+        // runs it unconfined.
+        let broken = enabled(Err("apparmor_parser is not installed".into()));
+        let e = apparmor_profile(None, false, &broken).expect_err("no default");
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        assert!(e.to_string().contains("apparmor_parser"), "{e}");
     }
 }

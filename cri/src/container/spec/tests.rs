@@ -21,6 +21,7 @@ struct Fx {
     target_pid: Option<u32>,
     devices: Vec<DeviceFacts>,
     seccomp_localhost: Option<String>,
+    apparmor: super::security::AppArmorFacts,
 }
 
 impl Fx {
@@ -57,6 +58,7 @@ impl Fx {
             target_pid: None,
             devices: Vec::new(),
             seccomp_localhost: None,
+            apparmor: Default::default(),
         }
     }
 
@@ -114,6 +116,7 @@ impl Fx {
             devices: self.devices.clone(),
             seccomp_localhost: self.seccomp_localhost.clone(),
             host_caps: super::security::ALL_CAPS.to_vec(),
+            apparmor: self.apparmor.clone(),
         })
     }
 
@@ -1292,14 +1295,21 @@ fn runtime_default_seccomp_follows_added_capabilities() {
 }
 
 #[test]
-fn apparmor_localhost_is_refused() {
+fn apparmor_localhost_is_refused_without_apparmor_and_applied_with_it() {
     let mut fx = Fx::new();
     fx.sc().apparmor = Some(cri::SecurityProfile {
         profile_type: cri::security_profile::ProfileType::Localhost as i32,
         localhost_ref: "k8s-profile".into(),
     });
     assert!(matches!(fx.err(), SpecError::ApparmorUnsupported(_)));
+    fx.apparmor = super::security::AppArmorFacts::Enabled {
+        default: Ok(()),
+        loaded: ["k8s-profile".to_string()].into_iter().collect(),
+    };
+    assert_eq!(fx.json()["process"]["apparmorProfile"], "k8s-profile");
     fx.sc().apparmor = Some(cri::SecurityProfile::default());
+    assert_eq!(fx.json()["process"]["apparmorProfile"], "carapace-default");
+    fx.apparmor = super::security::AppArmorFacts::Disabled;
     assert!(fx.json()["process"].get("apparmorProfile").is_none());
 }
 
