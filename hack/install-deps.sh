@@ -14,6 +14,7 @@ pkgs=(
     libssl-dev            # registry client TLS (oci-client with native-tls)
     docker-registry skopeo apache2-utils curl zstd openssl  # test registries and images (hack/registry.sh)
     containernetworking-plugins iptables  # pod networking (bridge, host-local, loopback, portmap)
+    apparmor              # apparmor_parser: loads the default profile where the kernel enforces AppArmor (the VM lane)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -8,7 +8,10 @@
 #      updates, OOM), against the daemon, shim, infra and runtime from the
 #      same build, Debian's CNI plugins, and the test registries
 #      (hack/registry.sh) started inside the guest from a copy of their
-#      storage (hack/vm/registry-setup.sh);
+#      storage (hack/vm/registry-setup.sh); the guest's kernel enforces
+#      AppArmor (Debian's default LSM) and has apparmor_parser, so these
+#      suites run under the daemon's default profile and the apparmor suite
+#      checks the enforced behaviour;
 #   3. the systemd lane: a second VM, same kernel, whose PID 1 is Debian's
 #      systemd (vm-test.sh --systemd), runs the tests of the systemd cgroup
 #      driver — every crate's tests/systemd.rs, ignored elsewhere — with
@@ -68,6 +71,7 @@ e2e_suites=(
     containers # container cgroups, UpdateContainerResources, ExecSync
     pods       # pod cgroups made and removed, restarts, rollback
     daemon     # start-up, RuntimeConfig's cgroup driver (cheap)
+    apparmor   # the guest kernel enforces AppArmor: RuntimeDefault, Localhost profiles
     # The OOMKilled reason (memory.events of a v2 cgroup). The rest of that
     # suite (env, capabilities, seccomp, read-only rootfs, tty, PID
     # namespaces) does not touch cgroups and would add over a minute.
@@ -129,6 +133,11 @@ for b in carapace carapace-shim carapace-infra carapace-runtime; do
     [ -x "$target/debug/$b" ] || die "$target/debug/$b missing after cargo build"
     bins+=(--add "$target/debug/$b")
 done
+# apparmor_parser (Debian's `apparmor`): the guest's kernel enforces
+# AppArmor, so the daemon loads its default profile there and every e2e
+# container of the lane runs under it.
+[ -x /usr/sbin/apparmor_parser ] || die "/usr/sbin/apparmor_parser missing: apt-get install apparmor"
+bins+=(--add /usr/sbin/apparmor_parser)
 # The CNI plugins the harness's network uses (bridge + host-local +
 # portmap; loopback for completeness), and jq for the pods suite's plugin.
 cni=()
