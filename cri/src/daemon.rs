@@ -17,6 +17,9 @@ pub struct Daemon {
     pub events: crate::lifecycle::Events,
     /// What AppArmor the node enforces (decided as the daemon starts).
     pub apparmor: crate::apparmor::Node,
+    /// The policy's container contexts where SELinux is on; None where it
+    /// is off (decided as the daemon starts).
+    pub selinux: Option<crate::selinux::Contexts>,
 }
 
 impl Daemon {
@@ -27,6 +30,7 @@ impl Daemon {
             pod_cidr: RwLock::new(String::new()),
             events: crate::lifecycle::Events::default(),
             apparmor: crate::apparmor::Node::Disabled,
+            selinux: None,
         }
     }
 
@@ -34,6 +38,13 @@ impl Daemon {
     /// ([`crate::apparmor::Node::prepare`]).
     pub fn with_apparmor(mut self, node: crate::apparmor::Node) -> Self {
         self.apparmor = node;
+        self
+    }
+
+    /// The same daemon on a node whose SELinux policy has `contexts`
+    /// (None: SELinux is off).
+    pub fn with_selinux(mut self, contexts: Option<crate::selinux::Contexts>) -> Self {
+        self.selinux = contexts;
         self
     }
 

@@ -171,7 +171,13 @@ async fn open(c: Config) -> anyhow::Result<(Arc<Service>, (EventsServer, AdminSe
     };
     let state = c.state.clone();
     let service = Arc::new(Service::open(
-        Arc::new(Daemon::new(c).with_apparmor(carapace_cri::apparmor::Node::prepare(&state))),
+        Arc::new(
+            Daemon::new(c)
+                .with_apparmor(carapace_cri::apparmor::Node::prepare(&state))
+                .with_selinux(
+                    carapace_cri::selinux::enabled().then(carapace_cri::selinux::Contexts::load),
+                ),
+        ),
         paths,
         Effects::real(),
     )?);

@@ -207,10 +207,30 @@ fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
     }
 }
 
-/// Refuses recursive read-only mounts when the pod's runtime does not list
-/// `rro` among its mount options, as containerd does: passing the option
-/// on would fail late with the runtime's own words, or, with an older
-/// runtime, leave submounts writable that the caller asked to protect.
+/// Gives the volumes that ask for `selinux_relabel` the container's mount
+/// label (only where SELinux is on: there is a label), refusing the
+/// node's system directories.
+fn relabel_volumes(
+    config: &cri::ContainerConfig,
+    mount_label: Option<&str>,
+) -> Result<(), ContainerError> {
+    let Some(label) = mount_label else {
+        return Ok(());
+    };
+    for m in config.mounts.iter().filter(|m| m.selinux_relabel) {
+        let path = Path::new(&m.host_path);
+        if crate::selinux::relabel_refused(path) {
+            return Err(ContainerError::InvalidArgument(format!(
+                "mount {}: refusing to relabel {} for SELinux: it is a system directory",
+                m.container_path, m.host_path
+            )));
+        }
+        crate::selinux::relabel(path, label)
+            .map_err(|e| ContainerError::io("relabel for SELinux", path, e))?;
+    }
+    Ok(())
+}
+
 /// The node's AppArmor as the spec needs it: the kernel's list of loaded
 /// profiles read now (a Localhost profile may have been loaded since the
 /// daemon started).
@@ -234,6 +254,10 @@ fn apparmor_facts(
     })
 }
 
+/// Refuses recursive read-only mounts when the pod's runtime does not list
+/// `rro` among its mount options, as containerd does: passing the option
+/// on would fail late with the runtime's own words, or, with an older
+/// runtime, leave submounts writable that the caller asked to protect.
 async fn refuse_rro_without_support(
     pod: &SandboxRecord,
     config: &cri::ContainerConfig,
@@ -478,8 +502,17 @@ async fn build(
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
         apparmor: apparmor_facts(&cs.sandboxes.daemon.apparmor)?,
+        selinux: cs.sandboxes.daemon.selinux.clone(),
     };
     let mut built = spec::build(&input)?;
+    relabel_volumes(
+        &rec.config,
+        built
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.mount_label().as_deref()),
+    )?;
     if let Some(u) = &userns {
         u.bind_idmapped(&mut built.spec, &rec.bundle.join("idmap"))?;
     }

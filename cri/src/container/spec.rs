@@ -31,9 +31,9 @@
 //! * the pod's sysctls are not repeated: the CRI puts them on the pod,
 //!   whose namespaces the sandbox set them in, and a container has no
 //!   sysctls of its own;
-//! * no AppArmor or SELinux on the node: AppArmor localhost profiles are
-//!   refused (as containerd does where AppArmor is off), SELinux options
-//!   and relabel requests are ignored.
+//! * AppArmor and SELinux follow the node ([`security::AppArmorFacts`],
+//!   [`SpecInput::selinux`]): where an LSM is off, AppArmor Localhost
+//!   profiles are refused and SELinux options ignored, as containerd does.
 
 use std::path::PathBuf;
 
@@ -177,6 +177,9 @@ pub struct SpecInput<'a> {
     pub host_caps: Vec<oci_spec::runtime::Capability>,
     /// What the node's AppArmor offers.
     pub apparmor: security::AppArmorFacts,
+    /// The SELinux policy's container contexts; None where SELinux is off
+    /// (the request's `selinux_options` are then ignored, as containerd).
+    pub selinux: Option<crate::selinux::Contexts>,
 }
 
 /// Who the container's process runs as; ContainerStatus reports it.
@@ -274,6 +277,21 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
     let caps = security::capabilities(sc, privileged, &input.host_caps)?;
     let (masked, readonly) = security::masked_and_readonly(sc, privileged, userns.is_some());
     let apparmor = security::apparmor_profile(sc, privileged, &input.apparmor)?;
+    let selinux = input.selinux.as_ref().and_then(|contexts| {
+        crate::selinux::container_labels(
+            contexts,
+            sb.pod_security
+                .as_ref()
+                .and_then(|s| s.selinux_options.as_ref()),
+            sc.and_then(|s| s.selinux_options.as_ref()),
+            &sb.id,
+            privileged,
+        )
+    });
+    let (selinux_label, mount_label) = match selinux {
+        Some((process, mount)) => (Some(process), Some(mount)),
+        None => (None, None),
+    };
     let seccomp = seccomp::seccomp(
         sc,
         privileged,
@@ -300,7 +318,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         .set_rlimits(None)
         .set_no_new_privileges(sc.is_some_and(|s| s.no_new_privs).then_some(true))
         .set_apparmor_profile(apparmor)
-        .set_selinux_label(None)
+        .set_selinux_label(selinux_label)
         .set_oom_score_adj(res.oom_score_adj);
 
     let mut root = Root::default();
@@ -327,7 +345,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         .set_rootfs_propagation(plan.rootfs_propagation)
         .set_masked_paths(Some(masked))
         .set_readonly_paths(Some(readonly))
-        .set_mount_label(None);
+        .set_mount_label(mount_label);
 
     let mut spec = Spec::default();
     spec.set_version(OCI_VERSION.to_string())

@@ -205,6 +205,10 @@ fn create_in(
             cgroupns: plan.isolates(oci_spec::runtime::LinuxNamespaceType::Cgroup),
             cgroup_v2: cg.hierarchy() == carapace_cgroups::Hierarchy::V2,
             cgroup_path: cg.relative_path().to_string(),
+            mount_label: linux
+                .mount_label()
+                .clone()
+                .filter(|l| !l.is_empty() && crate::lsm::selinux_enabled()),
         },
         devices: devs,
         fifo: Some(fifo),

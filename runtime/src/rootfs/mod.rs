@@ -33,6 +33,25 @@ pub struct MountContext {
     pub cgroup_v2: bool,
     /// The container's cgroup path relative to each hierarchy root.
     pub cgroup_path: String,
+    /// `linux.mountLabel`, where SELinux is on: new filesystems (tmpfs,
+    /// devpts, …) are mounted with it as their `context=`, as runc does.
+    pub mount_label: Option<String>,
+}
+
+/// The data of a new filesystem's mount with the SELinux mount label
+/// added as `context=`. proc, sysfs and mqueue keep their kernel labels,
+/// as in runc.
+fn with_mount_label(typ: &str, data: &str, label: Option<&str>) -> String {
+    match label {
+        Some(l) if !l.is_empty() && !matches!(typ, "proc" | "sysfs" | "mqueue") => {
+            if data.is_empty() {
+                format!("context=\"{l}\"")
+            } else {
+                format!("{data},context=\"{l}\"")
+            }
+        }
+        _ => data.to_string(),
+    }
 }
 
 /// /proc entries that may be mounted over (lxcfs and friends do); anything
@@ -217,7 +236,8 @@ fn mount_one(root: &OwnedFd, m: &Mount, ctx: &MountContext) -> Result<()> {
     check_resolved_target(root, &target, dest, None)?;
     let tpath = resolve::fd_path(&target);
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-    let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+    let data = with_mount_label(&typ, &opts.data, ctx.mount_label.as_deref());
+    let data = (!data.is_empty()).then_some(data.as_str());
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     // sysfs, proc and mqueue share one superblock per namespace: mounting
     // one read-only would make the superblock read-only for every other
@@ -614,6 +634,23 @@ mod tests {
         let mut m = Mount::default();
         m.set_destination(PathBuf::from(dest));
         m
+    }
+
+    #[test]
+    fn the_mount_label_goes_to_new_filesystems_but_proc_sysfs_mqueue() {
+        let l = Some("system_u:object_r:container_file_t:s0:c1,c2");
+        assert_eq!(
+            with_mount_label("tmpfs", "mode=755", l),
+            "mode=755,context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        assert_eq!(
+            with_mount_label("devpts", "", l),
+            "context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        for typ in ["proc", "sysfs", "mqueue"] {
+            assert_eq!(with_mount_label(typ, "x=1", l), "x=1");
+        }
+        assert_eq!(with_mount_label("tmpfs", "mode=755", None), "mode=755");
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //!
 //! Not done here, because they need the host: containerd creates a missing
 //! host path, resolves its symlinks and checks that a shared/slave source
-//! really is shared (`ensureShared`); SELinux relabelling does not apply
-//! (no SELinux on the node), so `selinux_relabel` is ignored.
+//! really is shared (`ensureShared`); `selinux_relabel` volumes are
+//! relabelled by the caller (container/create.rs), where SELinux is on.
 
 use std::path::PathBuf;
 

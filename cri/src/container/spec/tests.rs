@@ -22,6 +22,7 @@ struct Fx {
     devices: Vec<DeviceFacts>,
     seccomp_localhost: Option<String>,
     apparmor: super::security::AppArmorFacts,
+    selinux: Option<crate::selinux::Contexts>,
 }
 
 impl Fx {
@@ -59,6 +60,7 @@ impl Fx {
             devices: Vec::new(),
             seccomp_localhost: None,
             apparmor: Default::default(),
+            selinux: None,
         }
     }
 
@@ -117,6 +119,7 @@ impl Fx {
             seccomp_localhost: self.seccomp_localhost.clone(),
             host_caps: super::security::ALL_CAPS.to_vec(),
             apparmor: self.apparmor.clone(),
+            selinux: self.selinux.clone(),
         })
     }
 
@@ -1311,6 +1314,33 @@ fn apparmor_localhost_is_refused_without_apparmor_and_applied_with_it() {
     assert_eq!(fx.json()["process"]["apparmorProfile"], "carapace-default");
     fx.apparmor = super::security::AppArmorFacts::Disabled;
     assert!(fx.json()["process"].get("apparmorProfile").is_none());
+}
+
+/// Where SELinux is on, the process and mount labels are the policy's
+/// contexts at the pod's level, with the request's options laid over
+/// them; a privileged container gets none; where SELinux is off the
+/// options are ignored.
+#[test]
+fn selinux_labels_follow_the_node_and_the_options() {
+    let mut fx = Fx::new();
+    fx.sc().selinux_options = Some(cri::SeLinuxOption {
+        r#type: "custom_t".into(),
+        ..Default::default()
+    });
+    let j = fx.json();
+    assert!(j["process"].get("selinuxLabel").is_none(), "{j}");
+    assert!(j["linux"].get("mountLabel").is_none(), "{j}");
+    fx.selinux = Some(crate::selinux::Contexts::default());
+    let level = crate::selinux::pod_level(&fx.sandbox.id);
+    let j = fx.json();
+    assert_eq!(
+        j["process"]["selinuxLabel"],
+        format!("system_u:system_r:custom_t:{level}")
+    );
+    assert_eq!(
+        j["linux"]["mountLabel"],
+        format!("system_u:object_r:container_file_t:{level}")
+    );
 }
 
 #[test]
