@@ -339,6 +339,7 @@ impl NodeEffects for FakeNode {
         upper: &Path,
         work: &Path,
         target: &Path,
+        _context: Option<&str>,
     ) -> Result<(), RootfsError> {
         let err = |op: &str| RootfsError::Mount {
             target: target.to_path_buf(),

@@ -212,6 +212,7 @@ fn three_layers_stack_into_a_container_rootfs() {
         &upper,
         &work,
         &target,
+        None,
     )
     .expect("mount overlay");
     let guard = MountGuard(target.clone());
@@ -322,8 +323,14 @@ fn deep_stack_mounts(layers: usize) {
 
     let cwd = std::env::current_dir().expect("cwd");
     let target = root.join("rootfs");
-    rootfs::mount_overlay(&lowers, &root.join("upper"), &root.join("work"), &target)
-        .expect("mount 60 layers");
+    rootfs::mount_overlay(
+        &lowers,
+        &root.join("upper"),
+        &root.join("work"),
+        &target,
+        None,
+    )
+    .expect("mount 60 layers");
     let _guard = MountGuard(target.clone());
     assert_eq!(
         std::env::current_dir().expect("cwd"),
@@ -360,6 +367,7 @@ fn more_layers_than_overlayfs_stacks_is_a_clear_error() {
         &tmp.path().join("u"),
         &tmp.path().join("w"),
         &target,
+        None,
     )
     .expect_err("501 lowers");
     assert!(matches!(err, RootfsError::OptionsTooLong { .. }), "{err}");
@@ -446,8 +454,14 @@ fn paths_overlay_cannot_carry_are_refused() {
             .expect_err("bad path must be refused");
         assert!(matches!(err, RootfsError::BadPath { .. }), "{bad:?}: {err}");
     }
-    let err = rootfs::mount_overlay(&[], &tmp.path().join("u"), &tmp.path().join("w"), &target)
-        .expect_err("no lowers");
+    let err = rootfs::mount_overlay(
+        &[],
+        &tmp.path().join("u"),
+        &tmp.path().join("w"),
+        &target,
+        None,
+    )
+    .expect_err("no lowers");
     assert!(matches!(err, RootfsError::NoLowers { .. }), "{err}");
     assert!(mounts_under(tmp.path()).is_empty());
     match fs::metadata(tmp.path().join("u")) {

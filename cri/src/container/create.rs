@@ -441,6 +441,18 @@ async fn build(
     let upper = rec.data.join("upper");
     let work = rec.data.join("work");
     let node = &cs.sandboxes.effects.node;
+    // The mount label the spec will carry (the same computation), for
+    // the rootfs's `context=`.
+    let mount_label = spec::security::selinux_labels(
+        cs.sandboxes.daemon.selinux.as_ref(),
+        &sandbox,
+        rec.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref()),
+    )
+    .map(|(_, mount)| mount);
+    let context = mount_label.as_deref();
     match &userns {
         Some(u) => {
             let views = rec.data.join("idmap");
@@ -449,7 +461,7 @@ async fn build(
                 Ok(l)
             }) {
                 Ok(l) => node
-                    .mount_rootfs(&l, &upper, &work, &rootfs_dir)
+                    .mount_rootfs(&l, &upper, &work, &rootfs_dir, context)
                     .await
                     .map_err(ContainerError::from),
                 Err(e) => Err(e),
@@ -458,7 +470,7 @@ async fn build(
             mounted?;
         }
         None => {
-            node.mount_rootfs(&lowers, &upper, &work, &rootfs_dir)
+            node.mount_rootfs(&lowers, &upper, &work, &rootfs_dir, context)
                 .await?
         }
     }

@@ -277,21 +277,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
     let caps = security::capabilities(sc, privileged, &input.host_caps)?;
     let (masked, readonly) = security::masked_and_readonly(sc, privileged, userns.is_some());
     let apparmor = security::apparmor_profile(sc, privileged, &input.apparmor)?;
-    let selinux = input.selinux.as_ref().and_then(|contexts| {
-        crate::selinux::container_labels(
-            contexts,
-            sb.pod_security
-                .as_ref()
-                .and_then(|s| s.selinux_options.as_ref()),
-            sc.and_then(|s| s.selinux_options.as_ref()),
-            &sb.id,
-            privileged,
-        )
-    });
-    let (selinux_label, mount_label) = match selinux {
-        Some((process, mount)) => (Some(process), Some(mount)),
-        None => (None, None),
-    };
+    let (selinux_label, mount_label) =
+        match security::selinux_labels(input.selinux.as_ref(), sb, sc) {
+            Some((process, mount)) => (Some(process), Some(mount)),
+            None => (None, None),
+        };
     let seccomp = seccomp::seccomp(
         sc,
         privileged,

@@ -102,25 +102,51 @@ pub enum RootfsError {
 
 /// Mounts `lowers` (topmost first, i.e. the image's last layer first) with a
 /// writable `upper` and `work` at `target`, as a container's root
-/// filesystem. `upper`, `work` and `target` are created if missing.
+/// filesystem. `upper`, `work` and `target` are created if missing. Where
+/// SELinux is on, `context` is the container's mount label: the whole
+/// rootfs is labelled with it (`context=`, as containerd's snapshotters
+/// mount it).
 pub fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
+    context: Option<&str>,
 ) -> Result<(), RootfsError> {
     check_lowers(lowers, target)?;
     check_option_path(upper, target)?;
     check_option_path(work, target)?;
-    let mut tail = b",upperdir=".to_vec();
-    tail.extend_from_slice(upper.as_os_str().as_bytes());
-    tail.extend_from_slice(b",workdir=");
-    tail.extend_from_slice(work.as_os_str().as_bytes());
+    let tail = overlay_tail(upper, work, context, target)?;
     let options = OverlayOptions::new(lowers, &tail, target)?;
     for dir in [upper, work, target] {
         create_dir(dir, target)?;
     }
     options.mount(target, MsFlags::empty())
+}
+
+/// The options after the lower dirs: the upper and work dirs, and the
+/// SELinux `context=` (quoted: a level holds commas).
+fn overlay_tail(
+    upper: &Path,
+    work: &Path,
+    context: Option<&str>,
+    target: &Path,
+) -> Result<Vec<u8>, RootfsError> {
+    let mut tail = b",upperdir=".to_vec();
+    tail.extend_from_slice(upper.as_os_str().as_bytes());
+    tail.extend_from_slice(b",workdir=");
+    tail.extend_from_slice(work.as_os_str().as_bytes());
+    if let Some(label) = context {
+        if label.contains('"') {
+            return Err(RootfsError::BadPath {
+                target: target.to_path_buf(),
+                path: PathBuf::from(label),
+                reason: "is an SELinux label holding a quote",
+            });
+        }
+        tail.extend_from_slice(format!(",context=\"{label}\"").as_bytes());
+    }
+    Ok(tail)
 }
 
 /// Mounts `lowers` (topmost first) read-only at `target`, for looking into
@@ -418,6 +444,25 @@ mod tests {
         (0..n)
             .map(|i| Path::new(parent).join(format!("{i:064x}")))
             .collect()
+    }
+
+    #[test]
+    fn the_selinux_context_is_a_quoted_overlay_option() {
+        let t = Path::new("/c/rootfs");
+        let tail = overlay_tail(
+            Path::new("/c/upper"),
+            Path::new("/c/work"),
+            Some("system_u:object_r:container_file_t:s0:c1,c2"),
+            t,
+        )
+        .expect("tail");
+        assert_eq!(
+            String::from_utf8(tail).expect("utf8"),
+            ",upperdir=/c/upper,workdir=/c/work,context=\"system_u:object_r:container_file_t:s0:c1,c2\""
+        );
+        let plain = overlay_tail(Path::new("/u"), Path::new("/w"), None, t).expect("tail");
+        assert_eq!(plain, b",upperdir=/u,workdir=/w");
+        assert!(overlay_tail(Path::new("/u"), Path::new("/w"), Some("a\"b"), t).is_err());
     }
 
     #[test]

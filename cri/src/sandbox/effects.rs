@@ -77,6 +77,7 @@ pub trait NodeEffects: Send + Sync + std::fmt::Debug {
         upper: &Path,
         work: &Path,
         target: &Path,
+        context: Option<&str>,
     ) -> Result<(), RootfsError>;
 
     /// Unmounts a container's root filesystem ([`rootfs::unmount`]).
@@ -190,8 +191,9 @@ impl NodeEffects for Node {
         upper: &Path,
         work: &Path,
         target: &Path,
+        context: Option<&str>,
     ) -> Result<(), RootfsError> {
-        rootfs::mount_overlay(lowers, upper, work, target)
+        rootfs::mount_overlay(lowers, upper, work, target, context)
     }
 
     async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError> {

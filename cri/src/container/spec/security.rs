@@ -209,6 +209,27 @@ pub fn masked_and_readonly(
     )
 }
 
+/// The container's SELinux (process label, mount label) where SELinux is
+/// on (`contexts`): [`crate::selinux::container_labels`] with the pod's
+/// and the container's options. The rootfs mount and the spec both take
+/// them from here.
+pub fn selinux_labels(
+    contexts: Option<&crate::selinux::Contexts>,
+    sandbox: &super::SandboxFacts,
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+) -> Option<(String, String)> {
+    crate::selinux::container_labels(
+        contexts?,
+        sandbox
+            .pod_security
+            .as_ref()
+            .and_then(|s| s.selinux_options.as_ref()),
+        sc.and_then(|s| s.selinux_options.as_ref()),
+        &sandbox.id,
+        sc.is_some_and(|s| s.privileged),
+    )
+}
+
 /// What the node's AppArmor offers a container's spec: read by the caller
 /// (the kernel's lists are files), decided here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
