@@ -34,6 +34,7 @@ pub mod registry;
 pub mod runtime_handler;
 pub mod runtime_service;
 pub mod sandbox;
+pub mod sd_notify;
 pub mod selinux;
 pub mod server;
 pub mod service;

@@ -139,6 +139,14 @@ pub async fn serve(
         containers,
     );
     let image = ImageServiceServer::new(ImageServiceImpl::new(&service));
+    // The listener is bound and everything is open: connections queue
+    // until the server below takes them, so systemd may start what waits
+    // for us (kubelet) now.
+    notify("READY=1");
+    let shutdown = async {
+        shutdown.await;
+        notify("STOPPING=1");
+    };
     let r = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("cri", call = %req.uri().path()))
         .layer(GrpcMetricsLayer(metrics))
@@ -152,6 +160,16 @@ pub async fn serve(
         .await;
     let _ = std::fs::remove_file(socket);
     r.map_err(ServerError::from)
+}
+
+/// Tells systemd (`Type=notify`) how the daemon stands; a failure is
+/// logged, never fatal: the daemon serves either way.
+fn notify(state: &str) {
+    match crate::sd_notify::notify(state) {
+        Ok(true) => tracing::info!(state, "told systemd"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(state, error = %e, "tell systemd"),
+    }
 }
 
 #[cfg(test)]

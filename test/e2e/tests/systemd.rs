@@ -287,3 +287,122 @@ async fn units_are_removed_after_the_daemon_was_killed() {
         assert_eq!(show(&u, "ActiveState"), "inactive", "{u}");
     }
 }
+
+/// The shipped unit (packaging/carapace.service), with this build's daemon
+/// and the test's config: `systemctl start` returns only once the CRI
+/// socket serves (Type=notify, READY=1); a restart of the daemon leaves the
+/// running container running and manageable (KillMode=process); so does a
+/// stop, and the next start recovers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_running() {
+    use carapace_e2e::workload::sh;
+    let (mut d, rt) = daemon().await;
+    drop(rt);
+    d.stop(nix::sys::signal::Signal::SIGTERM);
+    let unit = format!("carapace-e2e-{}.service", std::process::id());
+    let path = Path::new("/run/systemd/system").join(&unit);
+    let shipped = include_str!("../../../packaging/carapace.service");
+    assert!(shipped.contains("\nType=notify\n") && shipped.contains("\nKillMode=process\n"));
+    let text = shipped.replace(
+        "ExecStart=/usr/bin/carapace\n",
+        &format!(
+            "ExecStart={} --config {}\n",
+            carapace_e2e::daemon_bin().display(),
+            d.config_path().display()
+        ),
+    );
+    assert_ne!(
+        text, shipped,
+        "the unit's ExecStart line changed: update this test"
+    );
+    // The lane's systemd carries no sysinit.target, which a service's
+    // default dependencies require.
+    let text = text.replacen("[Unit]\n", "[Unit]\nDefaultDependencies=no\n", 1);
+    std::fs::write(&path, text).expect("write the unit");
+    systemctl(&["daemon-reload"]);
+    // Ready means serving: the first call after `start` returns must work.
+    let ready = || async {
+        systemctl(&["start", &unit]);
+        let ch = carapace_e2e::connect(&d.socket())
+            .await
+            .expect("the socket serves once systemctl start returns");
+        let mut rt = Rt::new(ch);
+        rt.version(cri::VersionRequest::default())
+            .await
+            .expect("Version right after start");
+        assert_eq!(show(&unit, "ActiveState"), "active");
+        rt
+    };
+    let mut rt = ready().await;
+    let pod = run_pod(&mut rt, pod_config("svc")).await;
+    let id = create(
+        &mut rt,
+        &pod,
+        &pod_config("svc"),
+        container(
+            "app",
+            &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
+            64 << 20,
+        ),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+    let marker = |out: (i32, String, String)| {
+        assert_eq!(out.0, 0, "{}", out.2);
+        out.1
+    };
+    let started = marker(sh(&mut rt, &id, "cat /tmp/started").await);
+    let runtime_pid = || {
+        let out = Command::new(carapace_e2e::daemon_bin().with_file_name("carapace-runtime"))
+            .arg("--root")
+            .arg(d.dir.path().join("runtime"))
+            .args(["state", &id])
+            .output()
+            .expect("carapace-runtime state");
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("state json");
+        st["pid"].as_i64().expect("pid") as i32
+    };
+    let pid = runtime_pid();
+    for step in ["restart", "stop-start"] {
+        if step == "restart" {
+            systemctl(&["restart", &unit]);
+        } else {
+            systemctl(&["stop", &unit]);
+            assert_eq!(show(&unit, "ActiveState"), "inactive");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .expect("the container runs on while the daemon is stopped");
+        }
+        let mut rt = ready().await;
+        assert_eq!(
+            marker(sh(&mut rt, &id, "cat /tmp/started").await),
+            started,
+            "{step}: the container was restarted"
+        );
+        assert_eq!(runtime_pid(), pid, "{step}");
+        let st = carapace_e2e::workload::status(&mut rt, &id).await;
+        assert_eq!(
+            st.state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{step}"
+        );
+    }
+    let mut rt = ready().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .expect("stop");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    stop_and_remove_pod(&mut rt, &pod).await;
+    drop(rt);
+    systemctl(&["stop", &unit]);
+    std::fs::remove_file(&path).expect("remove the unit");
+    systemctl(&["daemon-reload"]);
+}
