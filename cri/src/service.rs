@@ -82,6 +82,13 @@ impl Service {
     pub async fn recover(&self) -> Result<(), ServiceError> {
         sandbox::recover::recover(&self.sandboxes).await?;
         container::recover::recover(&self.containers).await?;
+        if let Err(e) = self
+            .images
+            .collect_at_start(&self.containers.chain_ids_in_use())
+            .await
+        {
+            tracing::warn!(error = %e, "collect what interrupted pulls left");
+        }
         Ok(())
     }
 }

@@ -66,6 +66,17 @@ impl Images {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        // Layers a crash interrupted mid-unpack (`.tmp-*` and their
+        // staging dirs): no unpack runs before the store is open.
+        for e in std::fs::read_dir(dir.join("layers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let limits = super::unpack::Limits {
             bytes: store_settings.max_layer_bytes,
             inodes: store_settings.max_layer_inodes,
@@ -232,6 +243,19 @@ impl Images {
             "swept what failed or cancelled pulls left"
         );
         Ok(())
+    }
+
+    /// The collection a restarted daemon runs once its containers are
+    /// recovered (`in_use`: their chain IDs): what pulls and imports a
+    /// crash interrupted stored, and no image or container uses, goes —
+    /// the in-memory record of unrecorded parts died with the old daemon.
+    pub async fn collect_at_start(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
+        {
+            let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+            owed.get_or_insert_with(HashSet::new)
+                .extend(in_use.iter().cloned());
+        }
+        self.collect_owed(in_use).await
     }
 
     /// Records a pulled or imported image: merged with its existing record,
@@ -450,6 +474,40 @@ mod tests {
         drop(second);
         images.collect_owed(&HashSet::new()).await.expect("collect");
         assert!(!images.content.has(&id), "the owed collection never ran");
+    }
+
+    /// After a crash mid-pull: an unrecorded blob, an unrecorded layer and
+    /// an interrupted unpack's dirs go at start; a layer a container still
+    /// uses (its image removed) and the recorded image's blob stay.
+    #[tokio::test]
+    async fn a_restart_collects_what_interrupted_pulls_left() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (images, id) = one_image(d.path());
+        let stray = digest_of(b"a blob of a pull that never finished");
+        images
+            .content
+            .put(&stray, b"a blob of a pull that never finished")
+            .expect("put");
+        let layers = d.path().join("images/layers");
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let (orphan, used) = (hex('a'), hex('b'));
+        for l in [&orphan, &used] {
+            std::fs::create_dir_all(layers.join(l)).expect("layer");
+        }
+        std::fs::create_dir_all(layers.join(format!(".tmp-{orphan}-1"))).expect("tmp");
+        drop(images);
+        // A new daemon: the same store and directories.
+        let (images, _) = one_image(d.path());
+        assert!(
+            !layers.join(format!(".tmp-{orphan}-1")).exists(),
+            "an interrupted unpack's dir is kept"
+        );
+        let in_use: HashSet<String> = [format!("sha256:{used}")].into_iter().collect();
+        images.collect_at_start(&in_use).await.expect("collect");
+        assert!(images.content.has(&id), "the recorded image's blob went");
+        assert!(!images.content.has(&stray), "an unrecorded blob stayed");
+        assert!(!layers.join(&orphan).exists(), "an unused layer stayed");
+        assert!(layers.join(&used).exists(), "a container's layer went");
     }
 
     #[tokio::test]

@@ -678,3 +678,54 @@ async fn ctrl_c_on_an_admin_pull_cancels_it_in_the_daemon() {
         .await
         .expect("a pull after the cancelled one");
 }
+
+/// The daemon killed -9 in the middle of a pull (its manifest and config
+/// stored, its layer trickling in): the restarted daemon keeps nothing of
+/// it, and pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cut_by_a_daemon_kill_leaves_nothing_after_the_restart() {
+    use std::time::Duration;
+    require_registry();
+    let (reg, told) = registry_of_one_slow_layer();
+    let mut d = Daemon::start(&format!("[registry]\ninsecure = [\"{reg}\", \"{REG}\"]\n"));
+    let mut images = d.images().await;
+    let image = format!("{reg}/slow:latest");
+    let cut = tokio::spawn(async move {
+        images
+            .pull_image(k8s_cri::v1::PullImageRequest {
+                image: Some(k8s_cri::v1::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+    });
+    assert_eq!(
+        told.recv_timeout(Duration::from_secs(60)),
+        Ok("started"),
+        "the layer download never started"
+    );
+    d.stop(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        cut.await.expect("join").is_err(),
+        "a pull outlived its daemon"
+    );
+    let before = stored_blobs(&d);
+    assert!(
+        before.len() >= 2,
+        "the cut pull stored too little to prove anything: {before:?}"
+    );
+    d.spawn();
+    // Served means recovered (the socket is bound before recovery).
+    d.runtime()
+        .await
+        .version(k8s_cri::v1::VersionRequest::default())
+        .await
+        .expect("the restarted daemon serves");
+    let left = stored_blobs(&d);
+    assert!(left.is_empty(), "the restarted daemon kept {left:?}");
+    pull(&d, &format!("{REG}/test/busybox:latest"))
+        .await
+        .expect("a pull after the restart");
+}
