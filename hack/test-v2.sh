@@ -15,7 +15,9 @@
 #   3. the systemd lane: a second VM, same kernel, whose PID 1 is Debian's
 #      systemd (vm-test.sh --systemd), runs the tests of the systemd cgroup
 #      driver — every crate's tests/systemd.rs, ignored elsewhere — with
-#      --ignored.
+#      --ignored; among them the service tests: the shipped unit, and the
+#      Debian package (hack/build-deb.sh, this version and a next one)
+#      installed, restarted and upgraded with dpkg under a running pod.
 # Usage: hack/test-v2.sh [--timeout SECONDS] [--lane v2|systemd]
 #   (--lane runs one of the two VMs only; both run by default)
 # Needs root; installs what it lacks (hack/install-deps.sh's packages, qemu,
@@ -222,9 +224,28 @@ if [[ $lanes == *v2* ]]; then
 fi
 src=0
 if [[ $lanes == *systemd* ]]; then
-    echo "systemd lane: ${#built[@]} test executables (tests/systemd.rs of cgroups, runtime, e2e) under systemd as PID 1"
+    # The Debian package and the next version's (same binaries, a higher
+    # version: dpkg's upgrade path, conffiles, maintainer scripts), which
+    # the e2e package test installs with dpkg in the guest.
+    version=$(cargo metadata --format-version 1 --no-deps | jq -r '.packages[] | select(.name == "carapace") | .version')
+    deb1=$(hack/build-deb.sh target/deb/v1 "$version")
+    deb2=$(hack/build-deb.sh target/deb/v2 "$version+upgrade1")
+    pkg=(--add "$root/$deb1" --add "$root/$deb2" --env "CARAPACE_DEB_V1=$root/$deb1" --env "CARAPACE_DEB_V2=$root/$deb2")
+    # Debian's dpkg, what it insists on finding in PATH and GNU tar, in a
+    # directory of their own: the guest's busybox has applets named dpkg
+    # and dpkg-deb in /usr/bin that would shadow them.
+    tools=$root/target/deb/dpkg
+    rm -rf "$tools"
+    mkdir -p "$tools"
+    for b in /usr/bin/dpkg /usr/bin/dpkg-deb /usr/bin/dpkg-query /usr/bin/dpkg-split /usr/bin/dpkg-trigger \
+        /usr/bin/dpkg-divert /usr/bin/dpkg-statoverride /sbin/ldconfig /sbin/start-stop-daemon /bin/tar; do
+        cp "$b" "$tools/"
+        pkg+=(--add "$tools/$(basename "$b")")
+    done
+    pkg+=(--env "CARAPACE_DPKG_DIR=$tools")
+    echo "systemd lane: ${#built[@]} test executables (tests/systemd.rs of cgroups, runtime, e2e) under systemd as PID 1; packages $deb1 $deb2"
     VMTEST_LANE_START=$(date +%s.%N)
-    "${vm[@]}" --systemd -- "${systemd_args[@]}" || src=$?
+    "${vm[@]}" "${pkg[@]}" --systemd -- "${systemd_args[@]}" || src=$?
 fi
 if [ $rc != 0 ] || [ $src != 0 ]; then
     echo "hack/test-v2.sh: FAILED (cgroup v2 lane exit $rc, systemd lane exit $src)"

@@ -406,3 +406,194 @@ async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_runni
     std::fs::remove_file(&path).expect("remove the unit");
     systemctl(&["daemon-reload"]);
 }
+
+/// The Debian package (hack/build-deb.sh) installed with dpkg into this
+/// VM, and upgraded to the next version's package under a running pod:
+/// the service comes up from the package's own unit and config; a
+/// `systemctl restart`, the upgrade (prerm/postinst restart the daemon)
+/// and a stop and start leave the container running and manageable; the
+/// operator's edits of the config survive the upgrade (a conffile);
+/// removing the package keeps the node's data, purging removes it.
+/// hack/test-v2.sh passes the two packages as CARAPACE_DEB_V1 and
+/// CARAPACE_DEB_V2, and Debian's dpkg in CARAPACE_DPKG_DIR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs systemd as PID 1 and the packages: hack/test-v2.sh runs it in its systemd VM lane"]
+async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
+    use carapace_e2e::workload::sh;
+    require_systemd();
+    require_registry();
+    let deb = |v: &str| {
+        std::env::var(v)
+            .unwrap_or_else(|_| panic!("{v} is not set: hack/test-v2.sh builds the packages"))
+    };
+    let (v1, v2) = (deb("CARAPACE_DEB_V1"), deb("CARAPACE_DEB_V2"));
+    let tools = deb("CARAPACE_DPKG_DIR");
+    let dpkg = |args: &[&str]| {
+        // Debian's dpkg (not the guest busybox's applet of that name) and
+        // its helpers, first on its PATH.
+        let out = Command::new(Path::new(&tools).join("dpkg"))
+            .env("PATH", format!("{tools}:/usr/sbin:/usr/bin:/sbin:/bin"))
+            .args(args)
+            .output()
+            .expect("run dpkg");
+        assert!(out.status.success(), "dpkg {args:?}: {out:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    };
+    // The VM's dpkg database starts empty; the dependencies' files are
+    // there (the lane copies the CNI plugins), their packages not.
+    for d in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(Path::new("/var/lib/dpkg").join(d)).expect("dpkg dirs");
+    }
+    for f in ["status", "available"] {
+        let p = Path::new("/var/lib/dpkg").join(f);
+        if !p.exists() {
+            std::fs::write(p, "").expect("dpkg db");
+        }
+    }
+    // The node's own network (no masquerading: the VM has no iptables)
+    // and the operator's config edit (the test registry): both before
+    // the install, which keeps them.
+    std::fs::create_dir_all("/etc/cni/net.d").expect("mkdir");
+    std::fs::write(
+        "/etc/cni/net.d/10-e2e.conflist",
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "e2e-pkg",
+            "plugins": [{"type": "bridge", "bridge": "cre2epkg0", "isGateway": true,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/24"}]]}}]
+        })
+        .to_string(),
+    )
+    .expect("cni conf");
+    std::fs::create_dir_all("/etc/carapace").expect("mkdir");
+    let edit = "[registry]\ninsecure = [\"127.0.0.1:5000\"]\n";
+    std::fs::write("/etc/carapace/config.toml", edit).expect("config");
+    // The lane's minimal systemd has no sysinit.target, which a
+    // service's default dependencies require: a drop-in, as an operator's
+    // would be, not an edit of the packaged unit.
+    let dropin = Path::new("/run/systemd/system/carapace.service.d");
+    std::fs::create_dir_all(dropin).expect("mkdir drop-in");
+    std::fs::write(dropin.join("lane.conf"), "[Unit]\nDefaultDependencies=no\n").expect("drop-in");
+    let install = |deb: &str| {
+        let out = dpkg(&["-i", "--force-depends", "--force-confold", deb]);
+        let state = show("carapace.service", "ActiveState");
+        if state != "active" {
+            let status = Command::new("systemctl")
+                .args(["status", "--no-pager", "carapace.service"])
+                .output()
+                .expect("systemctl status");
+            panic!(
+                "after dpkg -i {deb}: carapace.service is {state}\ndpkg: {out}\n{}",
+                String::from_utf8_lossy(&status.stdout)
+            );
+        }
+    };
+    let socket = Path::new("/run/carapace/carapace.sock");
+    let connect = || async {
+        let ch = carapace_e2e::connect(socket)
+            .await
+            .expect("the socket serves once the service is started");
+        Rt::new(ch)
+    };
+    install(&v1);
+    assert!(
+        !Path::new("/etc/cni/net.d/10-carapace.conflist").exists(),
+        "the package put its network beside the node's own"
+    );
+    let mut rt = connect().await;
+    let ch = carapace_e2e::connect(socket).await.expect("connect");
+    let mut images = k8s_cri::v1::image_service_client::ImageServiceClient::new(ch);
+    images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull through the packaged daemon");
+    let pc = pod_config("pkg");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let mut c = container(
+        "app",
+        &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
+        64 << 20,
+    );
+    c.log_path = String::new();
+    let id = create(&mut rt, &pod, &pc, c).await.expect("create");
+    start(&mut rt, &id).await;
+    let marker = |out: (i32, String, String)| {
+        assert_eq!(out.0, 0, "{}", out.2);
+        out.1
+    };
+    let started = marker(sh(&mut rt, &id, "cat /tmp/started").await);
+    for step in ["restart", "upgrade", "stop-start"] {
+        match step {
+            "restart" => {
+                systemctl(&["restart", "carapace.service"]);
+            }
+            "upgrade" => {
+                install(&v2);
+                let v = dpkg(&["-s", "carapace"]);
+                assert!(v.contains("+upgrade"), "not upgraded: {v}");
+                assert!(
+                    std::fs::read_to_string("/etc/carapace/config.toml")
+                        .expect("config")
+                        .contains("127.0.0.1:5000"),
+                    "the upgrade lost the operator's config"
+                );
+            }
+            _ => {
+                systemctl(&["stop", "carapace.service"]);
+                assert_eq!(show("carapace.service", "ActiveState"), "inactive");
+                systemctl(&["start", "carapace.service"]);
+            }
+        }
+        let mut rt = connect().await;
+        assert_eq!(
+            marker(sh(&mut rt, &id, "cat /tmp/started").await),
+            started,
+            "{step}: the container was restarted"
+        );
+        let st = carapace_e2e::workload::status(&mut rt, &id).await;
+        assert_eq!(
+            st.state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{step}"
+        );
+    }
+    let mut rt = connect().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .expect("stop");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    stop_and_remove_pod(&mut rt, &pod).await;
+    drop((rt, images));
+    dpkg(&["-r", "carapace"]);
+    assert_eq!(show("carapace.service", "ActiveState"), "inactive");
+    assert!(
+        Path::new("/var/lib/carapace").is_dir(),
+        "remove deleted the node's data"
+    );
+    assert!(!Path::new("/usr/bin/carapace").exists());
+    dpkg(&["-P", "carapace"]);
+    assert!(
+        !Path::new("/var/lib/carapace").exists(),
+        "purge kept the node's data"
+    );
+    let _ = std::fs::remove_file("/etc/cni/net.d/10-e2e.conflist");
+    let _ = std::fs::remove_dir_all(dropin);
+}
