@@ -211,7 +211,7 @@ fn load_default(state_dir: &Path) -> Result<(), LoadError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    if let Err(e) = std::fs::write(&marker, &hash) {
+    if let Err(e) = crate::private::write_file(&marker, hash.as_bytes()) {
         tracing::warn!(error = %e, path = %marker.display(), "record the AppArmor profile's hash");
     }
     Ok(())

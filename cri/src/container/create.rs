@@ -233,9 +233,10 @@ fn relabel_volumes(
 
 /// The node's AppArmor as the spec needs it: the kernel's list of loaded
 /// profiles read now (a Localhost profile may have been loaded since the
-/// daemon started).
+/// daemon started), and only for a request that names one (`localhost`).
 fn apparmor_facts(
     node: &crate::apparmor::Node,
+    localhost: bool,
 ) -> Result<spec::security::AppArmorFacts, ContainerError> {
     use crate::apparmor::Node;
     use spec::security::AppArmorFacts;
@@ -243,13 +244,17 @@ fn apparmor_facts(
         Node::Disabled => AppArmorFacts::Disabled,
         Node::Enabled { default } => AppArmorFacts::Enabled {
             default: default.clone().map_err(|e| e.to_string()),
-            loaded: crate::apparmor::loaded().map_err(|e| {
-                ContainerError::io(
-                    "read the loaded AppArmor profiles",
-                    std::path::Path::new("/sys/kernel/security/apparmor/profiles"),
-                    e,
-                )
-            })?,
+            loaded: if localhost {
+                crate::apparmor::loaded().map_err(|e| {
+                    ContainerError::io(
+                        "read the loaded AppArmor profiles",
+                        std::path::Path::new("/sys/kernel/security/apparmor/profiles"),
+                        e,
+                    )
+                })?
+            } else {
+                Default::default()
+            },
         },
     })
 }
@@ -513,7 +518,15 @@ async fn build(
         )?,
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
-        apparmor: apparmor_facts(&cs.sandboxes.daemon.apparmor)?,
+        apparmor: apparmor_facts(
+            &cs.sandboxes.daemon.apparmor,
+            spec::security::asks_localhost_apparmor(
+                rec.config
+                    .linux
+                    .as_ref()
+                    .and_then(|l| l.security_context.as_ref()),
+            ),
+        )?,
         selinux: cs.sandboxes.daemon.selinux.clone(),
     };
     let mut built = spec::build(&input)?;

@@ -290,6 +290,12 @@ fn apparmor_ask(sc: &cri::LinuxContainerSecurityContext) -> Result<AppArmorAsk, 
     }
 }
 
+/// Whether the request names a Localhost AppArmor profile: only then does
+/// the caller need the kernel's list of loaded profiles.
+pub fn asks_localhost_apparmor(sc: Option<&cri::LinuxContainerSecurityContext>) -> bool {
+    sc.is_some_and(|sc| matches!(apparmor_ask(sc), Ok(AppArmorAsk::Localhost(_))))
+}
+
 /// The AppArmor profile the container's processes run under (the spec's
 /// `process.apparmorProfile`), as containerd decides it: RuntimeDefault,
 /// and no request at all for an unprivileged container, mean the default
@@ -628,6 +634,11 @@ mod tests {
             let got = apparmor_profile(sc.as_ref(), *privileged, node).map_err(|e| e.kind());
             assert_eq!(&got, want, "row {i}: {sc:?} privileged={privileged}");
         }
+        // Only a Localhost request needs the kernel's list read.
+        assert!(asks_localhost_apparmor(Some(&new(T::Localhost, "p"))));
+        assert!(asks_localhost_apparmor(Some(&legacy("localhost/p"))));
+        assert!(!asks_localhost_apparmor(Some(&new(T::RuntimeDefault, ""))));
+        assert!(!asks_localhost_apparmor(None));
         // The new field wins over the deprecated one.
         #[allow(deprecated)]
         let both = cri::LinuxContainerSecurityContext {
