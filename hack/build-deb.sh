@@ -45,27 +45,7 @@ ln -s carapace-shim "$stage/usr/bin/containerd-shim-carapace-v2"
 install -m 0644 packaging/carapace.service "$stage/lib/systemd/system/carapace.service"
 "$rel/carapace" config default > "$stage/etc/carapace/config.toml"
 chmod 0644 "$stage/etc/carapace/config.toml"
-cat > "$stage/usr/share/carapace/10-carapace.conflist" <<'CNI'
-{
-  "cniVersion": "1.0.0",
-  "name": "carapace",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{"subnet": "10.88.0.0/16"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-CNI
+install -m 0644 packaging/10-carapace.conflist "$stage/usr/share/carapace/10-carapace.conflist"
 cat > "$stage/usr/share/doc/carapace/copyright" <<'COPY'
 Carapace: a Kubernetes container runtime.
 See the project's repository for its license.

@@ -20,27 +20,8 @@ hack/build-shim.sh target/release >/dev/null
 confdir=/etc/cni/net.d
 mkdir -p "$confdir"
 if ! ls "$confdir"/*.conf "$confdir"/*.conflist "$confdir"/*.json >/dev/null 2>&1; then
-    cat > "$confdir/10-carapace.conflist" <<'CNI'
-{
-  "cniVersion": "1.0.0",
-  "name": "carapace",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{"subnet": "10.88.0.0/16"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-CNI
+    # The default pod network, the one the Debian package installs.
+    install -m 0644 packaging/10-carapace.conflist "$confdir/10-carapace.conflist"
     echo "run-daemon: wrote the default pod network to $confdir/10-carapace.conflist"
 fi
 exec target/release/carapace "$@"

@@ -333,11 +333,49 @@ async fn a_64_mib_config_is_refused_unread() {
 /// body of `size` bytes: said in Content-Length, or (`with_length` false)
 /// streamed until the connection closes. Its `host:port`.
 fn registry_of_one_big_manifest(size: usize, with_length: bool) -> String {
+    serve_http(move |path, out| {
+        if path == "/v2/" {
+            return out
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                .is_ok();
+        }
+        let length = if with_length {
+            format!("Content-Length: {size}\r\n")
+        } else {
+            "Connection: close\r\n".to_string()
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{length}\r\n"
+        );
+        if out.write_all(head.as_bytes()).is_err() {
+            return false;
+        }
+        let chunk = vec![b' '; 64 << 10];
+        let mut sent = 0;
+        while sent < size {
+            let n = chunk.len().min(size - sent);
+            if out.write_all(&chunk[..n]).is_err() {
+                return false;
+            }
+            sent += n;
+        }
+        with_length
+    })
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 for registries that misbehave on
+/// purpose: each request's path goes to `answer`, which writes the whole
+/// response and says whether the connection stays open. Its `host:port`.
+fn serve_http<F>(answer: F) -> String
+where
+    F: Fn(&str, &mut std::net::TcpStream) -> bool + Clone + Send + 'static,
+{
     use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                 let mut out = conn;
@@ -353,33 +391,7 @@ fn registry_of_one_big_manifest(size: usize, with_length: bool) -> String {
                             break;
                         }
                     }
-                    if path == "/v2/" {
-                        let _ = out.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-                        );
-                        continue;
-                    }
-                    let length = if with_length {
-                        format!("Content-Length: {size}\r\n")
-                    } else {
-                        "Connection: close\r\n".to_string()
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{length}\r\n"
-                    );
-                    if out.write_all(head.as_bytes()).is_err() {
-                        return;
-                    }
-                    let chunk = vec![b' '; 64 << 10];
-                    let mut sent = 0;
-                    while sent < size {
-                        let n = chunk.len().min(size - sent);
-                        if out.write_all(&chunk[..n]).is_err() {
-                            return;
-                        }
-                        sent += n;
-                    }
-                    if !with_length {
+                    if !answer(&path, &mut out) {
                         return;
                     }
                 }
@@ -544,7 +556,6 @@ async fn layers_each_within_limits_fail_together_over_the_image_limit() {
 /// client reads. Its `host:port`, and a receiver told once the layer's
 /// download starts and again once the client has closed it.
 fn registry_of_one_slow_layer() -> (String, std::sync::mpsc::Receiver<&'static str>) {
-    use std::io::{BufRead, BufReader};
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
         "rootfs": {"type": "layers", "diff_ids": [sha256(b"never")]}
@@ -561,72 +572,41 @@ fn registry_of_one_slow_layer() -> (String, std::sync::mpsc::Receiver<&'static s
     })
     .to_string();
     let (tell, told) = std::sync::mpsc::channel();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (config, manifest, layer, tell) = (
-                config.clone(),
+    let addr = serve_http(move |path, out| {
+        let (kind, body) = if path == "/v2/" {
+            ("application/json", "{}".to_string())
+        } else if path.contains("/manifests/") {
+            (
+                "application/vnd.oci.image.manifest.v1+json",
                 manifest.clone(),
-                layer.clone(),
-                tell.clone(),
+            )
+        } else if path.ends_with(&layer) {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                1u64 << 30
             );
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-                let mut out = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                            break;
-                        }
-                    }
-                    let (kind, body) = if path == "/v2/" {
-                        ("application/json", "{}".to_string())
-                    } else if path.contains("/manifests/") {
-                        (
-                            "application/vnd.oci.image.manifest.v1+json",
-                            manifest.clone(),
-                        )
-                    } else if path.ends_with(&layer) {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-                            1u64 << 30
-                        );
-                        if out.write_all(head.as_bytes()).is_err() {
-                            return;
-                        }
-                        let _ = tell.send("started");
-                        let chunk = [0u8; 1024];
-                        while out.write_all(&chunk).is_ok() {
-                            std::thread::sleep(std::time::Duration::from_millis(50));
-                        }
-                        let _ = tell.send("closed");
-                        return;
-                    } else if path.contains("/blobs/") {
-                        ("application/octet-stream", config.clone())
-                    } else {
-                        let _ =
-                            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                        continue;
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if out.write_all(head.as_bytes()).is_err()
-                        || out.write_all(body.as_bytes()).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
+            if out.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            let _ = tell.send("started");
+            let chunk = [0u8; 1024];
+            while out.write_all(&chunk).is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = tell.send("closed");
+            return false;
+        } else if path.contains("/blobs/") {
+            ("application/octet-stream", config.clone())
+        } else {
+            return out
+                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .is_ok();
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        out.write_all(head.as_bytes()).is_ok() && out.write_all(body.as_bytes()).is_ok()
     });
     (addr, told)
 }

@@ -288,6 +288,62 @@ async fn units_are_removed_after_the_daemon_was_killed() {
     }
 }
 
+/// Runs, in a new pod `name`, a container that notes when it started
+/// (`/tmp/started`) and sleeps: (pod, container, the note), for the
+/// service tests to tell a container that kept running from a new one.
+async fn run_marked(rt: &mut Rt, name: &str) -> (String, String, String) {
+    let pc = pod_config(name);
+    let pod = run_pod(rt, pc.clone()).await;
+    let c = container(
+        "app",
+        &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
+        64 << 20,
+    );
+    let id = create(rt, &pod, &pc, c).await.expect("create");
+    start(rt, &id).await;
+    let started = started_at(rt, &id).await;
+    (pod, id, started)
+}
+
+/// The container's start note (see [`run_marked`]).
+async fn started_at(rt: &mut Rt, id: &str) -> String {
+    let (code, out, err) = carapace_e2e::workload::sh(rt, id, "cat /tmp/started").await;
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// After `step`, the container is the one that started at `started`, and
+/// running.
+async fn assert_kept(rt: &mut Rt, id: &str, started: &str, step: &str) {
+    assert_eq!(
+        started_at(rt, id).await,
+        started,
+        "{step}: the container was restarted"
+    );
+    let st = carapace_e2e::workload::status(rt, id).await;
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{step}"
+    );
+}
+
+/// Stops and removes the container and its pod through the CRI.
+async fn remove_marked(rt: &mut Rt, pod: &str, id: &str) {
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 5,
+    })
+    .await
+    .expect("stop");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("remove");
+    stop_and_remove_pod(rt, pod).await;
+}
+
 /// The shipped unit (packaging/carapace.service), with this build's daemon
 /// and the test's config: `systemctl start` returns only once the CRI
 /// socket serves (Type=notify, READY=1); a restart of the daemon leaves the
@@ -296,7 +352,6 @@ async fn units_are_removed_after_the_daemon_was_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs systemd as PID 1: hack/test-v2.sh runs it in its systemd VM lane"]
 async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_running() {
-    use carapace_e2e::workload::sh;
     let (mut d, rt) = daemon().await;
     drop(rt);
     d.stop(nix::sys::signal::Signal::SIGTERM);
@@ -335,25 +390,7 @@ async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_runni
         rt
     };
     let mut rt = ready().await;
-    let pod = run_pod(&mut rt, pod_config("svc")).await;
-    let id = create(
-        &mut rt,
-        &pod,
-        &pod_config("svc"),
-        container(
-            "app",
-            &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
-            64 << 20,
-        ),
-    )
-    .await
-    .expect("create");
-    start(&mut rt, &id).await;
-    let marker = |out: (i32, String, String)| {
-        assert_eq!(out.0, 0, "{}", out.2);
-        out.1
-    };
-    let started = marker(sh(&mut rt, &id, "cat /tmp/started").await);
+    let (pod, id, started) = run_marked(&mut rt, "svc").await;
     let runtime_pid = || {
         let out = Command::new(carapace_e2e::daemon_bin().with_file_name("carapace-runtime"))
             .arg("--root")
@@ -375,32 +412,11 @@ async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_runni
                 .expect("the container runs on while the daemon is stopped");
         }
         let mut rt = ready().await;
-        assert_eq!(
-            marker(sh(&mut rt, &id, "cat /tmp/started").await),
-            started,
-            "{step}: the container was restarted"
-        );
+        assert_kept(&mut rt, &id, &started, step).await;
         assert_eq!(runtime_pid(), pid, "{step}");
-        let st = carapace_e2e::workload::status(&mut rt, &id).await;
-        assert_eq!(
-            st.state,
-            cri::ContainerState::ContainerRunning as i32,
-            "{step}"
-        );
     }
     let mut rt = ready().await;
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 5,
-    })
-    .await
-    .expect("stop");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("remove");
-    stop_and_remove_pod(&mut rt, &pod).await;
+    remove_marked(&mut rt, &pod, &id).await;
     drop(rt);
     systemctl(&["stop", &unit]);
     std::fs::remove_file(&path).expect("remove the unit");
@@ -419,7 +435,6 @@ async fn the_shipped_unit_notifies_readiness_and_restarts_leave_containers_runni
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs systemd as PID 1 and the packages: hack/test-v2.sh runs it in its systemd VM lane"]
 async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
-    use carapace_e2e::workload::sh;
     require_systemd();
     require_registry();
     let deb = |v: &str| {
@@ -518,21 +533,7 @@ async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
         })
         .await
         .expect("pull through the packaged daemon");
-    let pc = pod_config("pkg");
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    let mut c = container(
-        "app",
-        &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
-        64 << 20,
-    );
-    c.log_path = String::new();
-    let id = create(&mut rt, &pod, &pc, c).await.expect("create");
-    start(&mut rt, &id).await;
-    let marker = |out: (i32, String, String)| {
-        assert_eq!(out.0, 0, "{}", out.2);
-        out.1
-    };
-    let started = marker(sh(&mut rt, &id, "cat /tmp/started").await);
+    let (pod, id, started) = run_marked(&mut rt, "pkg").await;
     for step in ["restart", "upgrade", "stop-start"] {
         match step {
             "restart" => {
@@ -556,31 +557,10 @@ async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
             }
         }
         let mut rt = connect().await;
-        assert_eq!(
-            marker(sh(&mut rt, &id, "cat /tmp/started").await),
-            started,
-            "{step}: the container was restarted"
-        );
-        let st = carapace_e2e::workload::status(&mut rt, &id).await;
-        assert_eq!(
-            st.state,
-            cri::ContainerState::ContainerRunning as i32,
-            "{step}"
-        );
+        assert_kept(&mut rt, &id, &started, step).await;
     }
     let mut rt = connect().await;
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 5,
-    })
-    .await
-    .expect("stop");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("remove");
-    stop_and_remove_pod(&mut rt, &pod).await;
+    remove_marked(&mut rt, &pod, &id).await;
     drop((rt, images));
     dpkg(&["-r", "carapace"]);
     assert_eq!(show("carapace.service", "ActiveState"), "inactive");
