@@ -13,6 +13,9 @@
 #   /usr/share/carapace/10-carapace.conflist  the default pod network, put
 #                                 in /etc/cni/net.d by postinst only when
 #                                 that directory holds no network
+#   /usr/share/man/man8/          carapace(8), carapace-runtime(8) and a
+#                                 page per subcommand, rendered from the
+#                                 commands' own --help (`carapace man DIR`)
 # Maintainer scripts: postinst enables and (re)starts the service where
 # systemd runs (a restart leaves containers running: KillMode=process);
 # prerm stops it on removal; postrm purge removes /var/lib/carapace and
@@ -20,21 +23,31 @@
 #
 # Usage: hack/build-deb.sh [OUTDIR] [VERSION]
 #   OUTDIR defaults to target/deb; VERSION to the workspace version. Prints
-#   the package's path.
+#   the package's path. CARAPACE_BUILD in the environment names the build
+#   (`carapace --version` says it), so two builds of one tree differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/deb}
 version=${2:-$(cargo metadata --format-version 1 --no-deps | jq -r '.packages[] | select(.name == "carapace") | .version')}
 [ -n "$version" ] || { echo "build-deb: no version" >&2; exit 1; }
-command -v dpkg-deb >/dev/null || { echo "build-deb: dpkg-deb missing" >&2; exit 1; }
+maintainer=${DEB_MAINTAINER:-Carapace developers <carapace@example.org>}
+for t in dpkg-deb dpkg-shlibdeps; do
+    command -v $t >/dev/null || { echo "build-deb: $t missing (apt-get install dpkg-dev)" >&2; exit 1; }
+done
 cargo build --release -q -p carapace -p carapace-runtime -p carapace-infra
 shim=$(hack/build-shim.sh)
 rel=target/release
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
+# dpkg-shlibdeps reads the binaries' libraries (libc, libssl, libseccomp,
+# …) into Depends; it wants a debian/ tree around the package's root.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+stage=$work/debian/carapace
+mkdir -p "$stage"
+printf 'Source: carapace\n\nPackage: carapace\nArchitecture: amd64\n' > "$work/debian/control"
 chmod 0755 "$stage" # it becomes the package's ./, i.e. /
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" \
-    "$stage/etc/carapace" "$stage/usr/share/carapace" "$stage/usr/share/doc/carapace"
+    "$stage/etc/carapace" "$stage/usr/share/carapace" "$stage/usr/share/doc/carapace" \
+    "$stage/usr/share/man/man8"
 for b in carapace carapace-runtime carapace-infra; do
     install -m 0755 "$rel/$b" "$stage/usr/bin/$b"
     # As Debian ships binaries: no symbols (panics keep their messages).
@@ -46,18 +59,35 @@ install -m 0644 packaging/carapace.service "$stage/lib/systemd/system/carapace.s
 "$rel/carapace" config default > "$stage/etc/carapace/config.toml"
 chmod 0644 "$stage/etc/carapace/config.toml"
 install -m 0644 packaging/10-carapace.conflist "$stage/usr/share/carapace/10-carapace.conflist"
-cat > "$stage/usr/share/doc/carapace/copyright" <<'COPY'
-Carapace: a Kubernetes container runtime.
-See the project's repository for its license.
-COPY
+man=$stage/usr/share/man/man8
+"$rel/carapace" man "$man" >/dev/null
+"$rel/carapace-runtime" man "$man" >/dev/null
+install -m 0644 packaging/carapace-shim.8 packaging/carapace-infra.8 "$man/"
+ln -s carapace-shim.8.gz "$man/containerd-shim-carapace-v2.8.gz"
+chmod 0644 "$man"/*.8
+gzip -9n "$man"/*.8
+install -m 0644 packaging/copyright "$stage/usr/share/doc/carapace/copyright"
+# Debian wants a changelog in every package; the project's history is git's.
+printf '%s\n' "carapace ($version) unstable; urgency=medium" "" \
+    "  * Built from the Carapace tree; its history is in the project's git log." "" \
+    " -- $maintainer  $(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}")" \
+    | gzip -9n > "$stage/usr/share/doc/carapace/changelog.gz"
+chmod 0644 "$stage/usr/share/doc/carapace/changelog.gz"
+# The shim and infra are static by design (the shim runs beside every
+# container, the infra in an empty root): said once, for lintian.
+install -d "$stage/usr/share/lintian/overrides"
+install -m 0644 packaging/lintian-overrides "$stage/usr/share/lintian/overrides/carapace"
+shlibs=$(cd "$work" && dpkg-shlibdeps -O -e debian/carapace/usr/bin/carapace \
+    -e debian/carapace/usr/bin/carapace-runtime | sed -n 's/^shlibs:Depends=//p')
+[ -n "$shlibs" ] || { echo "build-deb: dpkg-shlibdeps found no libraries" >&2; exit 1; }
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: carapace
 Version: $version
 Architecture: amd64
-Maintainer: Carapace developers <carapace@localhost>
+Maintainer: $maintainer
 Installed-Size: $size
-Depends: containernetworking-plugins, iptables
+Depends: $shlibs, containernetworking-plugins, iptables
 Recommends: apparmor
 Section: admin
 Priority: optional

@@ -11,7 +11,8 @@ pkgs=(
     jq                    # scripts
     iproute2 procps util-linux rsync
     file                  # infra tests check the binary is static
-    binutils              # strip (hack/build-deb.sh)
+    binutils dpkg-dev     # strip and dpkg-shlibdeps (hack/build-deb.sh)
+    lintian               # checks the Debian package in the systemd lane
     libssl-dev            # registry client TLS (oci-client with native-tls)
     docker-registry skopeo apache2-utils curl zstd openssl  # test registries and images (hack/registry.sh)
     containernetworking-plugins iptables  # pod networking (bridge, host-local, loopback, portmap)

@@ -224,12 +224,15 @@ if [[ $lanes == *v2* ]]; then
 fi
 src=0
 if [[ $lanes == *systemd* ]]; then
-    # The Debian package and the next version's (same binaries, a higher
-    # version: dpkg's upgrade path, conffiles, maintainer scripts), which
-    # the e2e package test installs with dpkg in the guest.
+    # The Debian package and the next version's, a build of its own (the
+    # daemon says "build upgrade1": its binary differs), which the e2e
+    # package test installs over it with dpkg in the guest. lintian checks
+    # the package: errors fail the lane, warnings are printed.
     version=$(cargo metadata --format-version 1 --no-deps | jq -r '.packages[] | select(.name == "carapace") | .version')
-    deb1=$(hack/build-deb.sh target/deb/v1 "$version")
-    deb2=$(hack/build-deb.sh target/deb/v2 "$version+upgrade1")
+    deb1=$(CARAPACE_BUILD= hack/build-deb.sh target/deb/v1 "$version")
+    deb2=$(CARAPACE_BUILD=upgrade1 hack/build-deb.sh target/deb/v2 "$version+upgrade1")
+    command -v lintian >/dev/null || die "lintian missing: hack/install-deps.sh installs it"
+    lintian --fail-on error "$deb1" || die "lintian found errors in $deb1"
     pkg=(--add "$root/$deb1" --add "$root/$deb2" --env "CARAPACE_DEB_V1=$root/$deb1" --env "CARAPACE_DEB_V2=$root/$deb2")
     # Debian's dpkg, what it insists on finding in PATH and GNU tar, in a
     # directory of their own: the guest's busybox has applets named dpkg

@@ -17,13 +17,21 @@ use carapace_cri::sandbox::effects::Effects;
 use carapace_cri::sandbox::registry::Paths;
 use carapace_cri::service::Service;
 use carapace_cri::{logging, server};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "carapace",
-    version,
-    about = "Carapace: a Kubernetes CRI runtime"
+    version = version(),
+    about = "Carapace: a Kubernetes CRI runtime",
+    long_about = "Carapace: a Kubernetes container runtime. `carapace` (or \
+`carapace daemon`) serves kubelet's Container Runtime Interface on \
+/run/carapace/carapace.sock (kubelet --container-runtime-endpoint=\
+unix:///run/carapace/carapace.sock, with --cgroup-driver matching \
+cgroup_driver in the config). It reads /etc/carapace/config.toml \
+(`carapace config default` prints every key with its default), keeps its \
+store under /var/lib/carapace and its state under /run/carapace. Under \
+systemd it runs as carapace.service; a restart leaves containers running."
 )]
 struct Cli {
     /// Configuration file (TOML); missing at the default path means defaults.
@@ -47,6 +55,23 @@ enum Command {
         #[command(subcommand)]
         what: image_cli::ImageCommand,
     },
+    /// Write this command's man pages into DIR (hack/build-deb.sh).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
+}
+
+/// The version `--version` and the start-up log line give: the package
+/// version, plus the build named by `CARAPACE_BUILD` at compile time when
+/// one was (two packages of one version, or an upgrade between builds,
+/// stay told apart on the node).
+fn version() -> &'static str {
+    match option_env!("CARAPACE_BUILD") {
+        Some(b) if !b.is_empty() => {
+            static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            V.get_or_init(|| format!("{} (build {b})", env!("CARGO_PKG_VERSION")))
+        }
+        _ => env!("CARGO_PKG_VERSION"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -75,6 +100,14 @@ fn main() -> anyhow::Result<()> {
         } => {
             let c = Config::load(&path, explicit)?;
             print!("{}", toml::to_string(&c).context("encode config")?);
+            Ok(())
+        }
+        Command::Man { dir } => {
+            for page in carapace_man::write_pages(Cli::command(), &dir)
+                .with_context(|| format!("write man pages to {}", dir.display()))?
+            {
+                println!("{}", page.display());
+            }
             Ok(())
         }
         Command::Image { what } => {
@@ -122,7 +155,7 @@ async fn run(c: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let socket = c.socket.clone();
     let listener = server::bind(&socket)?;
-    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "carapace serving CRI");
+    tracing::info!(socket = %socket.display(), version = version(), "carapace serving CRI");
     let (service, _endpoints) = match open(c).await {
         Ok(v) => v,
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use carapace_runtime::commands::{self, exec::ExecArgs, update::UpdateFlags};
 use carapace_runtime::logging::{self, LogTarget};
@@ -70,6 +70,9 @@ struct CreateArgs {
 enum Cmd {
     /// Create a container; its process waits for `start`.
     Create(CreateArgs),
+    /// Write this command's man pages into DIR (hack/build-deb.sh).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Start a created container.
     Start { id: String },
     /// Create and start a container.
@@ -257,6 +260,18 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             commands::update::run(&root()?, &id, r)
         }
         Cmd::Features => commands::features::run(),
+        Cmd::Man { dir } => match carapace_man::write_pages(Cli::command(), &dir) {
+            Ok(pages) => {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+                Ok(0)
+            }
+            Err(e) => Err(Error::Io {
+                what: format!("write man pages to {}", dir.display()),
+                source: e,
+            }),
+        },
         Cmd::Spec { bundle, rootless } => commands::spec::run(&bundle, rootless),
     }
 }

@@ -82,11 +82,20 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     bridge: Option<String>,
+    /// Extra environment for the daemon process (set before `spawn`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Writes a config with `extra` TOML appended and starts the daemon.
     pub fn start(extra: &str) -> Daemon {
+        let mut d = Daemon::configure(extra);
+        d.spawn();
+        d
+    }
+
+    /// Writes a config with `extra` TOML appended; `spawn` starts it.
+    pub fn configure(extra: &str) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "end-to-end tests need root (CI runs them as root)"
@@ -104,13 +113,12 @@ impl Daemon {
             dir.path().display()
         );
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let mut d = Daemon {
+        Daemon {
             dir,
             child: None,
             bridge: None,
-        };
-        d.spawn();
-        d
+            env: Vec::new(),
+        }
     }
 
     /// The daemon's config file.
@@ -133,11 +141,12 @@ impl Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("daemon.log"))
+            .open(self.log_path())
             .expect("daemon log");
         let child = Command::new(daemon_bin())
             .arg("--config")
             .arg(self.config_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -166,9 +175,14 @@ impl Daemon {
         child.wait().expect("wait for the daemon")
     }
 
+    /// The file the daemon's stdout and stderr go to.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// A gRPC channel over the daemon's unix socket.

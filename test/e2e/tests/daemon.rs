@@ -152,6 +152,57 @@ fn sigterm_stops_serving_and_removes_the_socket() {
     assert!(std::os::unix::net::UnixStream::connect(d.socket()).is_ok());
 }
 
+/// Under systemd, stderr is the journal's stream and systemd names it in
+/// JOURNAL_STREAM ("dev:ino"). The daemon then leads each line with its
+/// syslog priority and leaves the timestamp to the journal; a stream that
+/// is not its stderr changes nothing.
+#[test]
+fn log_lines_carry_syslog_priorities_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let serve_line = |d: &Daemon| {
+        d.log()
+            .lines()
+            .find(|l| l.contains("carapace serving CRI"))
+            .unwrap_or_else(|| panic!("no start-up line:\n{}", d.log()))
+            .to_string()
+    };
+    // The journal's stream: the daemon's own stderr, the log file here.
+    let mut d = Daemon::configure("");
+    std::fs::write(d.log_path(), "").expect("create log");
+    let st = std::fs::metadata(d.log_path()).expect("stat log");
+    d.env.push((
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", st.dev(), st.ino()),
+    ));
+    d.spawn();
+    let line = serve_line(&d);
+    assert!(line.starts_with("<6> INFO "), "{line}");
+    assert!(
+        !line.contains("Z "),
+        "a timestamp in a journal line: {line}"
+    );
+    d.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        d.log().lines().all(|l| l.starts_with('<')),
+        "a line without a priority:\n{}",
+        d.log()
+    );
+    // A stream that is not our stderr (inherited by a child, say).
+    let mut d = Daemon::configure("");
+    d.env.push((
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", st.dev(), st.ino() + 1),
+    ));
+    d.spawn();
+    let line = serve_line(&d);
+    assert!(!line.starts_with('<'), "{line}");
+    assert!(
+        line.contains("Z "),
+        "no timestamp outside the journal: {line}"
+    );
+    d.stop(nix::sys::signal::Signal::SIGTERM);
+}
+
 #[test]
 fn bad_config_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -520,6 +520,17 @@ async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
         !Path::new("/etc/cni/net.d/10-carapace.conflist").exists(),
         "the package put its network beside the node's own"
     );
+    for page in [
+        "carapace.8.gz",
+        "carapace-image-pull.8.gz",
+        "carapace-runtime.8.gz",
+        "carapace-shim.8.gz",
+    ] {
+        assert!(
+            Path::new("/usr/share/man/man8").join(page).is_file(),
+            "the package has no man page {page}"
+        );
+    }
     let mut rt = connect().await;
     let ch = carapace_e2e::connect(socket).await.expect("connect");
     let mut images = k8s_cri::v1::image_service_client::ImageServiceClient::new(ch);
@@ -540,9 +551,31 @@ async fn the_package_installs_restarts_and_upgrades_under_a_running_pod() {
                 systemctl(&["restart", "carapace.service"]);
             }
             "upgrade" => {
+                let before = std::fs::read("/usr/bin/carapace").expect("read the daemon");
                 install(&v2);
                 let v = dpkg(&["-s", "carapace"]);
                 assert!(v.contains("+upgrade"), "not upgraded: {v}");
+                // Another build: the binary changed, and the service runs
+                // the new one (a daemon left on the old binary would show
+                // "/usr/bin/carapace (deleted)").
+                assert_ne!(
+                    before,
+                    std::fs::read("/usr/bin/carapace").expect("read the daemon"),
+                    "the upgrade installed the same daemon binary"
+                );
+                let out = Command::new("/usr/bin/carapace")
+                    .arg("--version")
+                    .output()
+                    .expect("carapace --version");
+                let version = String::from_utf8_lossy(&out.stdout);
+                assert!(version.contains("(build upgrade1)"), "{version}");
+                let pid = show("carapace.service", "MainPID");
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("daemon exe");
+                assert_eq!(
+                    exe,
+                    Path::new("/usr/bin/carapace"),
+                    "the service kept the old daemon"
+                );
                 assert!(
                     std::fs::read_to_string("/etc/carapace/config.toml")
                         .expect("config")
