@@ -360,6 +360,24 @@ impl NodeEffects for FakeNode {
         Ok(())
     }
 
+    async fn mount_image_volume(
+        &self,
+        _lowers: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), RootfsError> {
+        let err = |op: &str| RootfsError::Mount {
+            target: target.to_path_buf(),
+            op: op.into(),
+            source: nix::errno::Errno::EIO,
+        };
+        if self.at("mount image volume".into()).await == At::Fail {
+            return Err(err("mount"));
+        }
+        std::fs::create_dir_all(target).map_err(|_| err("mkdir"))?;
+        self.add(format!("rootfs {}", target.display()));
+        Ok(())
+    }
+
     async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError> {
         let err = || RootfsError::Unmount {
             target: target.to_path_buf(),

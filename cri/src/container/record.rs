@@ -77,6 +77,22 @@ pub struct ContainerRecord {
     pub gid: u32,
     /// Its supplementary gids.
     pub additional_gids: Vec<u32>,
+    /// The images it mounts as volumes (CRI `Mount.image`), in the order
+    /// of its config's image mounts: kept from removal and collection
+    /// while it exists. Absent in records written before image volumes.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
+}
+
+/// An image a container mounts read-only as a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// The path in the container.
+    pub container_path: String,
+    /// The image ID.
+    pub image_id: String,
+    /// Its layers' chain IDs.
+    pub chain_ids: Vec<String>,
 }
 
 impl ContainerRecord {
@@ -110,6 +126,7 @@ impl ContainerRecord {
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            image_volumes: Vec::new(),
         }
     }
 
@@ -139,6 +156,12 @@ impl ContainerRecord {
     /// The mounted root filesystem.
     pub fn rootfs(&self) -> PathBuf {
         self.bundle.join("rootfs")
+    }
+
+    /// Where image volume `i` is mounted on the host (read-only), bound
+    /// from there into the container.
+    pub fn image_volume_dir(&self, i: usize) -> PathBuf {
+        self.bundle.join("image-volumes").join(i.to_string())
     }
 }
 

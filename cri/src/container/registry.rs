@@ -122,7 +122,20 @@ impl Containers {
     pub fn chain_ids_in_use(&self) -> std::collections::HashSet<String> {
         self.all()
             .iter()
-            .flat_map(|c| c.record().chain_ids)
+            .flat_map(|c| {
+                let r = c.record();
+                let volumes = r.image_volumes.into_iter().flat_map(|v| v.chain_ids);
+                r.chain_ids.into_iter().chain(volumes).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The IDs of the images containers mount as volumes: RemoveImage
+    /// refuses them.
+    pub fn images_mounted_as_volumes(&self) -> std::collections::HashSet<String> {
+        self.all()
+            .iter()
+            .flat_map(|c| c.record().image_volumes.into_iter().map(|v| v.image_id))
             .collect()
     }
 

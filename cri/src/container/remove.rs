@@ -44,6 +44,13 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
     // Whatever a shim caught mid-create may still have made.
     effects.tasks.reap(&task, stopped.shim_pid).await;
     effects.node.unmount_rootfs(&rec.rootfs()).await?;
+    // Image volumes: each mounted read-only in the bundle (or not yet).
+    for i in 0..rec.image_volumes.len() {
+        effects
+            .node
+            .unmount_rootfs(&rec.image_volume_dir(i))
+            .await?;
+    }
     // Idmapped views (a pod in its own user namespace) are detached before
     // anything is deleted: removing a directory would reach through a
     // still-attached view into the volume behind it.

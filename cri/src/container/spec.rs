@@ -162,6 +162,9 @@ pub struct SpecInput<'a> {
     pub rootfs: PathBuf,
     /// Where image volumes get their host directories (one each).
     pub volumes_dir: PathBuf,
+    /// The host dirs where the config's image mounts (CRI `Mount.image`)
+    /// are mounted read-only, in the order of those mounts.
+    pub image_mounts: Vec<PathBuf>,
     /// The PID of the target container for PID mode TARGET; None (or 0)
     /// when it is not running.
     pub target_pid: Option<u32>,

@@ -17,6 +17,15 @@ pub async fn handle(
         return Err(Status::invalid_argument("RemoveImage without an image"));
     }
     tracing::info!(image = %image, "RemoveImage");
+    // An image a container mounts as a volume stays until that container
+    // is removed: its record must keep naming what is mounted.
+    if let Some(rec) = images.resolve(&image)? {
+        if containers.images_mounted_as_volumes().contains(&rec.id) {
+            return Err(Status::failed_precondition(format!(
+                "image {image} is in use as an image volume by a container; remove the container first"
+            )));
+        }
+    }
     // Layers containers run on stay until those containers are removed.
     images
         .remove(&image, &containers.chain_ids_in_use())

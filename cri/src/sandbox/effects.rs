@@ -80,8 +80,17 @@ pub trait NodeEffects: Send + Sync + std::fmt::Debug {
         context: Option<&str>,
     ) -> Result<(), RootfsError>;
 
-    /// Unmounts a container's root filesystem ([`rootfs::unmount`]).
+    /// Unmounts a container's root filesystem ([`rootfs::unmount`]), or
+    /// an image volume's mount.
     async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError>;
+
+    /// Mounts an image read-only at `target` for an image volume: `lowers`
+    /// (topmost first) ([`rootfs::mount_readonly`]).
+    async fn mount_image_volume(
+        &self,
+        lowers: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), RootfsError>;
 
     /// CNI ADD ([`network::add`]).
     async fn network_add(
@@ -198,6 +207,14 @@ impl NodeEffects for Node {
 
     async fn unmount_rootfs(&self, target: &Path) -> Result<(), RootfsError> {
         rootfs::unmount(target)
+    }
+
+    async fn mount_image_volume(
+        &self,
+        lowers: &[PathBuf],
+        target: &Path,
+    ) -> Result<(), RootfsError> {
+        rootfs::mount_readonly(lowers, target)
     }
 
     async fn network_add(

@@ -41,9 +41,10 @@ pub enum SpecError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A CRI mount of an OCI image (KEP-4639 image volumes): not supported.
-    #[error("mount {0:?}: image volume mounts are not supported")]
-    ImageMountUnsupported(String),
+    /// A CRI mount of an OCI image (KEP-4639 image volumes) that the
+    /// caller did not mount first: a bug of ours, never the request's.
+    #[error("mount {0:?}: the image volume was not mounted before the spec was built")]
+    ImageMountNotMounted(String),
     /// A device is malformed.
     #[error("device {path:?}: {reason}")]
     InvalidDevice {
@@ -112,14 +113,13 @@ impl Kinded for SpecError {
             | PrivilegedNotAllowed => ErrorKind::InvalidArgument,
             UnknownUser(_)
             | UnknownGroup(_)
-            | ImageMountUnsupported(_)
             | SeccompProfileMissing(_)
             | ApparmorUnsupported(_)
             | ApparmorNotLoaded(_)
             | TargetNotRunning(_)
             | SandboxNotRunning(_)
             | BadImageConfig(_) => ErrorKind::FailedPrecondition,
-            DefaultSeccomp(_) => ErrorKind::Internal,
+            DefaultSeccomp(_) | ImageMountNotMounted(_) => ErrorKind::Internal,
         }
     }
 }

@@ -58,6 +58,8 @@ struct Bind {
     propagation: cri::MountPropagation,
     uid_mappings: Vec<cri::IdMapping>,
     gid_mappings: Vec<cri::IdMapping>,
+    /// An image mount: also nosuid and nodev.
+    image: bool,
 }
 
 impl Bind {
@@ -70,6 +72,7 @@ impl Bind {
             propagation: cri::MountPropagation::PropagationPrivate,
             uid_mappings: Vec::new(),
             gid_mappings: Vec::new(),
+            image: false,
         }
     }
 
@@ -183,6 +186,26 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
         .collect()
 }
 
+/// A CRI image mount (KEP 4639), mounted read-only at `src` by the
+/// caller: bound read-only, private, without setuid or device files (an
+/// image volume carries data and programs, not privileges).
+fn image_bind(m: &cri::Mount, src: Option<&PathBuf>) -> Result<Bind, SpecError> {
+    let bad = |reason: &str| SpecError::InvalidMount {
+        path: m.container_path.clone(),
+        reason: reason.to_string(),
+    };
+    if !m.container_path.starts_with('/') {
+        return Err(bad("container path must be absolute"));
+    }
+    if !m.host_path.is_empty() {
+        return Err(bad("host path and image exclude each other"));
+    }
+    let src = src.ok_or_else(|| SpecError::ImageMountNotMounted(m.container_path.clone()))?;
+    let mut b = Bind::new(&m.container_path, src.clone(), true);
+    b.image = true;
+    Ok(b)
+}
+
 /// A CRI mount, checked.
 fn cri_bind(m: &cri::Mount) -> Result<Bind, SpecError> {
     let bad = |reason: &str| SpecError::InvalidMount {
@@ -196,9 +219,6 @@ fn cri_bind(m: &cri::Mount) -> Result<Bind, SpecError> {
         return Err(bad("container path must be absolute"));
     }
     if m.host_path.is_empty() {
-        if m.image.is_some() {
-            return Err(SpecError::ImageMountUnsupported(m.container_path.clone()));
-        }
         return Err(bad("host path is empty"));
     }
     if !m.host_path.starts_with('/') {
@@ -230,6 +250,7 @@ fn cri_bind(m: &cri::Mount) -> Result<Bind, SpecError> {
         propagation,
         uid_mappings: m.uid_mappings.clone(),
         gid_mappings: m.gid_mappings.clone(),
+        image: false,
     })
 }
 
@@ -256,6 +277,9 @@ fn oci_bind(b: &Bind, rootfs_propagation: &mut Option<String>) -> Result<Mount, 
         }
         .into(),
     );
+    if b.image {
+        options.extend(["nosuid".to_string(), "nodev".to_string()]);
+    }
     let mut m = Mount::default();
     m.set_destination(PathBuf::from(&b.dst))
         .set_typ(Some("bind".into()))
@@ -283,11 +307,18 @@ pub fn plan(
     readonly_rootfs: bool,
     userns: Option<&cri::UserNamespace>,
 ) -> Result<MountPlan, SpecError> {
+    let mut image_mounts = input.image_mounts.iter();
     let criv: Vec<Bind> = input
         .config
         .mounts
         .iter()
-        .map(cri_bind)
+        .map(|m| {
+            if m.image.is_some() {
+                image_bind(m, image_mounts.next())
+            } else {
+                cri_bind(m)
+            }
+        })
         .collect::<Result<_, _>>()?;
     let in_cri = |p: &str| {
         let p = clean(p);

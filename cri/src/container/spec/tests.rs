@@ -23,6 +23,7 @@ struct Fx {
     seccomp_localhost: Option<String>,
     apparmor: super::security::AppArmorFacts,
     selinux: Option<crate::selinux::Contexts>,
+    image_mounts: Vec<PathBuf>,
 }
 
 impl Fx {
@@ -61,6 +62,7 @@ impl Fx {
             seccomp_localhost: None,
             apparmor: Default::default(),
             selinux: None,
+            image_mounts: Vec::new(),
         }
     }
 
@@ -114,6 +116,7 @@ impl Fx {
             image: &self.image,
             rootfs: "/var/lib/carapace/containers/ctr1/rootfs".into(),
             volumes_dir: "/var/lib/carapace/containers/ctr1/volumes".into(),
+            image_mounts: self.image_mounts.clone(),
             target_pid: self.target_pid,
             devices: self.devices.clone(),
             seccomp_localhost: self.seccomp_localhost.clone(),
@@ -800,11 +803,19 @@ fn malformed_mounts_are_rejected() {
             false,
             crate::error_kind::ErrorKind::InvalidArgument,
         ),
+        // An image mount the caller did not mount first: our bug.
+        ("/c", "", true, crate::error_kind::ErrorKind::Internal),
         (
             "/c",
+            "/h",
+            true,
+            crate::error_kind::ErrorKind::InvalidArgument,
+        ),
+        (
+            "rel",
             "",
             true,
-            crate::error_kind::ErrorKind::FailedPrecondition,
+            crate::error_kind::ErrorKind::InvalidArgument,
         ),
     ];
     for (c, h, image, code) in table {
@@ -815,6 +826,52 @@ fn malformed_mounts_are_rejected() {
         });
         assert_eq!(fx.err().kind(), *code, "{c:?} {h:?}");
     }
+}
+
+#[test]
+fn image_mounts_bind_their_mounted_image_read_only_without_privileges() {
+    let mut fx = Fx::new();
+    fx.mount("/data", "/h/data");
+    for dst in ["/models", "/tools"] {
+        fx.mount(dst, "").image = Some(cri::ImageSpec {
+            image: "sha256:abc".into(),
+            ..Default::default()
+        });
+    }
+    fx.image_mounts = vec![
+        "/run/c/ctr1/image-volumes/0".into(),
+        "/run/c/ctr1/image-volumes/1".into(),
+    ];
+    let b = fx.built();
+    let mounts = b.spec.mounts().clone().unwrap_or_default();
+    for (dst, src) in [
+        ("/models", "/run/c/ctr1/image-volumes/0"),
+        ("/tools", "/run/c/ctr1/image-volumes/1"),
+    ] {
+        let m = mounts
+            .iter()
+            .find(|m| m.destination() == std::path::Path::new(dst))
+            .unwrap_or_else(|| panic!("no mount at {dst}: {mounts:?}"));
+        assert_eq!(m.source().as_deref(), Some(std::path::Path::new(src)));
+        let opts = m.options().clone().unwrap_or_default();
+        for want in ["rbind", "rprivate", "ro", "nosuid", "nodev"] {
+            assert!(
+                opts.iter().any(|o| o == want),
+                "{dst}: {want} missing from {opts:?}"
+            );
+        }
+        assert!(!opts.iter().any(|o| o == "noexec"), "{opts:?}");
+    }
+    let data = mounts
+        .iter()
+        .find(|m| m.destination() == std::path::Path::new("/data"))
+        .expect("the host mount");
+    assert!(!data
+        .options()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o == "nosuid"));
 }
 
 #[test]
@@ -1416,7 +1473,6 @@ fn error_codes_are_invalid_argument_or_failed_precondition() {
     let precondition = [
         SpecError::UnknownUser("x".into()),
         SpecError::UnknownGroup("x".into()),
-        SpecError::ImageMountUnsupported("/x".into()),
         SpecError::SeccompProfileMissing("/p".into()),
         SpecError::ApparmorUnsupported("p".into()),
         SpecError::TargetNotRunning("c".into()),
