@@ -14,7 +14,6 @@ use tokio_stream::StreamExt;
 use crate::image_service::ImageServiceImpl;
 use crate::prometheus::grpc::GrpcMetricsLayer;
 use crate::prometheus::DaemonMetrics;
-use crate::runtime_service::update_pod_sandbox_resources::WithPodResources;
 use crate::runtime_service::RuntimeServiceImpl;
 use crate::service::Service;
 
@@ -134,10 +133,7 @@ pub async fn serve(
                 source,
             })?;
     }
-    let runtime = WithPodResources::new(
-        RuntimeServiceServer::new(RuntimeServiceImpl::new(&service, streaming)),
-        containers,
-    );
+    let runtime = RuntimeServiceServer::new(RuntimeServiceImpl::new(&service, streaming));
     let image = ImageServiceServer::new(ImageServiceImpl::new(&service));
     // The listener is bound and everything is open: connections queue
     // until the server below takes them, so systemd may start what waits

@@ -13,11 +13,10 @@ use crate::idmap;
 use crate::sandbox::{Phase as PodPhase, SandboxRecord};
 use crate::shim_client::{RuntimeOptions, Stdio};
 
-use super::record::ImageVolume;
 use super::registry::{Container, Containers};
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
 use super::userns::PodUserns;
-use super::{logs, ContainerError, ContainerRecord, Phase};
+use super::{image_volume, logs, ContainerError, ContainerRecord, Phase};
 
 /// Reads a small file of the image (`/etc/passwd`) from the mounted rootfs
 /// without following a symlink out of it: only a regular file under real
@@ -333,7 +332,7 @@ pub async fn create(
         .images
         .resolve(&image_name)?
         .ok_or_else(|| ContainerError::NotFound(format!("image {image_name:?}")))?;
-    let image_volumes = resolve_image_volumes(cs, &config)?;
+    let image_volumes = image_volume::resolve(cs, &config)?;
     let id = crate::ids::new_id()
         .map_err(|e| ContainerError::io("read", crate::ids::RANDOM_SOURCE, e))?;
     let name = ContainerRecord::name_key(&config, &pod.config);
@@ -368,7 +367,10 @@ pub async fn create(
         uid: 0,
         gid: 0,
         additional_gids: Vec::new(),
-        image_volumes: image_volumes.iter().map(|(v, _)| v.clone()).collect(),
+        image_volumes: image_volumes
+            .iter()
+            .map(image_volume::Resolved::volume)
+            .collect(),
         config,
     };
     let c = match cs.create(rec.clone()) {
@@ -408,101 +410,13 @@ pub async fn create(
     }
 }
 
-/// The images the config's image mounts name (CRI `Mount.image`, KEP
-/// 4639), each with its layer dirs (topmost first). kubelet pulls them
-/// before it creates the container; one that is not on the node is
-/// NotFound, as the container's own image.
-fn resolve_image_volumes(
-    cs: &Containers,
-    config: &cri::ContainerConfig,
-) -> Result<Vec<(ImageVolume, Vec<PathBuf>)>, ContainerError> {
-    let mut out = Vec::new();
-    for m in config.mounts.iter() {
-        let Some(spec) = m.image.as_ref() else {
-            continue;
-        };
-        if !m.host_path.is_empty() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount at {}: host path {:?} and image {:?} exclude each other",
-                m.container_path, m.host_path, spec.image
-            )));
-        }
-        if spec.image.is_empty() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount at {}: image volume names no image",
-                m.container_path
-            )));
-        }
-        let image = cs.images.resolve(&spec.image)?.ok_or_else(|| {
-            ContainerError::NotFound(format!(
-                "image {:?} of the image volume at {} (pull it first)",
-                spec.image, m.container_path
-            ))
-        })?;
-        if image.layers.is_empty() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "image {:?} of the image volume at {} has no layers",
-                spec.image, m.container_path
-            )));
-        }
-        let lowers = image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| cs.images.layer_dir(&l.chain_id))
-            .collect::<Result<_, _>>()?;
-        out.push((
-            ImageVolume {
-                container_path: m.container_path.clone(),
-                image_id: image.id.clone(),
-                chain_ids: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
-            },
-            lowers,
-        ));
-    }
-    Ok(out)
-}
-
-/// Mounts each image volume read-only at its host dir (through the pod's
-/// idmapped views where the pod has its own user namespace); the spec
-/// binds them into the container from there.
-async fn mount_image_volumes(
-    cs: &Containers,
-    rec: &ContainerRecord,
-    volumes: &[(ImageVolume, Vec<PathBuf>)],
-    userns: Option<&PodUserns>,
-) -> Result<Vec<PathBuf>, ContainerError> {
-    let node = &cs.sandboxes.effects.node;
-    let mut dirs = Vec::with_capacity(volumes.len());
-    for (i, (_, lowers)) in volumes.iter().enumerate() {
-        let target = rec.image_volume_dir(i);
-        match userns {
-            Some(u) => {
-                let views = rec.data.join("idmap");
-                let mounted = match u.lowers(lowers, &views) {
-                    Ok(l) => node
-                        .mount_image_volume(&l, &target)
-                        .await
-                        .map_err(ContainerError::from),
-                    Err(e) => Err(e),
-                };
-                idmap::detach_all(&views)?;
-                mounted?;
-            }
-            None => node.mount_image_volume(lowers, &target).await?,
-        }
-        dirs.push(target);
-    }
-    Ok(dirs)
-}
-
 /// The steps after the record exists.
 async fn build(
     cs: &Containers,
     c: &Container,
     pod: &SandboxRecord,
     image: &crate::image::ImageRecord,
-    image_volumes: &[(ImageVolume, Vec<PathBuf>)],
+    image_volumes: &[image_volume::Resolved],
     rec: &mut ContainerRecord,
 ) -> Result<(), ContainerError> {
     let rootfs_dir = rec.rootfs();
@@ -571,7 +485,7 @@ async fn build(
                 .await?
         }
     }
-    let image_mounts = mount_image_volumes(cs, rec, image_volumes, userns.as_ref()).await?;
+    let image_mounts = image_volume::mount(cs, rec, image_volumes, userns.as_ref()).await?;
     let facts = ImageFacts {
         config: image.runtime_config().clone(),
         passwd: read_image_file(&rootfs_dir, "etc/passwd"),

@@ -356,11 +356,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<BuiltSpec, SpecError> {
         )))
         .set_linux(Some(linux));
 
-    let stop_signal = image
-        .stop_signal()
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    // The container's own stop signal (KEP 4960, ContainerConfig
+    // stop_signal) over the image's, over SIGTERM.
+    let requested = cri::Signal::try_from(config.stop_signal)
+        .ok()
+        .filter(|s| *s != cri::Signal::RuntimeDefault)
+        .map(|s| s.as_str_name());
+    let stop_signal = requested
+        .or(image
+            .stop_signal()
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty()))
         .unwrap_or(DEFAULT_STOP_SIGNAL)
         .to_string();
     Ok(BuiltSpec {

@@ -76,7 +76,21 @@ pub fn status(rec: &ContainerRecord) -> cri::ContainerStatus {
                 supplemental_groups: rec.additional_gids.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
+        stop_signal: reported_stop_signal(&rec.stop_signal) as i32,
     }
+}
+
+/// The stop signal as CRI names it (`SIGQUIT`, also written `QUIT` or
+/// `3` in an image config); RUNTIME_DEFAULT for one CRI has no name for.
+fn reported_stop_signal(sig: &str) -> cri::Signal {
+    let sig = sig.trim();
+    let name = match crate::container::stop::signal_number(sig) {
+        Some(n) => nix::sys::signal::Signal::try_from(n as i32)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        None => sig.to_string(),
+    };
+    cri::Signal::from_str_name(&name).unwrap_or(cri::Signal::RuntimeDefault)
 }
 
 /// The statuses of pod `sandbox_id`'s containers (those kubelet has seen:

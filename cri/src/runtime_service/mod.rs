@@ -216,6 +216,15 @@ impl RuntimeService for RuntimeServiceImpl {
             .map(Response::new)
     }
 
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        update_pod_sandbox_resources::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn reopen_container_log(
         &self,
         request: Request<cri::ReopenContainerLogRequest>,

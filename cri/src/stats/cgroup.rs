@@ -93,6 +93,8 @@ pub fn cpu_usage(s: &CpuStats, timestamp: i64, nano_cores: Option<u64>) -> Optio
         timestamp,
         usage_core_nano_seconds: v(s.usage_ns?),
         usage_nano_cores: nano_cores.and_then(v),
+        // Pressure (PSI, KEP 4205) is not read yet.
+        psi: None,
     })
 }
 
@@ -109,6 +111,7 @@ pub fn memory_usage(m: &MemoryStats, timestamp: i64) -> Option<cri::MemoryUsage>
         rss_bytes: m.rss.and_then(v),
         page_faults: m.pgfault.and_then(v),
         major_page_faults: m.pgmajfault.and_then(v),
+        psi: None,
     })
 }
 

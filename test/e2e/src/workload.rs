@@ -7,7 +7,6 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 use crate::Daemon;
-pub use carapace_cri::runtime_service::update_pod_sandbox_resources as pod_resources;
 
 /// A RuntimeService client.
 pub type Rt = RuntimeServiceClient<Channel>;
@@ -138,24 +137,16 @@ pub async fn wait_exited(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
     }
 }
 
-/// UpdatePodSandboxResources as kubelet calls it after an in-place resize
-/// (the call is newer than the generated client, so it goes by path).
+/// UpdatePodSandboxResources as kubelet calls it after an in-place resize.
 pub async fn update_pod_resources(
     d: &Daemon,
-    req: pod_resources::UpdatePodSandboxResourcesRequest,
+    req: cri::UpdatePodSandboxResourcesRequest,
 ) -> Result<(), tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(d.channel().await);
-    grpc.ready()
+    d.runtime()
         .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let _: tonic::Response<pod_resources::UpdatePodSandboxResourcesResponse> = grpc
-        .unary(
-            tonic::Request::new(req),
-            tonic::codegen::http::uri::PathAndQuery::from_static(pod_resources::PATH),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await?;
-    Ok(())
+        .update_pod_sandbox_resources(req)
+        .await
+        .map(|_| ())
 }
 
 /// The busybox image of the test registry (hack/registry.sh).

@@ -693,7 +693,7 @@ fn pod_cgroup_file(path: &str, controller: &str, v1: &str, v2: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
-    use carapace_e2e::workload::{pod_resources, update_pod_resources};
+    use carapace_e2e::workload::update_pod_resources;
     let d = daemon();
     pull(&d, BUSYBOX).await;
     let mut rt = d.runtime().await;
@@ -735,7 +735,7 @@ async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
     // A resize: the new total reaches the cgroup and the recorded config.
     update_pod_resources(
         &d,
-        pod_resources::UpdatePodSandboxResourcesRequest {
+        cri::UpdatePodSandboxResourcesRequest {
             pod_sandbox_id: pod.clone(),
             overhead: Some(limits(mib(16), 10_000)),
             resources: Some(limits(mib(200), 150_000)),
@@ -755,7 +755,7 @@ async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
     // Invalid values are refused and change nothing.
     let e = update_pod_resources(
         &d,
-        pod_resources::UpdatePodSandboxResourcesRequest {
+        cri::UpdatePodSandboxResourcesRequest {
             pod_sandbox_id: pod.clone(),
             overhead: None,
             resources: Some(limits(-5, 0)),
@@ -771,7 +771,7 @@ async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
     // process needing 80 MiB is killed.
     update_pod_resources(
         &d,
-        pod_resources::UpdatePodSandboxResourcesRequest {
+        cri::UpdatePodSandboxResourcesRequest {
             pod_sandbox_id: pod.clone(),
             overhead: Some(cri::LinuxContainerResources::default()),
             resources: Some(limits(mib(40), 0)),
@@ -794,7 +794,7 @@ async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
 
     for (req, code) in [
         (
-            pod_resources::UpdatePodSandboxResourcesRequest {
+            cri::UpdatePodSandboxResourcesRequest {
                 pod_sandbox_id: "feedface".into(),
                 overhead: None,
                 resources: Some(limits(mib(64), 0)),
@@ -802,7 +802,7 @@ async fn pod_resources_size_the_daemons_pod_cgroup_and_follow_updates() {
             tonic::Code::NotFound,
         ),
         (
-            pod_resources::UpdatePodSandboxResourcesRequest {
+            cri::UpdatePodSandboxResourcesRequest {
                 pod_sandbox_id: pod.clone(),
                 overhead: None,
                 resources: None,

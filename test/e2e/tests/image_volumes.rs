@@ -1,8 +1,10 @@
 //! Image volumes (CRI `Mount.image`, KEP 4639): an image already on the
 //! node is mounted read-only into a container from its layers (whiteouts
 //! and all), without setuid or device files; the image cannot be removed
-//! while a container mounts it, and is collected once it is gone; an image
-//! that is not on the node is NotFound and leaves nothing behind.
+//! while a container mounts it, and is collected once it is gone; a sub
+//! path binds a directory or file of the image, its symlinks resolved
+//! inside the image; an image that is not on the node is NotFound and a
+//! sub path that is not in the image InvalidArgument, leaving nothing.
 
 use carapace_e2e::workload::{busybox_container, busybox_pod, create, pull, run, sh, Rt, BUSYBOX};
 use carapace_e2e::{mounts_under, Daemon};
@@ -15,6 +17,10 @@ use tonic::transport::Channel;
 const LAYERED: &str = "127.0.0.1:5000/test/layered:latest";
 
 fn image_mount(path: &str, image: &str) -> cri::Mount {
+    sub_mount(path, image, "")
+}
+
+fn sub_mount(path: &str, image: &str, sub: &str) -> cri::Mount {
     cri::Mount {
         container_path: path.into(),
         readonly: true,
@@ -22,6 +28,7 @@ fn image_mount(path: &str, image: &str) -> cri::Mount {
             image: image.into(),
             ..Default::default()
         }),
+        image_sub_path: sub.into(),
         ..Default::default()
     }
 }
@@ -160,4 +167,57 @@ async fn an_image_volume_of_an_absent_image_is_not_found_and_leaves_nothing() {
         .containers;
     assert!(listed.is_empty(), "{listed:?}");
     assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_sub_path_binds_a_directory_or_file_of_the_image() {
+    let (d, mut rt, pod, pc) = busybox_pod("imgvol-sub", |_| {}).await;
+    pull(&d, LAYERED).await;
+    let mut c = busybox_container("sub", &["sleep", "3600"], Default::default());
+    c.mounts = vec![
+        // A directory after the layers' whiteouts.
+        sub_mount("/data-only", LAYERED, "data"),
+        // A file, named through a symlink of the image (links/sym ->
+        // target): resolved inside the image.
+        sub_mount("/one-file", LAYERED, "links/sym"),
+        // An absolute symlink of the image (links/abs -> /bin/busybox)
+        // is the image's /bin/busybox, not the host's.
+        sub_mount("/tool", LAYERED, "links/abs"),
+    ];
+    let id = run(&mut rt, &pod, &pc, c).await;
+    let (code, out, err) = sh(
+        &mut rt,
+        &id,
+        "ls /data-only | tr '\\n' ' '; echo; test -f /one-file && echo file; \
+         cmp -s /one-file /tool || echo differ; ln -s /tool /tmp/echo && /tmp/echo tool-runs",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "keep \nfile\ndiffer\ntool-runs\n", "{out}");
+    let (code, _, err) = sh(&mut rt, &id, "echo x > /one-file").await;
+    assert_ne!(code, 0, "wrote through a sub path");
+    assert!(err.contains("Read-only"), "{err}");
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    remove_container(&mut rt, &id).await;
+    assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
+
+    // Not in the image, or climbing out of it: refused, nothing left.
+    for (sub, what) in [
+        ("no/such/dir", "no such file"),
+        ("../etc", "without \"..\""),
+    ] {
+        let mut c = busybox_container("bad-sub", &["sleep", "3600"], Default::default());
+        c.mounts = vec![sub_mount("/v", LAYERED, sub)];
+        let e = create(&mut rt, &pod, &pc, c)
+            .await
+            .expect_err("created with a bad sub path");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{sub}: {e:?}");
+        assert!(e.message().contains(what), "{sub}: {e:?}");
+        assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
+    }
 }

@@ -51,7 +51,10 @@ pub fn env(hostname: &str, image_env: &[String], config_envs: &[cri::KeyValue]) 
     let overrides = image_env.iter().cloned().chain(
         config_envs
             .iter()
-            .map(|kv| format!("{}={}", kv.key, kv.value)),
+            // Values are bytes on the wire; the OCI spec holds strings
+            // (as Go's JSON encoding in containerd, invalid UTF-8 becomes
+            // U+FFFD).
+            .map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value))),
     );
     replace_or_append(base, overrides)
 }
