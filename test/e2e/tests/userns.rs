@@ -342,3 +342,52 @@ async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
     assert_eq!(pods.len(), 1, "only the good pod: {pods:?}");
     remove_leaving_no_mount(&mut rt, &d, &pod).await;
 }
+
+/// An image volume in a user-namespaced pod is seen through the pod's
+/// mappings, as its rootfs is: the image's root-owned files are the
+/// container root's, 1000-owned files the container's 1000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_volume_in_a_user_namespace_is_idmapped_like_the_rootfs() {
+    const LAYERED: &str = "127.0.0.1:5000/test/layered:latest";
+    let d = daemon();
+    pull(&d, BUSYBOX).await;
+    pull(&d, LAYERED).await;
+    let mut rt = d.runtime().await;
+    let u = userns(mapping(HOST_BASE), mapping(HOST_BASE));
+    let pc = pod_in("userns-imgvol", u.clone());
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let image_mount = |path: &str, sub: &str| cri::Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: LAYERED.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    };
+    let id = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            "imgvol",
+            Some(u),
+            vec![image_mount("/vol", ""), image_mount("/perm", "perm")],
+        ),
+    )
+    .await
+    .expect("create");
+    start(&mut rt, &id).await;
+    assert_eq!(
+        sh(
+            &mut rt,
+            &id,
+            "stat -c %u:%g /vol/replace /vol/perm/owned /perm/owned"
+        )
+        .await,
+        "0:0\n1000:1000\n1000:1000"
+    );
+    assert_eq!(sh(&mut rt, &id, "cat /vol/replace").await, "new");
+    remove_leaving_no_mount(&mut rt, &d, &pod).await;
+}
