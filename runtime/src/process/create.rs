@@ -151,7 +151,7 @@ fn create_in(
     cleanup.cgroup = Some(cg.clone());
     let mut resources = linux.resources().clone().unwrap_or_default();
     let spec_rules = resources.devices().clone().unwrap_or_default();
-    resources.set_devices(Some(devices::cgroup_rules(&spec_rules, &devs)));
+    resources.set_devices(Some(devices::cgroup_rules(&spec_rules)));
 
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))

@@ -94,12 +94,12 @@ pub fn from_spec(spec_devices: &[LinuxDevice]) -> Result<Vec<Device>> {
     Ok(out)
 }
 
-/// The device-cgroup rules that must follow the spec's own: allow every
-/// node we create, plus what runc always allows (pty handling, mknod).
-pub fn cgroup_rules(
-    spec_rules: &[LinuxDeviceCgroup],
-    devices: &[Device],
-) -> Vec<LinuxDeviceCgroup> {
+/// The device-cgroup rules that must follow the spec's own: what runc
+/// always allows (its `AllowedDevices`: the default nodes, pty handling,
+/// mknod, tun). A node the spec lists in `linux.devices` is created but
+/// gets no access of its own: the spec's `resources.devices` decides
+/// that (a CRI or CDI device readable only stays readable only).
+pub fn cgroup_rules(spec_rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
     let rule = |kind: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(true);
@@ -110,18 +110,19 @@ pub fn cgroup_rules(
         r
     };
     let mut rules = spec_rules.to_vec();
-    for d in devices {
-        let kind = match d.kind {
-            'b' => LinuxDeviceType::B,
-            'p' => continue,
-            _ => LinuxDeviceType::C,
-        };
-        rules.push(rule(kind, Some(d.major), Some(d.minor), "rwm"));
+    for d in defaults() {
+        rules.push(rule(
+            LinuxDeviceType::C,
+            Some(d.major),
+            Some(d.minor),
+            "rwm",
+        ));
     }
     rules.push(rule(LinuxDeviceType::C, None, None, "m"));
     rules.push(rule(LinuxDeviceType::B, None, None, "m"));
     rules.push(rule(LinuxDeviceType::C, Some(5), Some(2), "rwm")); // /dev/ptmx
     rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm")); // /dev/pts/*
+    rules.push(rule(LinuxDeviceType::C, Some(10), Some(200), "rwm")); // /dev/net/tun
     rules
 }
 
@@ -226,7 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_devices_override_defaults_and_get_cgroup_rules() {
+    fn spec_devices_override_defaults_and_get_no_access_of_their_own() {
         let mut d = LinuxDevice::default();
         d.set_path(PathBuf::from("/dev/null"));
         d.set_typ(LinuxDeviceType::C);
@@ -247,10 +248,14 @@ mod tests {
         );
         assert_eq!(devs[0].mode, 0o600);
         assert!(devs.iter().any(|x| x.path == Path::new("/dev/urandom")));
-        let rules = cgroup_rules(&[], &devs);
-        assert!(rules
+        let rules = cgroup_rules(&[]);
+        // Created, but allowed only if the spec's rules allow it.
+        assert!(!rules
             .iter()
             .any(|r| r.major() == Some(10) && r.minor() == Some(229) && r.allow()));
+        assert!(rules
+            .iter()
+            .any(|r| r.major() == Some(1) && r.minor() == Some(3) && r.allow()));
     }
 
     #[test]
