@@ -515,6 +515,18 @@ struct V2Watch {
     file_wd: i32,
     parent_wd: Option<i32>,
     counter: Counter,
+    /// The parent's memory.events (hierarchical: it counts our kills too)
+    /// and its oom_kill count when ours was last read. See [`Self::run`].
+    parent_events: Option<PathBuf>,
+    parent_count: Option<u64>,
+}
+
+/// The `oom_kill` count of a cgroup v2 memory.events file.
+fn read_oom_kill(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl V2Watch {
@@ -554,6 +566,8 @@ impl V2Watch {
         };
         let leaf = dir.file_name().unwrap_or_default().to_os_string();
         let inotify = register(inotify, &dir)?;
+        let parent_events = dir.parent().map(|p| p.join("memory.events"));
+        let parent_count = parent_events.as_deref().and_then(read_oom_kill);
         Ok(V2Watch {
             cgroup,
             events,
@@ -562,11 +576,35 @@ impl V2Watch {
             file_wd,
             parent_wd,
             counter,
+            parent_events,
+            parent_count,
         })
     }
 
+    /// Reports each increase of the cgroup's oom_kill count.
+    ///
+    /// An OOM kill can empty the cgroup, and under the systemd driver
+    /// systemd then removes the container's scope at once, possibly
+    /// before this task has read the count it was woken for (the kernel
+    /// also delays that wake by up to 10 ms). So when memory.events
+    /// changed and the cgroup is gone by the time it is read, the parent's
+    /// memory.events, which counts its children's kills, decides: if its
+    /// count rose since ours was last read, the kill was ours.
+    /// Reports each increase of the cgroup's oom_kill count.
+    ///
+    /// An OOM kill can empty the cgroup, and under the systemd driver
+    /// systemd then removes the container's scope at once, possibly
+    /// before this task has read the count it was woken for (the kernel
+    /// also delays that wake by up to 10 ms). So when memory.events
+    /// changed and the cgroup is gone by the time it is read, the parent's
+    /// memory.events, which counts its children's kills, decides: if its
+    /// count rose since ours was last read, the kill was ours.
     async fn run(mut self, tx: UnboundedSender<u64>) {
         let cg = self.cgroup.relative_path().to_string();
+        let mut first = true;
+        // When memory.events last woke us: the memory pressure an OOM kill
+        // comes with, moments before the cgroup empties.
+        let mut last_event: Option<std::time::Instant> = None;
         // Room for many events; at least one with a NAME_MAX name.
         let mut buf = vec![0u8; 4096];
         let mut wake = Wake {
@@ -578,6 +616,7 @@ impl V2Watch {
             if wake.recount {
                 match self.cgroup.oom_kill_count() {
                     Ok(count) => {
+                        self.parent_count = self.parent_events.as_deref().and_then(read_oom_kill);
                         if let Some(total) = self.counter.observe(count) {
                             if tx.send(total).is_err() {
                                 return;
@@ -587,13 +626,20 @@ impl V2Watch {
                     Err(e) => {
                         if !is_gone(&self.events) {
                             log::warn!("oom watcher of {cg}: {e}; stopping");
+                        } else if !first {
+                            self.report_kill_before_removal(Some(std::time::Instant::now()), &tx);
                         }
                         return;
                     }
                 }
             }
+            if wake.recount && !first {
+                last_event = Some(std::time::Instant::now());
+            }
+            first = false;
             if (wake.check_gone || wake.stop) && is_gone(&self.events) {
                 log::debug!("oom watcher of {cg}: cgroup removed");
+                self.report_kill_before_removal(last_event, &tx);
                 return;
             }
             if wake.stop {
@@ -626,6 +672,40 @@ impl V2Watch {
                 leaf: &self.leaf,
             };
             wake = fold(&parse_inotify(&buf[..n]), &wds);
+        }
+    }
+}
+
+/// How soon after memory pressure in the cgroup its removal is taken as
+/// following an OOM kill (see [`V2Watch::run`]).
+const KILL_TO_REMOVAL: Duration = Duration::from_secs(2);
+
+impl V2Watch {
+    /// The cgroup is gone: if memory.events woke us within
+    /// [`KILL_TO_REMOVAL`] before, and the parent's oom_kill count rose
+    /// since ours was last read, the kill was ours: report it. (The
+    /// kernel cancels a delayed memory.events wake when it removes the
+    /// cgroup, so the wake for the kill itself may never come; the one
+    /// for reaching memory.max, just before, does.)
+    fn report_kill_before_removal(
+        &mut self,
+        last_event: Option<std::time::Instant>,
+        tx: &UnboundedSender<u64>,
+    ) {
+        let recent = last_event.is_some_and(|t| t.elapsed() <= KILL_TO_REMOVAL);
+        let rose = match (
+            self.parent_events.as_deref().and_then(read_oom_kill),
+            self.parent_count,
+        ) {
+            (Some(now), Some(before)) => now > before,
+            _ => false,
+        };
+        if let (true, true, Counter::Kernel(last)) = (recent, rose, self.counter) {
+            log::debug!(
+                "oom watcher of {}: removed right after an OOM kill",
+                self.cgroup.relative_path()
+            );
+            let _ = tx.send(last + 1);
         }
     }
 }
