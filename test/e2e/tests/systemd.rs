@@ -292,13 +292,21 @@ async fn units_are_removed_after_the_daemon_was_killed() {
 /// (`/tmp/started`) and sleeps: (pod, container, the note), for the
 /// service tests to tell a container that kept running from a new one.
 async fn run_marked(rt: &mut Rt, name: &str) -> (String, String, String) {
-    let pc = pod_config(name);
+    let mut pc = pod_config(name);
+    pc.log_directory = log_dir(name).display().to_string();
     let pod = run_pod(rt, pc.clone()).await;
-    let c = container(
+    // Its stdout is whatever lands in /tmp/say: assert_kept checks that
+    // the shim still carries it to the CRI log.
+    let mut c = container(
         "app",
-        &["sh", "-c", "date +%s%N > /tmp/started; exec sleep 3600"],
+        &[
+            "sh",
+            "-c",
+            "date +%s%N > /tmp/started; touch /tmp/say; exec tail -f /tmp/say",
+        ],
         64 << 20,
     );
+    c.log_path = "app.log".into();
     let id = create(rt, &pod, &pc, c).await.expect("create");
     start(rt, &id).await;
     let started = started_at(rt, &id).await;
@@ -312,14 +320,37 @@ async fn started_at(rt: &mut Rt, id: &str) -> String {
     out
 }
 
+/// Where [`run_marked`] puts pod `name`'s logs.
+fn log_dir(name: &str) -> PathBuf {
+    Path::new("/var/log/carapace-e2e").join(format!("{name}-{}", std::process::id()))
+}
+
 /// After `step`, the container is the one that started at `started`, and
-/// running.
+/// running; what it prints still reaches its CRI log.
 async fn assert_kept(rt: &mut Rt, id: &str, started: &str, step: &str) {
     assert_eq!(
         started_at(rt, id).await,
         started,
         "{step}: the container was restarted"
     );
+    let marker = format!("said-after-{step}");
+    let (code, _, err) =
+        carapace_e2e::workload::sh(rt, id, &format!("echo {marker} >> /tmp/say")).await;
+    assert_eq!(code, 0, "{err}");
+    let log = carapace_e2e::workload::status(rt, id).await.log_path;
+    carapace_e2e::eventually(&format!("{step}: {marker} in {log}"), || {
+        let log = log.clone();
+        let marker = marker.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+            if text.contains(&marker) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        }
+    })
+    .await;
     let st = carapace_e2e::workload::status(rt, id).await;
     assert_eq!(
         st.state,
