@@ -38,6 +38,27 @@ pub struct Config {
     pub streaming: Streaming,
     /// Prometheus metrics endpoint.
     pub metrics: Metrics,
+    /// CDI (Container Device Interface) devices.
+    pub cdi: Cdi,
+}
+
+/// Where CDI spec files are read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cdi {
+    /// Hand out CDI devices that containers ask for.
+    pub enabled: bool,
+    /// Spec dirs, lowest precedence first.
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for Cdi {
+    fn default() -> Self {
+        Cdi {
+            enabled: true,
+            spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+        }
+    }
 }
 
 /// One OCI runtime the daemon can run containers with.
@@ -213,6 +234,7 @@ impl Default for Config {
             log: Log::default(),
             streaming: Streaming::default(),
             metrics: Metrics::default(),
+            cdi: Cdi::default(),
         }
     }
 }
@@ -406,6 +428,13 @@ stream_creation_timeout_seconds = 30
 [metrics]
 # Prometheus /metrics listen address; empty turns it off.
 address = ""
+
+[cdi]
+# Give containers the CDI devices they ask for (CRI CDI_devices and
+# cdi.k8s.io/* annotations), from the spec files (JSON or YAML) in
+# spec_dirs; a later dir takes precedence over an earlier one.
+enabled = true
+spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 "#;
 
 #[cfg(test)]

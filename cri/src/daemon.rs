@@ -20,12 +20,16 @@ pub struct Daemon {
     /// The policy's container contexts where SELinux is on; None where it
     /// is off (decided as the daemon starts).
     pub selinux: Option<crate::selinux::Contexts>,
+    /// The CDI devices the spec dirs define (read as containers ask).
+    pub cdi: crate::cdi::Registry,
 }
 
 impl Daemon {
     /// A daemon for `config`.
     pub fn new(config: Config) -> Self {
+        let cdi = crate::cdi::Registry::new(config.cdi.enabled, config.cdi.spec_dirs.clone());
         Daemon {
+            cdi,
             config,
             pod_cidr: RwLock::new(String::new()),
             events: crate::lifecycle::Events::default(),

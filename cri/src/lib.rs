@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod apparmor;
 pub mod authority;
+pub mod cdi;
 pub mod cgroup_limits;
 pub mod clock;
 pub mod config;

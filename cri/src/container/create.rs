@@ -507,6 +507,26 @@ async fn build(
                 .map_err(|e| ContainerError::io("create mount source", &m.host_path, e))?;
         }
     }
+    // CDI devices (CRI CDI_devices and cdi.k8s.io/* annotations): their
+    // nodes join the container's devices, the rest edits the built spec.
+    let cdi = cs
+        .sandboxes
+        .daemon
+        .cdi
+        .resolve(&crate::cdi::requested(&rec.config))
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    let mut devices = device_facts(
+        &rec.config,
+        rec.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|sc| sc.privileged),
+    )?;
+    devices.extend(
+        cdi.device_facts()
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?,
+    );
     let input = SpecInput {
         id: &rec.id,
         config: &rec.config,
@@ -516,14 +536,7 @@ async fn build(
         volumes_dir: rec.data.join("volumes"),
         image_mounts,
         target_pid: target_pid(cs, &rec.config),
-        devices: device_facts(
-            &rec.config,
-            rec.config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .is_some_and(|sc| sc.privileged),
-        )?,
+        devices,
         seccomp_localhost,
         host_caps: spec::security::host_capabilities(),
         apparmor: apparmor_facts(
@@ -538,6 +551,12 @@ async fn build(
         selinux: cs.sandboxes.daemon.selinux.clone(),
     };
     let mut built = spec::build(&input)?;
+    cdi.apply(&mut built.spec);
+    for g in &cdi.additional_gids {
+        if *g != 0 && !built.user.additional_gids.contains(g) {
+            built.user.additional_gids.push(*g);
+        }
+    }
     relabel_volumes(
         &rec.config,
         built

@@ -67,6 +67,7 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
             );
         }
         info.insert("podCIDR".to_string(), d.pod_cidr());
+        info.insert("cdi".to_string(), d.cdi.describe().to_string());
     }
     let mut runtime_handlers: Vec<cri::RuntimeHandler> = cfg
         .runtime_handlers
