@@ -8,6 +8,7 @@ pub mod apparmor;
 pub mod authority;
 pub mod cdi;
 pub mod cgroup_limits;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod container;

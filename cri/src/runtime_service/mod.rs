@@ -3,6 +3,7 @@
 //! answer `Unimplemented`, never a fake success.
 
 mod attach;
+mod checkpoint_container;
 mod container_events;
 mod container_stats;
 mod container_status;
@@ -35,7 +36,6 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::unimplemented;
 
 use crate::container::Containers;
 use crate::daemon::Daemon;
@@ -303,9 +303,11 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn checkpoint_container(
         &self,
-        _request: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer")
+        checkpoint_container::handle(&self.containers, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_metric_descriptors(

@@ -68,6 +68,11 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
         }
         info.insert("podCIDR".to_string(), d.pod_cidr());
         info.insert("cdi".to_string(), d.cdi.describe().to_string());
+        // Whether CheckpointContainer can work here (`criu check`).
+        info.insert(
+            "checkpoint".to_string(),
+            crate::checkpoint::criu().describe(),
+        );
     }
     let mut runtime_handlers: Vec<cri::RuntimeHandler> = cfg
         .runtime_handlers

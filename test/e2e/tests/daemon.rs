@@ -110,20 +110,52 @@ async fn pod_cidr_updates_are_validated() {
     );
 }
 
+/// CheckpointContainer checks its container, then the node's CRIU: where
+/// `criu check` fails (or CRIU is missing) it is FailedPrecondition saying
+/// why; writing the archive is not built yet, which it says where CRIU
+/// could run. Never a success.
 #[tokio::test(flavor = "current_thread")]
-async fn calls_not_built_yet_say_unimplemented() {
-    let d = Daemon::start("");
-    let mut rt = d.runtime().await;
+async fn checkpoint_names_what_stands_in_its_way() {
+    use carapace_e2e::workload::{busybox_container, busybox_pod, run};
+    let (_d, mut rt, pod, pc) = busybox_pod("ckpt", |_| {}).await;
     let e = rt
-        .checkpoint_container(cri::CheckpointContainerRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: "0".repeat(64),
+            ..Default::default()
+        })
         .await
-        .expect_err("CheckpointContainer is not built yet");
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(
-        e.message().contains("CheckpointContainer"),
-        "{}",
-        e.message()
-    );
+        .expect_err("checkpointed a container that does not exist");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let id = run(
+        &mut rt,
+        &pod,
+        &pc,
+        busybox_container("ckpt", &["sleep", "3600"], Default::default()),
+    )
+    .await;
+    let e = rt
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: id,
+            location: "/tmp/ckpt.tar".into(),
+            timeout: 10,
+        })
+        .await
+        .expect_err("CheckpointContainer succeeded without writing a checkpoint");
+    let info = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let criu = info.get("checkpoint").cloned().unwrap_or_default();
+    if criu.starts_with("unusable") {
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("criu"), "{e:?}");
+    } else {
+        assert!(criu.ends_with("ready"), "{criu}");
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/ckpt.tar").exists());
 }
 
 #[test]
