@@ -161,19 +161,21 @@ pub fn handle_list(
     let mut containers: Vec<cri::Container> = cs
         .all()
         .iter()
-        .map(|c| c.record())
-        .filter(|r| r.phase != Phase::Creating && matches(r, &f))
-        .map(|r| cri::Container {
-            id: r.id.clone(),
-            pod_sandbox_id: r.sandbox_id.clone(),
-            metadata: r.config.metadata.clone(),
-            image: r.config.image.clone(),
-            image_ref: r.image_id.clone(),
-            state: state(r.phase) as i32,
-            created_at: r.created_at,
-            labels: r.config.labels.clone(),
-            annotations: r.config.annotations.clone(),
-            image_id: r.image_id.clone(),
+        .filter_map(|c| {
+            c.with_record(|r| {
+                (r.phase != Phase::Creating && matches(r, &f)).then(|| cri::Container {
+                    id: r.id.clone(),
+                    pod_sandbox_id: r.sandbox_id.clone(),
+                    metadata: r.config.metadata.clone(),
+                    image: r.config.image.clone(),
+                    image_ref: r.image_id.clone(),
+                    state: state(r.phase) as i32,
+                    created_at: r.created_at,
+                    labels: r.config.labels.clone(),
+                    annotations: r.config.annotations.clone(),
+                    image_id: r.image_id.clone(),
+                })
+            })
         })
         .collect();
     containers.sort_by_key(|c| c.created_at);

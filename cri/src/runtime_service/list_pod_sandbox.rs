@@ -33,16 +33,18 @@ pub fn handle(
     let mut items: Vec<cri::PodSandbox> = s
         .all()
         .iter()
-        .map(|sb| sb.record())
-        .filter(|r| r.phase != Phase::Creating && matches(r, &filter))
-        .map(|r| cri::PodSandbox {
-            id: r.id.clone(),
-            metadata: r.config.metadata.clone(),
-            state: state(r.phase) as i32,
-            created_at: r.created_at,
-            labels: r.config.labels.clone(),
-            annotations: r.config.annotations.clone(),
-            runtime_handler: r.runtime_handler.clone(),
+        .filter_map(|sb| {
+            sb.with_record(|r| {
+                (r.phase != Phase::Creating && matches(r, &filter)).then(|| cri::PodSandbox {
+                    id: r.id.clone(),
+                    metadata: r.config.metadata.clone(),
+                    state: state(r.phase) as i32,
+                    created_at: r.created_at,
+                    labels: r.config.labels.clone(),
+                    annotations: r.config.annotations.clone(),
+                    runtime_handler: r.runtime_handler.clone(),
+                })
+            })
         })
         .collect();
     items.sort_by_key(|p| p.created_at);

@@ -36,7 +36,6 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-
 use crate::container::Containers;
 use crate::daemon::Daemon;
 use crate::sandbox::Sandboxes;

@@ -6,6 +6,7 @@
 //!        cri-bench SOCKET N containers IMAGE (container lifecycle, exec)
 //!        cri-bench SOCKET N streaming IMAGE [MIB] (streaming Exec, PortForward)
 //!        cri-bench SOCKET N stats IMAGE [C]  (stats with C containers running)
+//!        cri-bench SOCKET N density IMAGE C PID (N pods, C at a time; see density.rs)
 //! Pods: runs N pods one after another; for each, times RunPodSandbox,
 //! then StopPodSandbox + RemovePodSandbox.
 //! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
@@ -32,6 +33,9 @@
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+#[path = "cri_bench/density.rs"]
+mod density;
 
 use anyhow::{bail, Context};
 use k8s_cri::v1 as cri;
@@ -130,6 +134,20 @@ async fn main() -> anyhow::Result<()> {
             None => 50,
         };
         return stats(ch, n, image, c, &sock).await;
+    }
+    if args.get(3).map(String::as_str) == Some("density") {
+        let image = args.get(4).context("density needs an IMAGE")?;
+        let c: usize = args
+            .get(5)
+            .context("density needs C")?
+            .parse()
+            .context("C")?;
+        let pid: u32 = args
+            .get(6)
+            .context("density needs the daemon's PID")?
+            .parse()
+            .context("PID")?;
+        return density::density(ch, n, image, c, pid, &sock).await;
     }
     if args.get(3).map(String::as_str) == Some("containers") {
         let image = args.get(4).context("containers needs an IMAGE")?;
@@ -543,23 +561,9 @@ async fn stats(
 /// "shim" in it and whose `-address` is `sock`): (count, total Pss KiB,
 /// total VmRSS KiB).
 fn shim_memory(sock: &std::path::Path) -> anyhow::Result<(usize, u64, u64)> {
-    let want = sock.as_os_str().as_encoded_bytes();
     let (mut count, mut pss, mut rss) = (0, 0, 0);
-    for e in std::fs::read_dir("/proc").context("read /proc")? {
-        let dir = e.context("read /proc")?.path();
-        // Processes come and go: one that is gone is skipped.
-        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let named_shim = argv
-            .first()
-            .and_then(|a| a.rsplit(|&b| b == b'/').next())
-            .is_some_and(|name| name.windows(4).any(|w| w == b"shim"));
-        let serves_sock = argv.windows(2).any(|w| w[0] == b"-address" && w[1] == want);
-        if !named_shim || !serves_sock {
-            continue;
-        }
+    for pid in shim_pids(sock)? {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
         let kib = |file: &str, key: &str| -> Option<u64> {
             let text = std::fs::read_to_string(dir.join(file)).ok()?;
             let line = text.lines().find(|l| l.starts_with(key))?;
@@ -572,4 +576,35 @@ fn shim_memory(sock: &std::path::Path) -> anyhow::Result<(usize, u64, u64)> {
         }
     }
     Ok((count, pss, rss))
+}
+
+/// The PIDs of the shims serving the daemon on `sock` (processes whose
+/// name has "shim" in it and whose `-address` is `sock`).
+fn shim_pids(sock: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+    let want = sock.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").context("read /proc")? {
+        let dir = e.context("read /proc")?.path();
+        let Some(pid) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes come and go: one that is gone is skipped.
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let named_shim = argv
+            .first()
+            .and_then(|a| a.rsplit(|&b| b == b'/').next())
+            .is_some_and(|name| name.windows(4).any(|w| w == b"shim"));
+        let serves_sock = argv.windows(2).any(|w| w[0] == b"-address" && w[1] == want);
+        if named_shim && serves_sock {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
