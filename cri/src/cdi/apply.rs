@@ -1,7 +1,7 @@
-//! A container's CDI edits: device nodes become [`DeviceFacts`] for the
-//! spec builder (which creates them and allows them in the device
-//! cgroup, as it does CRI devices); env, mounts, hooks, groups and Intel
-//! RDT are written into the built OCI spec.
+//! A container's CDI edits: device nodes become [`NodeFacts`], which the
+//! container's creation hands to the spec builder like CRI devices (it
+//! creates them and allows them in the device cgroup); env, mounts, hooks,
+//! groups and Intel RDT are written into the built OCI spec.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
@@ -10,7 +10,29 @@ use oci_spec::runtime::{Hook as OciHook, Hooks, LinuxIntelRdt, Mount as OciMount
 
 use super::spec::{ContainerEdits, DeviceNode, Hook, IntelRdt, Mount};
 use super::CdiError;
-use crate::container::spec::{DeviceFacts, DeviceKind};
+
+/// A device node as the container gets it, its gaps filled from the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    /// The node on the host.
+    pub host_path: PathBuf,
+    /// Its path in the container.
+    pub container_path: String,
+    /// Device cgroup access (`r`, `w`, `m`).
+    pub permissions: String,
+    /// A block device (else a character device).
+    pub block: bool,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// Mode bits of the node.
+    pub file_mode: u32,
+    /// Owner in the container.
+    pub uid: u32,
+    /// Group in the container.
+    pub gid: u32,
+}
 
 /// The edits of every device a container asked for, in order.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -55,7 +77,7 @@ impl Edits {
     /// The device nodes as the spec builder takes devices: what the spec
     /// leaves out (type, numbers, mode) read from the host node, as the
     /// CNCF library fills it in.
-    pub fn device_facts(&self) -> Result<Vec<DeviceFacts>, CdiError> {
+    pub fn device_facts(&self) -> Result<Vec<NodeFacts>, CdiError> {
         self.nodes
             .iter()
             .map(|(device, n)| node_facts(device, n))
@@ -91,8 +113,9 @@ impl Edits {
             mounts.extend(self.mounts.iter().map(oci_mount));
             // Parents before children, as the CNCF library orders them.
             mounts.sort_by_key(|m| {
-                crate::container::spec::mounts::clean(&m.destination().to_string_lossy())
-                    .matches('/')
+                m.destination()
+                    .components()
+                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
                     .count()
             });
             spec.set_mounts(Some(mounts));
@@ -158,7 +181,7 @@ fn oci_mount(m: &Mount) -> OciMount {
 }
 
 /// One node's facts, the host node's where the spec is silent.
-fn node_facts(device: &str, n: &DeviceNode) -> Result<DeviceFacts, CdiError> {
+fn node_facts(device: &str, n: &DeviceNode) -> Result<NodeFacts, CdiError> {
     let host = n.host_path.clone().unwrap_or_else(|| n.path.clone());
     let fail = |reason: String| CdiError::DeviceNode {
         device: device.to_string(),
@@ -167,37 +190,38 @@ fn node_facts(device: &str, n: &DeviceNode) -> Result<DeviceFacts, CdiError> {
     };
     let md = std::fs::metadata(&host).map_err(|e| fail(e.to_string()))?;
     let ft = md.file_type();
-    let host_kind = if ft.is_char_device() {
-        Some(DeviceKind::Char)
+    // Some(true) for a block device, Some(false) for a character one.
+    let host_block = if ft.is_char_device() {
+        Some(false)
     } else if ft.is_block_device() {
-        Some(DeviceKind::Block)
+        Some(true)
     } else {
         None
     };
-    let kind = match n.typ.as_deref() {
-        Some("c") | Some("u") => DeviceKind::Char,
-        Some("b") => DeviceKind::Block,
+    let block = match n.typ.as_deref() {
+        Some("c") | Some("u") => false,
+        Some("b") => true,
         Some(t) => {
             return Err(fail(format!(
                 "device type {t:?} is not supported (c, u or b)"
             )))
         }
-        None => host_kind.ok_or_else(|| fail("is not a device node".into()))?,
+        None => host_block.ok_or_else(|| fail("is not a device node".into()))?,
     };
     let rdev = md.rdev();
-    let from_host = host_kind == Some(kind);
+    let from_host = host_block == Some(block);
     let number = |given: Option<i64>, host: u64, what: &str| match given {
         Some(v) => Ok(v),
         None if from_host => Ok(host as i64),
         None => Err(fail(format!(
-            "no {what} number, and the host node is not a {kind:?} device"
+            "no {what} number, and the host node is not a device of that type"
         ))),
     };
-    Ok(DeviceFacts {
+    Ok(NodeFacts {
         host_path: PathBuf::from(&host),
         container_path: n.path.clone(),
         permissions: n.permissions.clone().unwrap_or_else(|| "rwm".into()),
-        kind,
+        block,
         major: number(n.major, nix::sys::stat::major(rdev), "major")?,
         minor: number(n.minor, nix::sys::stat::minor(rdev), "minor")?,
         file_mode: n.file_mode.unwrap_or(md.mode() & 0o7777),
@@ -246,7 +270,7 @@ mod tests {
         let facts = edits().device_facts().expect("facts");
         assert_eq!(facts.len(), 1);
         let f = &facts[0];
-        assert_eq!((f.kind, f.major, f.minor), (DeviceKind::Char, 1, 3));
+        assert_eq!((f.block, f.major, f.minor), (false, 1, 3));
         assert_eq!(f.container_path, "/dev/vendor0");
         assert_eq!(f.permissions, "rw");
         let mut missing = Edits::default();

@@ -525,7 +525,23 @@ async fn build(
     )?;
     devices.extend(
         cdi.device_facts()
-            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?,
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?
+            .into_iter()
+            .map(|n| DeviceFacts {
+                host_path: n.host_path,
+                container_path: n.container_path,
+                permissions: n.permissions,
+                kind: if n.block {
+                    DeviceKind::Block
+                } else {
+                    DeviceKind::Char
+                },
+                major: n.major,
+                minor: n.minor,
+                file_mode: n.file_mode,
+                uid: n.uid,
+                gid: n.gid,
+            }),
     );
     let input = SpecInput {
         id: &rec.id,
