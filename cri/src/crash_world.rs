@@ -22,6 +22,8 @@ use crate::store::{Kind, Store};
 
 /// The image every container of the tables runs.
 pub const IMAGE: &str = "example.com/app:v1";
+/// An image with one layer, for image volumes (CRI `Mount.image`).
+pub const VOLUME_IMAGE: &str = "example.com/data:v1";
 
 /// A row of a table: a pod (and a container in it) and the node state
 /// that is not the daemon's.
@@ -185,6 +187,24 @@ impl World {
             pulled_at: 0,
         };
         store.put(Kind::Image, &image.id, &image).expect("image");
+        let chain = "sha256:0000000000000000000000000000000000000000000000000000000000000003";
+        let volume = ImageRecord {
+            id: "sha256:0000000000000000000000000000000000000000000000000000000000000002".into(),
+            repo_tags: vec![VOLUME_IMAGE.into()],
+            layers: vec![crate::image::records::LayerRecord {
+                digest: chain.into(),
+                media_type: String::new(),
+                size: 0,
+                diff_id: chain.into(),
+                chain_id: chain.into(),
+                unpacked_size: 0,
+                inodes: 0,
+            }],
+            ..image
+        };
+        store
+            .put(Kind::Image, &volume.id, &volume)
+            .expect("volume image");
         w
     }
 

@@ -6,15 +6,33 @@
 //! mount, shim, task, namespace pin, record or directory, and free the
 //! names; a failure at any point must be retried to a clean end.
 
-use crate::crash_world::{container, every_point_of, pod, Case, Op};
+use crate::crash_world::{container, every_point_of, pod, Case, Op, VOLUME_IMAGE};
 
 fn cases() -> Vec<Case> {
-    vec![Case {
-        name: "container in a pod of its own namespaces",
-        pod: pod("web"),
-        container: container("app"),
-        preexisting: vec![],
-    }]
+    let mut with_volume = container("app");
+    with_volume.mounts.push(k8s_cri::v1::Mount {
+        container_path: "/data".into(),
+        readonly: true,
+        image: Some(k8s_cri::v1::ImageSpec {
+            image: VOLUME_IMAGE.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    vec![
+        Case {
+            name: "container in a pod of its own namespaces",
+            pod: pod("web"),
+            container: container("app"),
+            preexisting: vec![],
+        },
+        Case {
+            name: "container with an image volume",
+            pod: pod("web"),
+            container: with_volume,
+            preexisting: vec![],
+        },
+    ]
 }
 
 #[test]
