@@ -2,7 +2,7 @@
 //! a kind of failure becomes a code), and the answers every CRI service
 //! shares.
 
-use tonic::{Code, Response, Status};
+use tonic::{Code, Status};
 
 use crate::container::spec::SpecError;
 use crate::container::ContainerError;
@@ -50,14 +50,6 @@ into_status!(
     StatsError,
     PodError
 );
-
-/// The honest answer of a call Carapace does not implement yet: never a
-/// fake success.
-pub fn unimplemented<T>(call: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "carapace does not implement {call} yet"
-    )))
-}
 
 #[cfg(test)]
 mod tests {
