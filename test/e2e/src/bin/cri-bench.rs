@@ -561,21 +561,24 @@ async fn stats(
 /// "shim" in it and whose `-address` is `sock`): (count, total Pss KiB,
 /// total VmRSS KiB).
 fn shim_memory(sock: &std::path::Path) -> anyhow::Result<(usize, u64, u64)> {
-    let (mut count, mut pss, mut rss) = (0, 0, 0);
-    for pid in shim_pids(sock)? {
-        let dir = PathBuf::from(format!("/proc/{pid}"));
-        let kib = |file: &str, key: &str| -> Option<u64> {
-            let text = std::fs::read_to_string(dir.join(file)).ok()?;
-            let line = text.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        };
-        if let (Some(p), Some(r)) = (kib("smaps_rollup", "Pss:"), kib("status", "VmRSS:")) {
-            count += 1;
-            pss += p;
-            rss += r;
-        }
-    }
-    Ok((count, pss, rss))
+    Ok(total_memory(&shim_pids(sock)?))
+}
+
+/// Pss and VmRSS (KiB) of a process; None once it is gone.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let kib = |file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("smaps_rollup", "Pss:")?, kib("status", "VmRSS:")?))
+}
+
+/// The memory of `pids` still running: (count, total Pss, total VmRSS).
+fn total_memory(pids: &[u32]) -> (usize, u64, u64) {
+    pids.iter()
+        .filter_map(|p| memory(*p))
+        .fold((0, 0, 0), |(n, p, r), (pp, rr)| (n + 1, p + pp, r + rr))
 }
 
 /// The PIDs of the shims serving the daemon on `sock` (processes whose

@@ -17,17 +17,10 @@ use anyhow::{bail, Context};
 use k8s_cri::v1 as cri;
 use tokio::sync::Semaphore;
 
-use super::{container, pod, pull, remove_pod, report, run_pod, shim_pids, status_err, Runtime};
-
-/// Pss and VmRSS (KiB) of a process; None once it is gone.
-fn memory(pid: u32) -> Option<(u64, u64)> {
-    let kib = |file: &str, key: &str| -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("smaps_rollup", "Pss:")?, kib("status", "VmRSS:")?))
-}
+use super::{
+    container, memory, pod, pull, remove_pod, report, run_pod, shim_pids, status_err, total_memory,
+    Runtime,
+};
 
 /// The children of `parents` that are not running `sleep` (the pods'
 /// infra or pause processes).
@@ -53,13 +46,6 @@ fn infra_pids(parents: &[u32]) -> Vec<u32> {
         }
     }
     out
-}
-
-/// Sums the memory of `pids`: (count, Pss, VmRSS).
-fn total(pids: &[u32]) -> (usize, u64, u64) {
-    pids.iter()
-        .filter_map(|p| memory(*p))
-        .fold((0, 0, 0), |(n, p, r), (pp, rr)| (n + 1, p + pp, r + rr))
 }
 
 async fn up_one(
@@ -190,7 +176,11 @@ pub async fn density(
         }
         let shims = shim_pids(sock)?;
         let infra = infra_pids(&shims);
-        anyhow::Ok((total(&shims), total(&infra), memory(daemon_pid)))
+        anyhow::Ok((
+            total_memory(&shims),
+            total_memory(&infra),
+            memory(daemon_pid),
+        ))
     }
     .await;
     let t = Instant::now();
