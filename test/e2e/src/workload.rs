@@ -108,6 +108,45 @@ pub async fn exec(
     .map(|r| r.into_inner())
 }
 
+/// ListContainers without a filter (panics on failure).
+pub async fn list_containers(rt: &mut Rt) -> Vec<cri::Container> {
+    rt.list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .expect("list containers")
+        .into_inner()
+        .containers
+}
+
+/// StopContainer without grace, then RemoveContainer (panics on failure).
+pub async fn stop_and_remove(rt: &mut Rt, id: &str) {
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop container");
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("remove container");
+}
+
+/// A read-only image volume (CRI `Mount.image`) of `image` at `path`,
+/// from `sub` inside the image (empty: all of it).
+pub fn image_mount(path: &str, image: &str, sub: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }
+}
+
 /// ContainerStatus (non-verbose; panics on failure).
 pub async fn status(rt: &mut Rt, id: &str) -> cri::ContainerStatus {
     rt.container_status(cri::ContainerStatusRequest {

@@ -6,7 +6,9 @@
 //! naming it and leaves nothing; a spec written while the daemon runs is
 //! used by the next container; Status's verbose info lists the devices.
 
-use carapace_e2e::workload::{busybox_container, create, pull, run, run_pod, Rt, BUSYBOX};
+use carapace_e2e::workload::{
+    busybox_container, create, list_containers, pull, run, run_pod, sh, BUSYBOX,
+};
 use carapace_e2e::{mounts_under, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
@@ -20,10 +22,6 @@ fn daemon(specs: &std::path::Path) -> Daemon {
         ),
         &[],
     )
-}
-
-async fn sh(rt: &mut Rt, id: &str, script: &str) -> (i32, String, String) {
-    carapace_e2e::workload::sh(rt, id, script).await
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -111,12 +109,7 @@ devices:
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
         assert!(e.message().contains(name), "{name}: {e:?}");
     }
-    let listed = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
 
     // A spec a driver writes now is used by the next container.

@@ -6,7 +6,10 @@
 //! inside the image; an image that is not on the node is NotFound and a
 //! sub path that is not in the image InvalidArgument, leaving nothing.
 
-use carapace_e2e::workload::{busybox_container, busybox_pod, create, pull, run, sh, Rt, BUSYBOX};
+use carapace_e2e::workload::{
+    busybox_container, busybox_pod, create, image_mount, list_containers, pull, run, sh,
+    stop_and_remove, BUSYBOX,
+};
 use carapace_e2e::{mounts_under, Daemon};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -15,23 +18,6 @@ use tonic::transport::Channel;
 /// Three layers: layer 2 whites out /data/gone and makes /opq opaque,
 /// /replace is "new" on top (hack/build-test-images.sh).
 const LAYERED: &str = "127.0.0.1:5000/test/layered:latest";
-
-fn image_mount(path: &str, image: &str) -> cri::Mount {
-    sub_mount(path, image, "")
-}
-
-fn sub_mount(path: &str, image: &str, sub: &str) -> cri::Mount {
-    cri::Mount {
-        container_path: path.into(),
-        readonly: true,
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        image_sub_path: sub.into(),
-        ..Default::default()
-    }
-}
 
 async fn remove_image(
     images: &mut ImageServiceClient<Channel>,
@@ -60,14 +46,6 @@ async fn image_fs_bytes(images: &mut ImageServiceClient<Channel>) -> u64 {
         .sum()
 }
 
-async fn remove_container(rt: &mut Rt, id: &str) {
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("remove container");
-}
-
 fn mounts_of(d: &Daemon) -> Vec<String> {
     mounts_under(d.dir.path())
         .into_iter()
@@ -83,7 +61,10 @@ async fn an_image_is_mounted_read_only_from_its_layers_and_kept_while_in_use() {
     let mut c = busybox_container("imgvol", &["sleep", "3600"], Default::default());
     // A multi-layer image (an overlay of its layers) and a one-layer one
     // (a read-only bind of its layer).
-    c.mounts = vec![image_mount("/vol", LAYERED), image_mount("/bb", BUSYBOX)];
+    c.mounts = vec![
+        image_mount("/vol", LAYERED, ""),
+        image_mount("/bb", BUSYBOX, ""),
+    ];
     let id = run(&mut rt, &pod, &pc, c).await;
 
     let (code, out, err) = sh(
@@ -124,13 +105,7 @@ async fn an_image_is_mounted_read_only_from_its_layers_and_kept_while_in_use() {
     let (code, out, _) = sh(&mut rt, &id, "cat /vol/replace").await;
     assert_eq!((code, out.as_str()), (0, "new"));
 
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 0,
-    })
-    .await
-    .expect("stop");
-    remove_container(&mut rt, &id).await;
+    stop_and_remove(&mut rt, &id).await;
     assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
     remove_image(&mut images, LAYERED)
         .await
@@ -144,7 +119,11 @@ async fn an_image_is_mounted_read_only_from_its_layers_and_kept_while_in_use() {
 async fn an_image_volume_of_an_absent_image_is_not_found_and_leaves_nothing() {
     let (d, mut rt, pod, pc) = busybox_pod("imgvol-absent", |_| {}).await;
     let mut c = busybox_container("absent", &["sleep", "3600"], Default::default());
-    c.mounts = vec![image_mount("/vol", "127.0.0.1:5000/test/not-pulled:latest")];
+    c.mounts = vec![image_mount(
+        "/vol",
+        "127.0.0.1:5000/test/not-pulled:latest",
+        "",
+    )];
     let e = create(&mut rt, &pod, &pc, c)
         .await
         .expect_err("created with an image volume that is not on the node");
@@ -152,19 +131,14 @@ async fn an_image_volume_of_an_absent_image_is_not_found_and_leaves_nothing() {
     assert!(e.message().contains("/vol"), "{e:?}");
     // Both host path and image: InvalidArgument.
     let mut c = busybox_container("both", &["sleep", "3600"], Default::default());
-    let mut m = image_mount("/vol", BUSYBOX);
+    let mut m = image_mount("/vol", BUSYBOX, "");
     m.host_path = d.dir.path().display().to_string();
     c.mounts = vec![m];
     let e = create(&mut rt, &pod, &pc, c)
         .await
         .expect_err("created with a host path and an image");
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    let listed = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
     assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
 }
@@ -176,13 +150,13 @@ async fn a_sub_path_binds_a_directory_or_file_of_the_image() {
     let mut c = busybox_container("sub", &["sleep", "3600"], Default::default());
     c.mounts = vec![
         // A directory after the layers' whiteouts.
-        sub_mount("/data-only", LAYERED, "data"),
+        image_mount("/data-only", LAYERED, "data"),
         // A file, named through a symlink of the image (links/sym ->
         // target): resolved inside the image.
-        sub_mount("/one-file", LAYERED, "links/sym"),
+        image_mount("/one-file", LAYERED, "links/sym"),
         // An absolute symlink of the image (links/abs -> /bin/busybox)
         // is the image's /bin/busybox, not the host's.
-        sub_mount("/tool", LAYERED, "links/abs"),
+        image_mount("/tool", LAYERED, "links/abs"),
     ];
     let id = run(&mut rt, &pod, &pc, c).await;
     let (code, out, err) = sh(
@@ -197,13 +171,7 @@ async fn a_sub_path_binds_a_directory_or_file_of_the_image() {
     let (code, _, err) = sh(&mut rt, &id, "echo x > /one-file").await;
     assert_ne!(code, 0, "wrote through a sub path");
     assert!(err.contains("Read-only"), "{err}");
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 0,
-    })
-    .await
-    .expect("stop");
-    remove_container(&mut rt, &id).await;
+    stop_and_remove(&mut rt, &id).await;
     assert!(mounts_of(&d).is_empty(), "{:?}", mounts_of(&d));
 
     // Not in the image, or climbing out of it: refused, nothing left.
@@ -212,7 +180,7 @@ async fn a_sub_path_binds_a_directory_or_file_of_the_image() {
         ("../etc", "without \"..\""),
     ] {
         let mut c = busybox_container("bad-sub", &["sleep", "3600"], Default::default());
-        c.mounts = vec![sub_mount("/v", LAYERED, sub)];
+        c.mounts = vec![image_mount("/v", LAYERED, sub)];
         let e = create(&mut rt, &pod, &pc, c)
             .await
             .expect_err("created with a bad sub path");

@@ -9,7 +9,9 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use carapace_e2e::workload::{create, exec, pull, run_pod, start, Rt};
+use carapace_e2e::workload::{
+    create, exec, image_mount, list_containers, pull, run_pod, start, Rt,
+};
 use carapace_e2e::{mounts_under, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
@@ -326,12 +328,7 @@ async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
             .expect_err("container refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
     }
-    let listed = rt
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
     let pods = rt
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
@@ -356,16 +353,6 @@ async fn an_image_volume_in_a_user_namespace_is_idmapped_like_the_rootfs() {
     let u = userns(mapping(HOST_BASE), mapping(HOST_BASE));
     let pc = pod_in("userns-imgvol", u.clone());
     let pod = run_pod(&mut rt, pc.clone()).await;
-    let image_mount = |path: &str, sub: &str| cri::Mount {
-        container_path: path.into(),
-        readonly: true,
-        image: Some(cri::ImageSpec {
-            image: LAYERED.into(),
-            ..Default::default()
-        }),
-        image_sub_path: sub.into(),
-        ..Default::default()
-    };
     let id = create(
         &mut rt,
         &pod,
@@ -373,7 +360,10 @@ async fn an_image_volume_in_a_user_namespace_is_idmapped_like_the_rootfs() {
         container(
             "imgvol",
             Some(u),
-            vec![image_mount("/vol", ""), image_mount("/perm", "perm")],
+            vec![
+                image_mount("/vol", LAYERED, ""),
+                image_mount("/perm", LAYERED, "perm"),
+            ],
         ),
     )
     .await
