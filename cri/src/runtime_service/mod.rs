@@ -86,7 +86,13 @@ impl RuntimeService for RuntimeServiceImpl {
         &self,
         request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
-        status::handle(&self.daemon, request.into_inner()).map(Response::new)
+        let req = request.into_inner();
+        if req.verbose {
+            // The verbose info says whether CRIU can checkpoint: its first
+            // probe runs `criu check`, off the async workers.
+            let _ = tokio::task::spawn_blocking(crate::checkpoint::criu).await;
+        }
+        status::handle(&self.daemon, req).map(Response::new)
     }
 
     async fn runtime_config(
