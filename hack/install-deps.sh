@@ -16,6 +16,7 @@ pkgs=(
     libssl-dev            # registry client TLS (oci-client with native-tls)
     docker-registry skopeo apache2-utils curl zstd openssl  # test registries and images (hack/registry.sh)
     containernetworking-plugins iptables  # pod networking (bridge, host-local, loopback, portmap)
+    criu tar              # checkpoint/restore; CRIU dumps tmpfs contents with GNU tar (both shipped into the VM lane, whose kernel CRIU runs on)
     apparmor              # apparmor_parser: loads the default profile where the kernel enforces AppArmor (the VM lane)
 )
 missing=()

@@ -2,7 +2,8 @@
 # The cgroup v2 lane: build the test executables whose behaviour depends on
 # the cgroup version and run them inside a qemu VM that boots Debian's
 # kernel with only the unified hierarchy (hack/vm-test.sh):
-#   1. the test executables of the cgroups, runtime and shim crates;
+#   1. the test executables of the cgroups, runtime and shim crates, with
+#      the runtime's checkpoint tests (CRIU, ignored on other kernels);
 #   2. the end-to-end suites of carapace-e2e that drive the daemon's cgroup
 #      code (pod and container cgroups, stats, metrics, live resource
 #      updates, OOM), against the daemon, shim, infra and runtime from the
@@ -196,7 +197,14 @@ done
 # ------------------------------------------------------------------ run
 args=()
 add() { [ ${#args[@]} -gt 0 ] && args+=(---); args+=("$@"); }
-for e in "${exes[@]}"; do add "$e" --test-threads=2; done
+for e in "${exes[@]}"; do
+    case $(basename "$e") in
+        # CRIU cannot run on every kernel, so these are ignored elsewhere;
+        # here it can.
+        checkpoint-*) add "$e" --ignored --test-threads=1 ;;
+        *) add "$e" --test-threads=2 ;;
+    esac
+done
 args+=(--- "${e2e_runs[@]}")
 
 # -------------------------------------------- 3. the systemd lane
@@ -214,7 +222,17 @@ echo "cgroup v2 lane: build and staging took $((SECONDS - lane_start)) s"
 # twice into RAM); panics keep their file:line, backtraces lose theirs.
 # The shim's tests drive carapace-runtime from the same build (found beside
 # their deps/ directory, not embedded) and Debian's runc: ship both.
-vm=(hack/vm-test.sh --strip --timeout "$timeout"
+# CRIU (checkpoint/restore) with GNU tar, which it runs to dump tmpfs
+# contents (the guest's busybox tar lacks the options), and the kernel
+# modules its dump needs: the socket diag modules (it lists sockets with
+# them), nf_tables (it locks the network with nftables) and
+# nf_conntrack_netlink (it reads conntrack entries of a netns).
+for f in /usr/sbin/criu /bin/tar; do
+    [ -x "$f" ] || die "$f missing: hack/install-deps.sh installs criu and tar"
+done
+criu_modules=unix_diag,inet_diag,tcp_diag,udp_diag,netlink_diag,af_packet_diag,nf_tables,nfnetlink,nf_conntrack_netlink
+vm=(hack/vm-test.sh --strip --timeout "$timeout" --modules "$criu_modules"
+    --add /usr/sbin/criu --add /bin/tar
     "${bins[@]}" --add /usr/sbin/runc "${cni[@]}" --add /usr/bin/jq
     --add /usr/bin/docker-registry --add "$vmreg"
     --env "VMTEST_REGISTRY_DIR=$vmreg" --setup hack/vm/registry-setup.sh)

@@ -64,6 +64,9 @@ pub enum Error {
     /// An OCI hook failed or timed out.
     #[error("{0}")]
     Hook(String),
+    /// CRIU failed to checkpoint or restore; the message quotes its log.
+    #[error("{0}")]
+    Criu(String),
     /// The container's init process reported an error while setting up.
     #[error("{0}")]
     Init(String),

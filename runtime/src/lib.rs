@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod console;
 pub mod credentials;
+pub mod criu;
 pub mod error;
 pub mod hooks;
 pub mod logging;

@@ -88,6 +88,51 @@ enum Cmd {
     },
     /// Print a container's state as JSON.
     State { id: String },
+    /// Checkpoint a running container with CRIU.
+    Checkpoint {
+        /// Directory for CRIU's images.
+        #[arg(long = "image-path")]
+        image_path: PathBuf,
+        /// Directory for CRIU's log and scratch files (default: the images').
+        #[arg(long = "work-path")]
+        work_path: Option<PathBuf>,
+        /// Leave the container running after the checkpoint.
+        #[arg(long = "leave-running")]
+        leave_running: bool,
+        /// Checkpoint established TCP connections.
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
+        /// Checkpoint file locks.
+        #[arg(long = "file-locks")]
+        file_locks: bool,
+        id: String,
+    },
+    /// Create a container from a CRIU checkpoint; `start` resumes it.
+    Restore {
+        /// Directory of CRIU's images.
+        #[arg(long = "image-path")]
+        image_path: PathBuf,
+        /// Directory for CRIU's log and scratch files (default: the images').
+        #[arg(long = "work-path")]
+        work_path: Option<PathBuf>,
+        /// Bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Where to write the restored init's PID.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Accepted for runc compatibility: restore always returns once
+        /// the processes exist (stopped until `start`).
+        #[arg(short, long)]
+        detach: bool,
+        /// Restore established TCP connections.
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
+        /// Restore file locks.
+        #[arg(long = "file-locks")]
+        file_locks: bool,
+        id: String,
+    },
     /// Send a signal to a container.
     Kill {
         /// Signal every process of the container.
@@ -208,6 +253,46 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             keep,
         } => commands::run::run(&root()?, &create_options(create, systemd), detach, keep),
         Cmd::State { id } => commands::state::run(&root()?, &id),
+        Cmd::Checkpoint {
+            image_path,
+            work_path,
+            leave_running,
+            tcp_established,
+            file_locks,
+            id,
+        } => commands::checkpoint::run(
+            &root()?,
+            &id,
+            &commands::checkpoint::CheckpointOptions {
+                images: absolute(image_path),
+                work: work_path.map(absolute),
+                leave_running,
+                tcp_established,
+                file_locks,
+            },
+        ),
+        Cmd::Restore {
+            image_path,
+            work_path,
+            bundle,
+            pid_file,
+            detach: _,
+            tcp_established,
+            file_locks,
+            id,
+        } => commands::restore::run(
+            &root()?,
+            &commands::restore::RestoreOptions {
+                id,
+                bundle,
+                pid_file: pid_file.map(absolute),
+                images: absolute(image_path),
+                work: work_path.map(absolute),
+                systemd_cgroup: systemd,
+                tcp_established,
+                file_locks,
+            },
+        ),
         Cmd::Kill { all, id, signal } => commands::kill::run(&root()?, &id, &signal, all),
         Cmd::Delete { force, id } => commands::delete::run(&root()?, &id, force),
         Cmd::Exec {

@@ -18,6 +18,9 @@ use crate::syscall;
 
 /// Name of the FIFO that holds a created container's init before `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// Present while a restored container's processes wait, stopped, for
+/// `start` (a restored container's created state).
+pub const RESTORED: &str = "restored";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 
@@ -269,7 +272,7 @@ impl ContainerState {
         if !self.init_alive() {
             return Status::Stopped;
         }
-        if dir.join(EXEC_FIFO).exists() {
+        if dir.join(EXEC_FIFO).exists() || dir.join(RESTORED).exists() {
             return Status::Created;
         }
         match self.cgroups().and_then(|c| Ok(c.is_frozen()?)) {

@@ -1,6 +1,7 @@
 //! One module per runc-compatible verb. Each takes the parsed options and
 //! the state root and returns the process exit code.
 
+pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod kill;
 pub mod list;
 pub mod pause;
 pub mod ps;
+pub mod restore;
 pub mod run;
 pub mod spec;
 pub mod start;

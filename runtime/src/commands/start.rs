@@ -8,7 +8,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Context, Error, Result};
-use crate::state::{StateRoot, Status, EXEC_FIFO};
+use crate::state::{ContainerState, StateRoot, Status, EXEC_FIFO, RESTORED};
 use crate::{hooks, logging};
 
 /// Run `start`.
@@ -21,6 +21,19 @@ pub fn run(root: &StateRoot, id: &str) -> Result<i32> {
             status: status.to_string(),
             what: "cannot start a container that is not created".into(),
         });
+    }
+    let restored = root.dir(id).join(RESTORED);
+    if restored.exists() {
+        // CRIU left every restored process stopped: continue them all.
+        for pid in st.cgroups()?.pids()? {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+        std::fs::remove_file(&restored).ctx(|| format!("remove {}", restored.display()))?;
+        poststart(&st);
+        return Ok(0);
     }
     let path = root.dir(id).join(EXEC_FIFO);
     let fifo = nix::fcntl::open(
@@ -81,18 +94,22 @@ pub fn run(root: &StateRoot, id: &str) -> Result<i32> {
         }
     }
     std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+    poststart(&st);
+    let _ = Duration::ZERO;
+    Ok(0)
+}
+
+/// The spec's poststart hooks: a failing one is logged, the remaining
+/// hooks run, the container runs on.
+fn poststart(st: &ContainerState) {
     if let Some(h) = st
         .config
         .hooks()
         .as_ref()
         .and_then(|h| h.poststart().as_ref())
     {
-        // The spec: a failing poststart hook is logged, the remaining
-        // hooks run, the container runs on.
         for e in hooks::run_all("poststart", h, &st.hook_state(Status::Running)) {
             logging::warn(&e.to_string());
         }
     }
-    let _ = Duration::ZERO;
-    Ok(0)
 }

@@ -88,6 +88,9 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
                     .console_size()
                     .map(|b| (b.height() as u16, b.width() as u16));
                 console::setup(sock, size)?;
+            } else {
+                // Its own session, as runc's (see init's).
+                nix::unistd::setsid().ctx(|| "setsid")?;
             }
             init::common_identity(&child_ch, p, caps.clone(), filter.as_ref(), userns)?;
             let exec = init::resolve_exec(p)?;

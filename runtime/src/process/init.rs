@@ -139,6 +139,13 @@ fn setup(ch: &Channel, cx: &InitContext<'_>) -> Result<Exec> {
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock, size)?;
+    } else {
+        // A session of its own, as runc's init: the caller's session
+        // leader is outside the container's PID namespace, which
+        // checkpointing (CRIU) refuses, and a signal to the caller's
+        // process group must not reach the container.
+        nix::unistd::setsid().ctx(|| "setsid")?;
+        reopen_dev_null()?;
     }
     // Sysctls first: a spec that also makes /proc/sys read-only (as
     // containerd's and CRI-O's do) must still get them.
@@ -374,4 +381,46 @@ pub fn exec_now(exec: &Exec, preserve_fds: u32, filter: Option<&Filter>) -> Resu
     }
     let e = nix::unistd::execve(&exec.path, &exec.argv, &exec.envp);
     e.map(|_| ()).ctx(|| format!("exec {:?}", exec.path))
+}
+
+/// Points each standard fd that is the caller's /dev/null at the
+/// container's own /dev/null instead, as runc's init does: a file of the
+/// host's mount namespace cannot be checkpointed (CRIU finds no mount of
+/// the container's for it), and a null device is a null device.
+fn reopen_dev_null() -> Result<()> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    const NULL_RDEV: u64 = libc::makedev(1, 3);
+    let mut own: Option<std::fs::File> = None;
+    for fd in 0..3 {
+        // SAFETY: 0..3 are open for the whole of init (the runtime hands
+        // every one of them on); the borrow ends within this iteration.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = nix::sys::stat::fstat(borrowed) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != NULL_RDEV {
+            continue;
+        }
+        if own.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .ctx(|| "open the container's /dev/null")?;
+            let fst = nix::sys::stat::fstat(&f).ctx(|| "stat /dev/null")?;
+            if fst.st_mode & libc::S_IFMT != libc::S_IFCHR || fst.st_rdev != NULL_RDEV {
+                // An image's /dev/null that is not the null device: keep
+                // the caller's rather than hand the process a file.
+                return Ok(());
+            }
+            own = Some(f);
+        }
+        if let Some(f) = &own {
+            // SAFETY: dup2 of an open file onto a standard fd.
+            if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
+                return Err(nix::Error::last()).ctx(|| format!("dup2 /dev/null to fd {fd}"));
+            }
+        }
+    }
+    Ok(())
 }
