@@ -83,6 +83,54 @@ impl RuntimeCli {
         self.run(args, Some(fds)).await.map(drop)
     }
 
+    /// `restore --image-path I --work-path W --bundle B --pid-file P
+    /// --detach ID`: the container is made from a CRIU dump, its
+    /// processes stopped until `start` (carapace-runtime's semantics).
+    pub async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        images: &Path,
+        work: &Path,
+        fds: PassFds,
+    ) -> Result<()> {
+        let args: Vec<OsString> = vec![
+            "restore".into(),
+            "--image-path".into(),
+            images.into(),
+            "--work-path".into(),
+            work.into(),
+            "--bundle".into(),
+            bundle.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+            "--detach".into(),
+            id.into(),
+        ];
+        self.run(args, Some(fds)).await.map(drop)
+    }
+
+    /// `checkpoint --image-path I --leave-running ID`: CRIU's images (and
+    /// its dump.log) go to `images`; the container runs on.
+    pub async fn checkpoint(&self, id: &str, images: &Path) -> Result<()> {
+        let args: Vec<OsString> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            images.into(),
+            "--leave-running".into(),
+            id.into(),
+        ];
+        self.run(args, None).await.map(drop)
+    }
+
+    /// Whether this is Carapace's own runtime, whose `restore` leaves the
+    /// container created (runc's and crun's start it at once, which the
+    /// Task API's create-then-start cannot follow).
+    pub fn restores_created(&self) -> bool {
+        self.binary.file_name().is_some_and(|n| n == DEFAULT_BINARY)
+    }
+
     /// `exec --detach --process F --pid-file P [--tty --console-socket S] ID`.
     pub async fn exec(
         &self,

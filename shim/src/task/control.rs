@@ -168,3 +168,29 @@ impl TaskService {
         })
     }
 }
+
+impl TaskService {
+    /// Checkpoint: `runtime checkpoint` of the running init into
+    /// `req.path` (made by the runtime, 0700), leaving it running, as
+    /// kubelet's forensic checkpoint wants.
+    pub(super) async fn do_checkpoint(&self, req: api::CheckpointTaskRequest) -> Result<()> {
+        let st = self.inner.state.lock().await;
+        let c = st.container(&req.id)?;
+        if !c.init.is_live() || c.init.status != Status::RUNNING {
+            return Err(Error::FailedPrecondition(format!(
+                "container {:?} is not running",
+                req.id
+            )));
+        }
+        let images = PathBuf::from(&req.path);
+        if !images.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint path {:?} is not absolute",
+                req.path
+            )));
+        }
+        let cli = c.cli.clone();
+        drop(st);
+        cli.checkpoint(&req.id, &images).await
+    }
+}

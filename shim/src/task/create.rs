@@ -1,5 +1,6 @@
 //! CreateTask: the bundle's runtime, stdio, rootfs mounts and cgroup, then
-//! `runtime create`; plus the helpers every process-creating call shares.
+//! `runtime create` (or `runtime restore` from a checkpoint's CRIU images,
+//! which leaves the container created as well); plus the helpers every process-creating call shares.
 
 use super::options::parse_options;
 use super::*;
@@ -140,12 +141,22 @@ impl TaskService {
         req: api::CreateTaskRequest,
     ) -> Result<api::CreateTaskResponse> {
         check_name("container", &req.id)?;
-        if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented(
-                "restore from a checkpoint is not supported".into(),
-            ));
-        }
         let bundle = PathBuf::from(&req.bundle);
+        let restore_from =
+            Some(PathBuf::from(&req.checkpoint)).filter(|p| !p.as_os_str().is_empty());
+        if let Some(images) = &restore_from {
+            if req.terminal {
+                return Err(Error::InvalidArgument(
+                    "a container with a terminal cannot be restored from a checkpoint".into(),
+                ));
+            }
+            if !images.is_absolute() || !images.join("inventory.img").is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "checkpoint {} is not a directory of CRIU images",
+                    images.display()
+                )));
+            }
+        }
         let spec = read_bundle_spec(&bundle)?;
         let opts = parse_options(req.options.as_ref())?;
         let choice = RuntimeChoice::from_options(opts.as_ref(), &self.inner.namespace);
@@ -159,6 +170,12 @@ impl TaskService {
         }
         choice.save(&bundle)?;
         let cli = choice.cli(&bundle);
+        if restore_from.is_some() && !cli.restores_created() {
+            return Err(Error::Unimplemented(format!(
+                "restore from a checkpoint needs carapace-runtime, not {}",
+                cli.binary().display()
+            )));
+        }
         let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs)?;
         let pid_file = bundle.join("init.pid");
         let created = with_stdio(&io_spec, |console, fds| {
@@ -166,9 +183,20 @@ impl TaskService {
             let id = req.id.clone();
             let bundle = bundle.clone();
             let pid_file = pid_file.clone();
+            let restore_from = restore_from.clone();
             async move {
-                cli.create(&id, &bundle, &pid_file, console.as_deref(), fds)
-                    .await
+                match restore_from {
+                    // Stopped in the created state; Start continues it.
+                    Some(images) => {
+                        let work = bundle.join("criu-restore");
+                        cli.restore(&id, &bundle, &pid_file, &images, &work, fds)
+                            .await
+                    }
+                    None => {
+                        cli.create(&id, &bundle, &pid_file, console.as_deref(), fds)
+                            .await
+                    }
+                }
             }
         })
         .await;

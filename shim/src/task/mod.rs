@@ -280,6 +280,15 @@ impl containerd_shim::Task for TaskService {
         Ok(self.do_create(req).await?)
     }
 
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        self.do_checkpoint(req).await?;
+        Ok(api::Empty::new())
+    }
+
     async fn start(
         &self,
         _ctx: &TtrpcContext,
