@@ -274,6 +274,9 @@ pub fn restore_args(
             next += 1;
         }
     }
+    // The dump ran inside the old pod's uts/ipc ([`joined_pod_namespaces`]),
+    // so its images hold neither: CRIU joins the new pod's and the
+    // restored tree inherits them.
     for kind in [LinuxNamespaceType::Uts, LinuxNamespaceType::Ipc] {
         if let Some(path) = namespace(spec, kind).filter(|p| !p.is_empty()) {
             a.push("--join-ns".into());
@@ -305,15 +308,61 @@ pub fn log_errors(log: &Path) -> String {
     out[tail..].join("; ")
 }
 
-/// Runs a dump with `args`; a failure carries the log's errors.
-pub fn run_dump(args: &[String], log: &Path) -> Result<()> {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
-        .map_err(|e| Error::Io {
-            what: format!("run {}", binary().display()),
-            source: e,
-        })?;
+/// The namespaces of kinds uts and ipc the spec joins by path (the pod's):
+/// CRIU dumps every namespace of the container that differs from its own
+/// and restores each as a new one, so the dump runs inside these (they are
+/// then not the container's to dump) and the restore joins the new pod's.
+pub fn joined_pod_namespaces(spec: &Spec) -> Vec<(&'static str, nix::sched::CloneFlags)> {
+    [
+        (
+            LinuxNamespaceType::Uts,
+            "uts",
+            nix::sched::CloneFlags::CLONE_NEWUTS,
+        ),
+        (
+            LinuxNamespaceType::Ipc,
+            "ipc",
+            nix::sched::CloneFlags::CLONE_NEWIPC,
+        ),
+    ]
+    .into_iter()
+    .filter(|(kind, _, _)| namespace(spec, *kind).is_some_and(|p| !p.is_empty()))
+    .map(|(_, name, flag)| (name, flag))
+    .collect()
+}
+
+/// Runs a dump with `args`, in the namespaces `join` (opened files and
+/// their kinds); a failure carries the log's errors.
+pub fn run_dump(
+    args: &[String],
+    log: &Path,
+    join: Vec<(std::fs::File, nix::sched::CloneFlags)>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    let fds: Vec<(i32, i32)> = join
+        .iter()
+        .map(|(f, flag)| (f.as_raw_fd(), flag.bits()))
+        .collect();
+    // SAFETY: the closure only calls setns(2), async-signal-safe, on fds
+    // that stay open (owned by `join`) until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (fd, flag) in &fds {
+                if libc::setns(*fd, *flag) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(|e| Error::Io {
+        what: format!("run {}", binary().display()),
+        source: e,
+    })?;
+    drop(join);
     if out.status.success() {
         return Ok(());
     }

@@ -68,6 +68,12 @@ pub fn run(root: &StateRoot, id: &str, o: &CheckpointOptions) -> Result<i32> {
             .map(|m| m.ino())
             .ctx(|| format!("stat namespace {p}"))
     })?;
-    criu::run_dump(&args, &work.join("dump.log"))?;
+    let mut join = Vec::new();
+    for (name, flag) in criu::joined_pod_namespaces(&st.config) {
+        let path = format!("/proc/{}/ns/{name}", st.pid);
+        let f = std::fs::File::open(&path).ctx(|| format!("open {path}"))?;
+        join.push((f, flag));
+    }
+    criu::run_dump(&args, &work.join("dump.log"), join)?;
     Ok(0)
 }

@@ -402,11 +402,16 @@ fn reopen_dev_null() -> Result<()> {
             continue;
         }
         if own.is_none() {
-            let f = std::fs::OpenOptions::new()
+            // A rootfs whose /dev/null cannot be opened (one with no /dev
+            // mount, on a nodev filesystem, as the pod infra's may be)
+            // keeps the caller's.
+            let Ok(f) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open("/dev/null")
-                .ctx(|| "open the container's /dev/null")?;
+            else {
+                return Ok(());
+            };
             let fst = nix::sys::stat::fstat(&f).ctx(|| "stat /dev/null")?;
             if fst.st_mode & libc::S_IFMT != libc::S_IFCHR || fst.st_rdev != NULL_RDEV {
                 // An image's /dev/null that is not the null device: keep
