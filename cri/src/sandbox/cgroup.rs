@@ -93,12 +93,18 @@ pub fn ensure(pod: &str, systemd: bool) -> Result<bool, SandboxError> {
 /// Removes the pod cgroup (with anything left below it; systemd: stops
 /// the slice); a missing one is fine.
 pub fn remove(pod: &str, systemd: bool) -> Result<(), SandboxError> {
-    manager(pod, systemd)?
-        .destroy()
-        .map_err(|source| SandboxError::Cgroup {
-            path: pod.to_string(),
-            source,
-        })
+    let m = manager(pod, systemd)?;
+    // Nothing of a pod outlives its teardown: a process its infra or a
+    // container left behind (a daemon killed mid-RunPodSandbox left one
+    // in the VM lane) would hold the cgroup busy. On v2 this kills the
+    // whole subtree at once (cgroup.kill).
+    if m.exists() {
+        let _ = m.kill_all(libc::SIGKILL);
+    }
+    m.destroy().map_err(|source| SandboxError::Cgroup {
+        path: pod.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
