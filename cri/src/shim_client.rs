@@ -194,6 +194,9 @@ pub struct RuntimeOptions {
     /// Run it with `--systemd-cgroup` (the daemon's systemd cgroup driver):
     /// the task's cgroup is then a systemd scope.
     pub systemd_cgroup: bool,
+    /// CRIU images to restore the task from (CreateContainer from a
+    /// checkpoint archive): the shim then runs `runtime restore`.
+    pub restore_from: Option<PathBuf>,
 }
 
 /// A process's stdio as the shim takes it ("" for none).
@@ -312,10 +315,33 @@ impl Shim {
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
             options: Some(any).into(),
+            checkpoint: runtime
+                .restore_from
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             ..Default::default()
         };
         let r = guard("Create", self.task.create(ctx(), &req)).await?;
         Ok(r.pid)
+    }
+
+    /// Checkpoints the running task with CRIU into `images` (it runs on),
+    /// within `limit` (a dump writes the container's memory out).
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        limit: Duration,
+    ) -> Result<(), ShimError> {
+        let req = api::CheckpointTaskRequest {
+            id: id.to_string(),
+            path: images.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        guard_for(limit, "Checkpoint", self.task.checkpoint(ctx(), &req))
+            .await
+            .map(drop)
     }
 
     /// Starts a created process (`exec_id` "" for the init); its PID.

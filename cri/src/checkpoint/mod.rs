@@ -4,6 +4,9 @@
 //! installed CRIU do not change under it) and said in Status's verbose
 //! info and in CheckpointContainer's refusal.
 
+pub mod archive;
+pub mod rootfs_diff;
+
 use std::process::Command;
 use std::sync::OnceLock;
 

@@ -15,8 +15,8 @@ use crate::shim_client::{RuntimeOptions, Stdio};
 
 use super::registry::{Container, Containers};
 use super::spec::{self, DeviceFacts, DeviceKind, ImageFacts, SandboxFacts, SpecInput};
-use super::userns::PodUserns;
-use super::{image_volume, logs, ContainerError, ContainerRecord, Phase};
+use super::userns::{pod_userns, PodUserns};
+use super::{image_volume, logs, restore, ContainerError, ContainerRecord, Phase};
 
 /// Reads a small file of the image (`/etc/passwd`) from the mounted rootfs
 /// without following a symlink out of it: only a regular file under real
@@ -166,14 +166,6 @@ fn target_pid(cs: &Containers, config: &cri::ContainerConfig) -> Option<u32> {
     (rec.phase == Phase::Running && rec.pid > 0).then_some(rec.pid)
 }
 
-/// The user namespace a pod's config asks for (validated when it ran).
-fn pod_userns(pod: &SandboxRecord) -> Option<cri::UserNamespace> {
-    spec::namespaces::userns(pod.ns_options().userns_options.as_ref())
-        .ok()
-        .flatten()
-        .cloned()
-}
-
 /// The pod facts the spec builder needs.
 fn sandbox_facts(cs: &Containers, pod: &SandboxRecord) -> SandboxFacts {
     let ns = pod.dir.join("ns");
@@ -310,11 +302,25 @@ pub async fn create(
             "container config names no image".into(),
         ));
     }
+    // A checkpoint archive named as the image (CRI-O's convention, and
+    // kubelet's for restoring): the container is restored from it.
+    let restore = restore::open(&image_name).await?;
+    let mut config = config;
+    let image_name = match &restore {
+        Some(r) => {
+            r.adopt_process(&mut config)?;
+            r.base_image(cs)?
+        }
+        None => image_name,
+    };
     let pod = cs
         .sandboxes
         .get(sandbox_id)
         .map_err(|_| ContainerError::NotFound(format!("pod sandbox {sandbox_id:?}")))?
         .record();
+    if restore.is_some() {
+        restore::check_pod(&pod, &config)?;
+    }
     if pod.phase != PodPhase::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
             "pod sandbox {} is not ready",
@@ -387,7 +393,16 @@ pub async fn create(
     let op = c.op.lock().await;
     // Until it is Created, only this call (holding the op lock) writes the
     // record: its copy `rec` is the record.
-    let built = build(cs, &c, &pod, &image, &image_volumes, &mut rec).await;
+    let built = build(
+        cs,
+        &c,
+        &pod,
+        &image,
+        &image_volumes,
+        restore.as_ref(),
+        &mut rec,
+    )
+    .await;
     match built {
         Ok(()) => {
             cs.update(&c, |r| *r = rec)?;
@@ -417,6 +432,7 @@ async fn build(
     pod: &SandboxRecord,
     image: &crate::image::ImageRecord,
     image_volumes: &[image_volume::Resolved],
+    restore: Option<&restore::Restore>,
     rec: &mut ContainerRecord,
 ) -> Result<(), ContainerError> {
     let rootfs_dir = rec.rootfs();
@@ -430,12 +446,22 @@ async fn build(
         .map_err(|e| ContainerError::io("create", &rec.bundle, e))?;
     crate::private::dir(&rec.data, crate::private::DIR_MODE)
         .map_err(|e| ContainerError::io("create", &rec.data, e))?;
-    let lowers: Vec<PathBuf> = image
+    let mut lowers: Vec<PathBuf> = image
         .layers
         .iter()
         .rev()
         .map(|l| cs.images.layer_dir(&l.chain_id))
         .collect::<Result<_, _>>()?;
+    // A restore: CRIU's images out of the archive, and the checkpointed
+    // container's rootfs changes as the topmost lower layer.
+    let restore_images = match restore {
+        Some(r) => {
+            let (images, diff) = r.unpack(&rec.data, cs.images.layer_limits()).await?;
+            lowers.insert(0, diff);
+            Some(images)
+        }
+        None => None,
+    };
     let sandbox = sandbox_facts(cs, pod);
     // A pod in its own user namespace: the layers are stacked through
     // idmapped views (removed once the overlay holds them).
@@ -639,6 +665,7 @@ async fn build(
                 binary: rec.runtime_binary.clone(),
                 root: rec.runtime_root.clone(),
                 systemd_cgroup: cs.sandboxes.systemd_cgroups(),
+                restore_from: restore_images,
             },
         )
         .await?;

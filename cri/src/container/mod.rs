@@ -14,6 +14,7 @@ pub mod record;
 pub mod recover;
 pub mod registry;
 pub mod remove;
+pub mod restore;
 pub mod seccomp_default;
 pub mod spec;
 pub mod start;

@@ -129,3 +129,11 @@ pub fn idmap_err(e: idmap::IdmapError) -> ContainerError {
         e => ContainerError::Idmap(e),
     }
 }
+
+/// The user namespace a pod's config asks for (validated when it ran).
+pub fn pod_userns(pod: &crate::sandbox::SandboxRecord) -> Option<k8s_cri::v1::UserNamespace> {
+    super::spec::namespaces::userns(pod.ns_options().userns_options.as_ref())
+        .ok()
+        .flatten()
+        .cloned()
+}

@@ -109,6 +109,11 @@ impl Images {
     }
 
     /// The unpacked directory of a layer chain ID (a container's lowerdir).
+    /// What one layer may unpack to ([`super::pull::Puller::layer_limits`]).
+    pub fn layer_limits(&self) -> super::unpack::Limits {
+        self.puller.layer_limits()
+    }
+
     pub fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
         self.puller.layer_dir(chain_id)
     }

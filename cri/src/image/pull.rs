@@ -241,6 +241,12 @@ impl Puller {
     }
 
     /// The directory a chain ID unpacks to.
+    /// What one layer may unpack to (also the bound on other unpacked
+    /// input, such as a checkpoint's rootfs changes).
+    pub fn layer_limits(&self) -> Limits {
+        self.limits
+    }
+
     pub fn layer_dir(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
         Ok(self.layers_dir.join(hex_of(chain_id)?))
     }

@@ -46,6 +46,7 @@ pub async fn start(
         binary: rec.runtime_binary.clone(),
         root: rec.runtime_root.clone(),
         systemd_cgroup: s.systemd_cgroups(),
+        restore_from: None,
     };
     tasks
         .create(&address, &rec.id, &bundle, &Default::default(), &runtime)
