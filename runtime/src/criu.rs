@@ -204,6 +204,8 @@ pub enum Inherit {
         path: String,
         /// The fd number CRIU gets it at.
         fd: i32,
+        /// Whether it is a PID namespace (else a network one).
+        pid: bool,
     },
 }
 
@@ -270,7 +272,11 @@ pub fn restore_args(
         if let Some(path) = namespace(spec, kind).filter(|p| !p.is_empty()) {
             a.push("--inherit-fd".into());
             a.push(format!("fd[{next}]:{}", ns_key(kind)));
-            inherit.push(Inherit::Namespace { path, fd: next });
+            inherit.push(Inherit::Namespace {
+                path,
+                fd: next,
+                pid: kind == LinuxNamespaceType::Pid,
+            });
             next += 1;
         }
     }
@@ -454,7 +460,8 @@ mod tests {
                 Inherit::Stdio { from: 2, fd: 4 },
                 Inherit::Namespace {
                     path: "/run/netns/pod".into(),
-                    fd: 5
+                    fd: 5,
+                    pid: false
                 }
             ]
         );

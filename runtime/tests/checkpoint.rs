@@ -214,6 +214,37 @@ fn a_dumped_counter_is_restored_stopped_and_counts_on_after_start() {
     for w in got.windows(2) {
         assert_eq!(w[1], w[0] + 1, "{got:?}");
     }
+    // A second container restored from the same dump runs beside it.
+    let id3 = b.id("c3");
+    b.config["linux"]["cgroupsPath"] = json!(format!("/carapace-test/{id3}"));
+    b.write();
+    let (w, out3) = output_pipe();
+    let o = b
+        .cmd()
+        .args([
+            "restore",
+            "--image-path",
+            images_s,
+            "--work-path",
+            b.path().join("restore-work3").to_str().expect("utf8"),
+            "--bundle",
+            &bundle,
+            &id3,
+        ])
+        .stdout(Stdio::from(w.try_clone().expect("dup")))
+        .stderr(Stdio::from(w))
+        .output()
+        .expect("restore");
+    assert!(
+        o.status.success(),
+        "second restore: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    b.ok(&["start", &id3]);
+    wait_for("the second restored container to count", || {
+        numbers(&out3).len() >= 3
+    });
+    b.ok(&["delete", "--force", &id3]);
     b.ok(&["delete", "--force", &id2]);
     assert!(
         std::fs::read_link(format!("/proc/{pid}/exe")).is_err(),

@@ -174,6 +174,9 @@ fn run_criu(
     cg: &carapace_cgroups::Manager,
     resources: &oci_spec::runtime::LinuxResources,
 ) -> Result<i32> {
+    let pidns_joined = inherit
+        .iter()
+        .any(|i| matches!(i, Inherit::Namespace { pid: true, .. }));
     let mut files: Vec<(OwnedFd, i32)> = Vec::new();
     for i in inherit {
         match i {
@@ -181,7 +184,7 @@ fn run_criu(
                 let dup = nix::unistd::dup(std_fd(*from)).ctx(|| format!("dup fd {from}"))?;
                 files.push((dup, *fd));
             }
-            Inherit::Namespace { path, fd } => {
+            Inherit::Namespace { path, fd, .. } => {
                 let f = std::fs::File::open(path).ctx(|| format!("open namespace {path}"))?;
                 files.push((OwnedFd::from(f), *fd));
             }
@@ -258,10 +261,18 @@ fn run_criu(
             )))
         }
         other => {
+            let errors = criu::log_errors(&log);
+            // CRIU restores every process under its old PID: in a PID
+            // namespace joined (a pod's), those may be taken.
+            let hint = if errors.contains("File exists") && pidns_joined {
+                " (the checkpointed processes' PIDs are taken in the PID namespace joined: \
+                 restore into a pod whose PID namespace does not hold them)"
+            } else {
+                ""
+            };
             return Err(Error::Criu(format!(
-                "criu restore failed ({other:?}): {}",
-                criu::log_errors(&log)
-            )))
+                "criu restore failed ({other:?}): {errors}{hint}"
+            )));
         }
     }
     let s = std::fs::read_to_string(pid_file).ctx(|| format!("read {}", pid_file.display()))?;
