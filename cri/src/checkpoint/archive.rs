@@ -7,6 +7,9 @@
 //! * `deleted.files`: JSON list of the image files it deleted;
 //! * `checkpoint/`: CRIU's images (with its dump.log).
 //!
+//! The same layout unpacked as a directory is a checkpoint image's one
+//! layer (CRI-O's checkpoint images, marked by [`IMAGE_ANNOTATION`]).
+//!
 //! Writing goes to a temporary file beside the target, renamed into place
 //! once whole, so a kubelet never sees half an archive. Reading treats the
 //! archive as hostile: only the names above are taken, each bounded, and
@@ -29,6 +32,10 @@ pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 pub const DELETED_FILES: &str = "deleted.files";
 /// CRIU's images directory.
 pub const IMAGES_DIR: &str = "checkpoint";
+
+/// The annotation (of the image manifest, or a label of its config) that
+/// makes an image a checkpoint image, CRI-O's.
+pub const IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
 
 /// How large config.dump, spec.dump and deleted.files may be.
 const SMALL_FILE_MAX: u64 = 16 << 20;
@@ -263,6 +270,99 @@ pub fn extract(
     Ok(out)
 }
 
+/// [`read_meta`] for a checkpoint unpacked as a directory (the one layer
+/// of a checkpoint image).
+pub fn read_meta_dir(dir: &Path) -> Result<Meta, ArchiveError> {
+    let read = |name: &str| -> Result<Vec<u8>, ArchiveError> {
+        let p = dir.join(name);
+        let f = File::open(&p)
+            .map_err(|e| ArchiveError::Invalid(format!("checkpoint image has no {name}: {e}")))?;
+        let mut b = Vec::new();
+        f.take(SMALL_FILE_MAX + 1)
+            .read_to_end(&mut b)
+            .map_err(io_err("read", &p))?;
+        if b.len() as u64 > SMALL_FILE_MAX {
+            return Err(ArchiveError::Invalid(format!(
+                "{name} is larger than {SMALL_FILE_MAX} bytes"
+            )));
+        }
+        Ok(b)
+    };
+    let config = read(CONFIG_DUMP)?;
+    let spec = read(SPEC_DUMP)?;
+    Ok(Meta {
+        config: serde_json::from_slice(&config)
+            .map_err(|e| ArchiveError::Invalid(format!("{CONFIG_DUMP}: {e}")))?,
+        spec: serde_json::from_slice(&spec)
+            .map_err(|e| ArchiveError::Invalid(format!("{SPEC_DUMP}: {e}")))?,
+    })
+}
+
+/// [`extract`] for a checkpoint directory: CRIU's images are copied into
+/// `images` (plain files only, at most `max_bytes` in all); the rootfs
+/// changes stay where they are.
+pub fn extract_dir(dir: &Path, images: &Path, max_bytes: u64) -> Result<Extracted, ArchiveError> {
+    crate::private::dir(images, crate::private::DIR_MODE).map_err(io_err("create", images))?;
+    let src = dir.join(IMAGES_DIR);
+    let mut total: u64 = 0;
+    let mut inventory = false;
+    for e in std::fs::read_dir(&src).map_err(io_err("read", &src))? {
+        let e = e.map_err(io_err("read", &src))?;
+        let md = e.metadata().map_err(io_err("stat", &e.path()))?;
+        if !md.file_type().is_file() {
+            return Err(ArchiveError::Invalid(format!(
+                "checkpoint entry {} is not a regular file",
+                e.path().display()
+            )));
+        }
+        total = total.saturating_add(md.len());
+        if max_bytes > 0 && total > max_bytes {
+            return Err(ArchiveError::Invalid(format!(
+                "checkpoint content exceeds {max_bytes} bytes"
+            )));
+        }
+        if e.file_name() == "inventory.img" {
+            inventory = true;
+        }
+        let target = images.join(e.file_name());
+        let mut r = File::open(e.path()).map_err(io_err("open", &e.path()))?;
+        let mut w = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .map_err(io_err("create", &target))?;
+        io::copy(&mut r, &mut w).map_err(io_err("write", &target))?;
+    }
+    if !inventory {
+        return Err(ArchiveError::Invalid(format!(
+            "checkpoint image has no CRIU images ({IMAGES_DIR}/inventory.img)"
+        )));
+    }
+    let mut out = Extracted::default();
+    let diff = dir.join(ROOTFS_DIFF);
+    if diff.is_file() {
+        out.rootfs_diff = Some(diff);
+    }
+    let deleted = dir.join(DELETED_FILES);
+    if deleted.is_file() {
+        let mut b = Vec::new();
+        File::open(&deleted)
+            .map_err(io_err("open", &deleted))?
+            .take(SMALL_FILE_MAX + 1)
+            .read_to_end(&mut b)
+            .map_err(io_err("read", &deleted))?;
+        if b.len() as u64 > SMALL_FILE_MAX {
+            return Err(ArchiveError::Invalid(format!(
+                "{DELETED_FILES} is larger than {SMALL_FILE_MAX} bytes"
+            )));
+        }
+        out.deleted = serde_json::from_slice(&b)
+            .map_err(|e| ArchiveError::Invalid(format!("{DELETED_FILES}: {e}")))?;
+    }
+    Ok(out)
+}
+
 /// An entry's name, cleaned; absolute names and `..` refused.
 fn entry_name<R: Read>(e: &tar::Entry<'_, R>) -> Result<String, ArchiveError> {
     let p = e
@@ -381,6 +481,26 @@ mod tests {
         )
         .expect_err("over the limit");
         assert!(e.to_string().contains("exceeds"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_directory_reads_as_its_archive_does() {
+        let d = tempfile::tempdir().expect("tmp");
+        let st = d.path().join("layer");
+        std::fs::create_dir(&st).expect("mkdir");
+        staging(&st);
+        let meta = read_meta_dir(&st).expect("meta");
+        assert_eq!(meta.config.id, "abc");
+        let ex = extract_dir(&st, &d.path().join("img"), 0).expect("extract");
+        assert_eq!(ex.deleted, vec!["/etc/motd".to_string()]);
+        assert_eq!(ex.rootfs_diff, Some(st.join(ROOTFS_DIFF)));
+        assert!(d.path().join("img/inventory.img").is_file());
+        // A symlink among CRIU's images is refused.
+        std::os::unix::fs::symlink("/etc/shadow", st.join(IMAGES_DIR).join("evil.img"))
+            .expect("symlink");
+        let e = extract_dir(&st, &d.path().join("img2"), 0).expect_err("symlink");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(read_meta_dir(d.path()).is_err());
     }
 
     #[test]

@@ -304,7 +304,7 @@ pub async fn create(
     }
     // A checkpoint archive named as the image (CRI-O's convention, and
     // kubelet's for restoring): the container is restored from it.
-    let restore = restore::open(&image_name).await?;
+    let restore = restore::open(cs, &image_name).await?;
     let mut config = config;
     let image_name = match &restore {
         Some(r) => {
@@ -352,7 +352,12 @@ pub async fn create(
         sandbox_id: pod.id.clone(),
         image_id: image.id.clone(),
         image_name,
-        chain_ids: image.layers.iter().map(|l| l.chain_id.clone()).collect(),
+        chain_ids: image
+            .layers
+            .iter()
+            .map(|l| l.chain_id.clone())
+            .chain(restore.iter().flat_map(|r| r.chain_ids.iter().cloned()))
+            .collect(),
         phase: Phase::Creating,
         created_at: now_ns(),
         started_at: 0,

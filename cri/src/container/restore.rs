@@ -1,6 +1,8 @@
-//! CreateContainer from a checkpoint archive (CRI-O's convention, which
-//! kubelet's restore follows: the archive's absolute path stands where the
-//! image reference goes). The container is made as any other, on the
+//! CreateContainer from a checkpoint (CRI-O's conventions, which kubelet's
+//! restore follows): either the archive's absolute path stands where the
+//! image reference goes, or the image is a checkpoint image (one layer
+//! holding the archive's content, marked by CRI-O's annotation), pulled or
+//! imported as any image. The container is made as any other, on the
 //! checkpointed container's image (which must be on the node), with the
 //! archive's rootfs changes stacked over that image and its process from
 //! the archive's spec; its shim then restores the CRIU images instead of
@@ -18,19 +20,26 @@ use crate::sandbox::SandboxRecord;
 
 use super::{ContainerError, Containers};
 
-/// A checkpoint archive a container is being restored from.
+/// A checkpoint a container is being restored from.
 #[derive(Debug)]
 pub struct Restore {
+    /// The archive, or the checkpoint image's layer directory.
     archive: PathBuf,
+    /// Whether `archive` is a directory (a checkpoint image's layer).
+    unpacked: bool,
     meta: archive::Meta,
+    /// A checkpoint image's layers: in use by the container, so the image
+    /// cannot be removed under its restore.
+    pub chain_ids: Vec<String>,
 }
 
-/// The archive `image` names, when it is an absolute path (no image
-/// reference is); None for an image reference.
-pub async fn open(image: &str) -> Result<Option<Restore>, ContainerError> {
+/// The checkpoint `image` names: an absolute path (no image reference is
+/// one) is an archive; an image on the node carrying CRI-O's checkpoint
+/// annotation is a checkpoint image. None for any other image.
+pub async fn open(cs: &Containers, image: &str) -> Result<Option<Restore>, ContainerError> {
     let path = PathBuf::from(image);
     if !path.is_absolute() {
-        return Ok(None);
+        return open_image(cs, image).await;
     }
     let p = path.clone();
     let meta = tokio::task::spawn_blocking(move || archive::read_meta(&p))
@@ -47,19 +56,61 @@ pub async fn open(image: &str) -> Result<Option<Restore>, ContainerError> {
                 path.display()
             )),
         })?;
+    criu_ready(&path).await?;
+    Ok(Some(Restore {
+        archive: path,
+        unpacked: false,
+        meta,
+        chain_ids: Vec::new(),
+    }))
+}
+
+/// A checkpoint image on the node: its topmost layer is the checkpoint.
+async fn open_image(cs: &Containers, image: &str) -> Result<Option<Restore>, ContainerError> {
+    let Some(rec) = cs.images.resolve(image)? else {
+        // Not on the node: the usual NotFound comes later.
+        return Ok(None);
+    };
+    let manifest = cs.images.manifest(&rec)?;
+    let marked = manifest["annotations"][archive::IMAGE_ANNOTATION].is_string()
+        || rec.config["config"]["Labels"][archive::IMAGE_ANNOTATION].is_string();
+    if !marked {
+        return Ok(None);
+    }
+    let layer = rec.layers.last().ok_or_else(|| {
+        ContainerError::InvalidArgument(format!("checkpoint image {image} has no layer"))
+    })?;
+    let dir = cs.images.layer_dir(&layer.chain_id)?;
+    let d = dir.clone();
+    let meta = tokio::task::spawn_blocking(move || archive::read_meta_dir(&d))
+        .await
+        .map_err(|e| ContainerError::InvalidArgument(format!("read checkpoint: {e}")))?
+        .map_err(|e| {
+            ContainerError::InvalidArgument(format!(
+                "image {image} is marked as a checkpoint but is not one: {e}"
+            ))
+        })?;
+    criu_ready(Path::new(image)).await?;
+    Ok(Some(Restore {
+        archive: dir,
+        unpacked: true,
+        meta,
+        chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
+    }))
+}
+
+/// FailedPrecondition, naming why, where CRIU cannot restore.
+async fn criu_ready(what: &Path) -> Result<(), ContainerError> {
     let criu = tokio::task::spawn_blocking(checkpoint::criu)
         .await
         .map_err(|e| ContainerError::InvalidArgument(format!("probe CRIU: {e}")))?;
     if let Criu::Unusable(why) = criu {
         return Err(ContainerError::FailedPrecondition(format!(
             "cannot restore from checkpoint {} on this node: {why}",
-            path.display()
+            what.display()
         )));
     }
-    Ok(Some(Restore {
-        archive: path,
-        meta,
-    }))
+    Ok(())
 }
 
 impl Restore {
@@ -137,13 +188,19 @@ impl Restore {
         limits: Limits,
     ) -> Result<(PathBuf, PathBuf), ContainerError> {
         let archive_path = self.archive.clone();
+        let unpacked = self.unpacked;
         let dir = data.join("restore");
         tokio::task::spawn_blocking(move || -> Result<(PathBuf, PathBuf), ContainerError> {
             crate::private::dir(&dir, crate::private::DIR_MODE)
                 .map_err(|e| ContainerError::io("create", &dir, e))?;
             let images = dir.join(archive::IMAGES_DIR);
             let tar = dir.join(archive::ROOTFS_DIFF);
-            let ex = archive::extract(&archive_path, &images, &tar, limits.bytes).map_err(|e| {
+            let ex = if unpacked {
+                archive::extract_dir(&archive_path, &images, limits.bytes)
+            } else {
+                archive::extract(&archive_path, &images, &tar, limits.bytes)
+            }
+            .map_err(|e| {
                 ContainerError::InvalidArgument(format!(
                     "checkpoint {}: {e}",
                     archive_path.display()
@@ -165,7 +222,9 @@ impl Restore {
                             archive_path.display()
                         ))
                     })?;
-                    let _ = std::fs::remove_file(t);
+                    if !unpacked {
+                        let _ = std::fs::remove_file(t);
+                    }
                 }
                 None => crate::private::dir(&diff, crate::private::DIR_MODE)
                     .map_err(|e| ContainerError::io("create", &diff, e))?,

@@ -109,6 +109,15 @@ impl Images {
     }
 
     /// The unpacked directory of a layer chain ID (a container's lowerdir).
+    /// An image's manifest, as JSON (its annotations, say).
+    pub fn manifest(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let b = self.content.read(&image.manifest_digest)?;
+        serde_json::from_slice(&b).map_err(|e| ImageError::BadManifest {
+            reference: image.id.clone(),
+            message: format!("stored manifest {}: {e}", image.manifest_digest),
+        })
+    }
+
     /// What one layer may unpack to ([`super::pull::Puller::layer_limits`]).
     pub fn layer_limits(&self) -> super::unpack::Limits {
         self.puller.layer_limits()

@@ -4,7 +4,8 @@
 //! does; a container created in another pod with the archive's path as its
 //! image is restored stopped, and once started counts on from where the
 //! checkpoint caught it, with the checkpointed rootfs changes, in the new
-//! pod's network. Ignored in plain `cargo test`: CRIU cannot run on every
+//! pod's network; so is one whose image is that checkpoint packed as a
+//! checkpoint image (CRI-O's form). Ignored in plain `cargo test`: CRIU cannot run on every
 //! kernel (Debian's CRIU 3.17 fails `criu check` on the build host's);
 //! hack/test-v2.sh runs it with `--ignored` in its VM, on Debian's kernel.
 
@@ -66,6 +67,69 @@ fn read_entry(tar: &Path, name: &str) -> Vec<u8> {
         }
     }
     panic!("{} has no {name}", tar.display());
+}
+
+/// Packs a checkpoint archive as an OCI image archive the way CRI-O's
+/// checkpoint images are built (buildah: the archive's content as the one
+/// layer, the checkpoint annotation on the manifest).
+fn checkpoint_image(archive: &Path, out: &Path) {
+    use sha2::{Digest, Sha256};
+    let digest = |b: &[u8]| {
+        let hex: String = Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    };
+    let layer = std::fs::read(archive).expect("read archive");
+    let layer_digest = digest(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest(&config),
+            "size": config.len()
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len()
+        }],
+        "annotations": {"io.kubernetes.cri-o.annotations.checkpoint.name": "counter"}
+    }))
+    .expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest),
+            "size": manifest.len()
+        }]
+    }))
+    .expect("json");
+    let mut b = tar::Builder::new(std::fs::File::create(out).expect("create"));
+    let mut add = |name: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("append");
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for blob in [&layer, &config, &manifest] {
+        let d = digest(blob);
+        add(format!("blobs/sha256/{}", &d["sha256:".len()..]), blob);
+    }
+    b.finish().expect("finish");
 }
 
 async fn checkpoint(rt: &mut Rt, id: &str, location: &Path) -> Result<(), tonic::Status> {
@@ -216,10 +280,72 @@ async fn a_checkpointed_counter_is_restored_in_another_pod_and_counts_on() {
     let (_, host, _) = sh(&mut rt, &id2, "hostname").await;
     assert_eq!(host.trim(), "restored-host");
 
+    // The same checkpoint as a checkpoint image (CRI-O's form: one layer
+    // holding the archive's content, marked by its annotation), imported
+    // and named as the image.
+    let oci = out.join("counter-oci.tar");
+    checkpoint_image(&archive, &oci);
+    let o = std::process::Command::new(carapace_e2e::daemon_bin())
+        .arg("--config")
+        .arg(d.config_path())
+        .args([
+            "image",
+            "import",
+            "--name",
+            "localhost/checkpoint/counter:latest",
+        ])
+        .arg(&oci)
+        .output()
+        .expect("run carapace image import");
+    assert!(o.status.success(), "import: {o:?}");
+    let mut from_image = busybox_container("from-image", &["replaced"], Default::default());
+    from_image.image = Some(cri::ImageSpec {
+        image: "localhost/checkpoint/counter:latest".into(),
+        ..Default::default()
+    });
+    // In a third pod: pods share one PID namespace among their containers
+    // (the e2e pods do), and a restore needs the checkpointed processes'
+    // PIDs free in it, which the first restore in pod b now holds.
+    let mut pc3 = carapace_e2e::pod_config("ckpt-c");
+    pc3.log_directory = pc.log_directory.clone();
+    let pod3 = run_pod(&mut rt, pc3.clone()).await;
+    let id3 = create(&mut rt, &pod3, &pc3, from_image)
+        .await
+        .expect("CreateContainer from the checkpoint image");
+    start(&mut rt, &id3).await;
+    let log3 = logs.join("from-image.log");
+    wait_for("the container restored from the image to count", || {
+        counted(&log3).len() >= 3
+    })
+    .await;
+    let got3 = counted(&log3);
+    assert!(
+        got3[0] > 3 && got3[0] <= at_checkpoint + 1,
+        "restored from the image, the counter starts at {}: {got3:?}",
+        got3[0]
+    );
+    // As for any image a container runs on, removing the checkpoint image
+    // keeps its layers while the container exists.
+    d.images()
+        .await
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "localhost/checkpoint/counter:latest".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("remove the checkpoint image");
+    assert_eq!(
+        status(&mut rt, &id3).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    stop_and_remove(&mut rt, &id3).await;
+
     // Both go away cleanly.
     stop_and_remove(&mut rt, &id2).await;
     stop_and_remove(&mut rt, &id).await;
-    for p in [&pod, &pod2] {
+    for p in [&pod, &pod2, &pod3] {
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: p.clone(),
         })
