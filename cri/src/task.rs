@@ -62,13 +62,11 @@ impl Task<'_> {
             Ok(shim) => shim,
             Err(e) if e.is_gone() => {
                 self.cleanup(launch).await?;
-                self.forget_address();
                 return Ok(out);
             }
             Err(e) => return Err(e),
         };
         out.shim_pid = shim.pid(self.id).await.ok();
-        let mut deleted = false;
         let calls = async {
             match shim.kill(self.id, "", SIGKILL, true).await {
                 Ok(()) => {}
@@ -87,33 +85,16 @@ impl Task<'_> {
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
-            deleted = true;
             shim.shutdown(self.id).await
         };
         match calls.await {
             Ok(()) => {}
-            // Told to shut down, the shim may exit before it answers: the
-            // task is deleted, nothing is left to clean up.
-            Err(e) if e.is_gone() && deleted => {}
             // The shim went away in the middle (it exits with its task):
             // finish as for a shim that was already gone.
             Err(e) if e.is_gone() => self.cleanup(launch).await?,
             Err(e) => return Err(e),
         }
-        // The shim is gone: a later stop (RemovePodSandbox after
-        // StopPodSandbox, say) must not find its address and pay for a
-        // `carapace-shim delete` of a task that no longer exists.
-        self.forget_address();
         Ok(out)
-    }
-
-    /// Removes the address file the shim wrote into the bundle.
-    fn forget_address(&self) {
-        match std::fs::remove_file(self.bundle.join("address")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(task = %self.id, error = %e, "remove the shim's address file"),
-        }
     }
 
     /// `carapace-shim delete` for a task whose shim is gone, if it ever got
@@ -162,12 +143,6 @@ impl Task<'_> {
                     }
                 }
             }
-        }
-        // The runtime keeps a container's state in `<root>/<id>` (runc,
-        // crun and carapace-runtime alike): without it there is nothing to
-        // delete, and no process to spawn for it.
-        if !self.runtime_root.as_os_str().is_empty() && !self.runtime_root.join(self.id).exists() {
-            return;
         }
         let _ = tokio::process::Command::new(self.runtime_binary)
             .arg("--root")
