@@ -274,19 +274,9 @@ pub fn extract(
 /// of a checkpoint image).
 pub fn read_meta_dir(dir: &Path) -> Result<Meta, ArchiveError> {
     let read = |name: &str| -> Result<Vec<u8>, ArchiveError> {
-        let p = dir.join(name);
-        let f = File::open(&p)
+        let mut f = File::open(dir.join(name))
             .map_err(|e| ArchiveError::Invalid(format!("checkpoint image has no {name}: {e}")))?;
-        let mut b = Vec::new();
-        f.take(SMALL_FILE_MAX + 1)
-            .read_to_end(&mut b)
-            .map_err(io_err("read", &p))?;
-        if b.len() as u64 > SMALL_FILE_MAX {
-            return Err(ArchiveError::Invalid(format!(
-                "{name} is larger than {SMALL_FILE_MAX} bytes"
-            )));
-        }
-        Ok(b)
+        small(&mut f, name)
     };
     let config = read(CONFIG_DUMP)?;
     let spec = read(SPEC_DUMP)?;
@@ -346,17 +336,10 @@ pub fn extract_dir(dir: &Path, images: &Path, max_bytes: u64) -> Result<Extracte
     }
     let deleted = dir.join(DELETED_FILES);
     if deleted.is_file() {
-        let mut b = Vec::new();
-        File::open(&deleted)
-            .map_err(io_err("open", &deleted))?
-            .take(SMALL_FILE_MAX + 1)
-            .read_to_end(&mut b)
-            .map_err(io_err("read", &deleted))?;
-        if b.len() as u64 > SMALL_FILE_MAX {
-            return Err(ArchiveError::Invalid(format!(
-                "{DELETED_FILES} is larger than {SMALL_FILE_MAX} bytes"
-            )));
-        }
+        let b = small(
+            &mut File::open(&deleted).map_err(io_err("open", &deleted))?,
+            DELETED_FILES,
+        )?;
         out.deleted = serde_json::from_slice(&b)
             .map_err(|e| ArchiveError::Invalid(format!("{DELETED_FILES}: {e}")))?;
     }
@@ -384,8 +367,8 @@ fn entry_name<R: Read>(e: &tar::Entry<'_, R>) -> Result<String, ArchiveError> {
     Ok(parts.join("/"))
 }
 
-/// A small file's content, bounded.
-fn small<R: Read>(e: &mut tar::Entry<'_, R>, name: &str) -> Result<Vec<u8>, ArchiveError> {
+/// A small file's content (an archive entry or a file), bounded.
+fn small(e: &mut impl Read, name: &str) -> Result<Vec<u8>, ArchiveError> {
     let mut b = Vec::new();
     e.take(SMALL_FILE_MAX + 1)
         .read_to_end(&mut b)
