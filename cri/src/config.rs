@@ -61,14 +61,65 @@ impl Default for Cdi {
     }
 }
 
-/// One OCI runtime the daemon can run containers with.
+/// One OCI runtime the daemon can run containers with: a runc-compatible
+/// binary under `carapace-shim` (the default), or a containerd shim v2
+/// (`runtime_type`), the way Kata Containers and gVisor plug in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeHandler {
-    /// runc-compatible binary (name on PATH or absolute path).
+    /// runc-compatible binary (name on PATH or absolute path). With a
+    /// `runtime_type` of the runc kind, the binary that shim drives
+    /// (its `BinaryName` option; empty: the shim's own default, runc).
+    #[serde(default)]
     pub path: PathBuf,
-    /// Its `--root` state directory.
+    /// Its `--root` state directory (the runc shim's `Root` option).
+    #[serde(default)]
     pub root: PathBuf,
+    /// Empty: `carapace-shim` runs `path`. Otherwise a containerd shim v2
+    /// runs the pods of this handler: `io.containerd.runc.v2` names the
+    /// binary `containerd-shim-runc-v2` (looked up as `path` is), as
+    /// containerd resolves its `runtime_type`; an absolute path names the
+    /// shim binary itself.
+    #[serde(default)]
+    pub runtime_type: String,
+}
+
+impl RuntimeHandler {
+    /// The containerd shim v2 binary this handler runs, if it is one:
+    /// `io.containerd.<name>.<version>` → `containerd-shim-<name>-<version>`,
+    /// or an absolute path as given. `Err` for a type of neither form.
+    pub fn shim_v2_binary(&self) -> Result<Option<PathBuf>, String> {
+        let t = self.runtime_type.as_str();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        if t.starts_with('/') {
+            return Ok(Some(PathBuf::from(t)));
+        }
+        let parts: Vec<&str> = t.split('.').collect();
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match parts.as_slice() {
+            [.., name, version] if parts.len() >= 3 && word(name) && word(version) => Ok(Some(
+                PathBuf::from(format!("containerd-shim-{name}-{version}")),
+            )),
+            _ => Err(format!(
+                "runtime_type {t:?}: want io.containerd.<name>.<version> (e.g. \
+                 io.containerd.runc.v2) or an absolute path to a shim v2 binary"
+            )),
+        }
+    }
+
+    /// Whether the shim is containerd's runc shim (or one taking its
+    /// options, `containerd.runc.v1.Options`): then `path`, `root` and the
+    /// cgroup driver are passed to it as options. Other shims (Kata,
+    /// gVisor) read their own configuration files.
+    pub fn takes_runc_options(&self) -> bool {
+        self.runtime_type.is_empty() || self.runtime_type.starts_with("io.containerd.runc.")
+    }
 }
 
 /// CNI settings.
@@ -219,6 +270,7 @@ impl Default for Config {
             RuntimeHandler {
                 path: PathBuf::from("carapace-runtime"),
                 root: PathBuf::from("/run/carapace-runtime"),
+                runtime_type: String::new(),
             },
         );
         Self {
@@ -346,6 +398,19 @@ impl Config {
                 self.default_runtime_handler
             ));
         }
+        for (name, h) in &self.runtime_handlers {
+            let v2 = h
+                .shim_v2_binary()
+                .map_err(|e| format!("runtime_handlers.{name}: {e}"))?;
+            if v2.is_none() && h.path.as_os_str().is_empty() {
+                return Err(format!("runtime_handlers.{name}: path is required"));
+            }
+            if h.takes_runc_options() && h.root.as_os_str().is_empty() {
+                // The runc shim's default root is containerd's own
+                // (/run/containerd/runc/k8s.io): never share it.
+                return Err(format!("runtime_handlers.{name}: root is required"));
+            }
+        }
         self.streaming.validate()?;
         Ok(())
     }
@@ -373,6 +438,16 @@ default_runtime_handler = "carapace"
 #   [runtime_handlers.runc]
 #   path = "runc"
 #   root = "/run/carapace-runc"
+# A containerd shim v2 runs a handler's pods when runtime_type names it
+# (containerd-shim-<name>-<version> on PATH, or an absolute path), e.g.
+# containerd's runc shim, with path/root as its BinaryName/Root options:
+#   [runtime_handlers.runc-v2]
+#   runtime_type = "io.containerd.runc.v2"
+#   path = "runc"
+#   root = "/run/carapace-runc-v2"
+# or Kata Containers (reads /etc/kata-containers/configuration.toml):
+#   [runtime_handlers.kata]
+#   runtime_type = "io.containerd.kata.v2"
 [runtime_handlers.carapace]
 path = "carapace-runtime"
 root = "/run/carapace-runtime"
@@ -501,5 +576,55 @@ mod tests {
             toml::from_str("[streaming]\nstream_creation_timeout_seconds = 0\n").expect("toml");
         let e = c.validate().expect_err("zero timeout");
         assert!(e.contains("stream_creation_timeout_seconds"), "{e}");
+    }
+
+    #[test]
+    fn a_shim_v2_handler_names_its_binary_as_containerd_does() {
+        let c: Config = toml::from_str(
+            "default_runtime_handler = \"runc-v2\"\n\
+             [runtime_handlers.runc-v2]\nruntime_type = \"io.containerd.runc.v2\"\n\
+             root = \"/run/x\"\n\
+             [runtime_handlers.kata]\nruntime_type = \"io.containerd.kata.v2\"\n\
+             [runtime_handlers.own]\nruntime_type = \"/opt/bin/containerd-shim-x-v2\"\n",
+        )
+        .expect("toml");
+        c.validate().expect("valid");
+        let bin = |n: &str| c.runtime_handlers[n].shim_v2_binary().expect("type");
+        assert_eq!(
+            bin("runc-v2"),
+            Some(PathBuf::from("containerd-shim-runc-v2"))
+        );
+        assert_eq!(bin("kata"), Some(PathBuf::from("containerd-shim-kata-v2")));
+        assert_eq!(
+            bin("own"),
+            Some(PathBuf::from("/opt/bin/containerd-shim-x-v2"))
+        );
+        assert_eq!(
+            Config::default().runtime_handlers["carapace"].shim_v2_binary(),
+            Ok(None)
+        );
+        assert!(c.runtime_handlers["runc-v2"].takes_runc_options());
+        assert!(!c.runtime_handlers["kata"].takes_runc_options());
+        // Bad types, a runc shim sharing containerd's root, a handler
+        // with no runtime at all: refused at load.
+        for (bad, why) in [
+            ("runtime_type = \"runc\"\nroot = \"/r\"", "runtime_type"),
+            (
+                "runtime_type = \"io.containerd.r/unc.v2\"\nroot = \"/r\"",
+                "runtime_type",
+            ),
+            (
+                "runtime_type = \"io.containerd.runc.v2\"",
+                "root is required",
+            ),
+            ("root = \"/r\"", "path is required"),
+        ] {
+            let c: Config = toml::from_str(&format!(
+                "default_runtime_handler = \"x\"\n[runtime_handlers.x]\n{bad}\n"
+            ))
+            .expect("toml");
+            let e = c.validate().expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

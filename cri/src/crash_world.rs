@@ -222,6 +222,7 @@ impl World {
                 // Any file: the fake shims run nothing.
                 path: d.join("net.d/10-pods.conflist"),
                 root: d.join("runtime"),
+                runtime_type: String::new(),
             },
         );
         config

@@ -14,6 +14,7 @@ pub mod config;
 pub mod container;
 #[cfg(test)]
 pub mod crash_world;
+pub mod cri_annotations;
 pub mod daemon;
 pub mod error_kind;
 pub mod events;
@@ -42,7 +43,9 @@ pub mod server;
 pub mod service;
 pub mod shim_client;
 pub mod shim_effects;
+pub mod shim_log;
 pub mod stats;
 pub mod store;
 pub mod streaming;
 pub mod task;
+pub mod task_api;

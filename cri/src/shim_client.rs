@@ -10,7 +10,9 @@ use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::Options;
-use containerd_shim_protos::shim_async::{Client, TaskClient};
+use containerd_shim_protos::shim_async::Client;
+
+use crate::task_api::TaskApi;
 use containerd_shim_protos::ttrpc;
 
 use carapace_shim::proto::io::{AttachInput, AttachOutput, ReopenLogRequest};
@@ -135,11 +137,42 @@ async fn guard_for<T>(
     }
 }
 
+/// Which shim runs a task: the daemon's own `carapace-shim` (the default,
+/// and what every record written before shim v2 handlers existed means),
+/// or a containerd shim v2 binary of a `runtime_type` handler — one shim
+/// per pod, grouped by the spec's sandbox annotations, whose stdio are
+/// FIFOs the daemon reads ([`crate::container::fifo_io`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShimKind {
+    /// The shim v2 binary; empty for carapace-shim.
+    #[serde(default)]
+    pub binary: PathBuf,
+    /// Whether that shim takes runc's options (`containerd.runc.v1.Options`:
+    /// runtime binary, root, cgroup driver). carapace-shim always does.
+    #[serde(default)]
+    pub runc_options: bool,
+}
+
+impl ShimKind {
+    /// Whether a third-party shim v2 runs the task.
+    pub fn is_v2(&self) -> bool {
+        !self.binary.as_os_str().is_empty()
+    }
+
+    /// Whether the shim is given runc's options at Create.
+    pub fn takes_runc_options(&self) -> bool {
+        !self.is_v2() || self.runc_options
+    }
+}
+
 /// How to start a shim.
 #[derive(Clone, Debug)]
 pub struct Launch<'a> {
-    /// The `carapace-shim` binary.
+    /// The shim binary: `carapace-shim`, or a handler's shim v2.
     pub binary: &'a Path,
+    /// Whether `binary` is a third-party shim v2 (it then logs to a `log`
+    /// FIFO in its bundle, which must have a reader before it serves).
+    pub v2: bool,
     /// Container or sandbox ID (the shim's `-id`).
     pub id: &'a str,
     /// The bundle directory (`start` runs there).
@@ -155,6 +188,16 @@ pub struct Launch<'a> {
 /// Runs `carapace-shim … start` in the bundle and returns the address it
 /// answers on. The shim detaches itself; this returns once it listens.
 pub async fn launch(l: &Launch<'_>) -> Result<String, ShimError> {
+    let log = if l.v2 {
+        Some(
+            crate::shim_log::open(l.bundle).map_err(|e| ShimError::Start {
+                id: l.id.to_string(),
+                message: format!("shim log FIFO in {}: {e}", l.bundle.display()),
+            })?,
+        )
+    } else {
+        None
+    };
     let out = tokio::process::Command::new(l.binary)
         .args(["-namespace", NAMESPACE, "-id", l.id, "-address"])
         .arg(l.daemon_address)
@@ -169,7 +212,13 @@ pub async fn launch(l: &Launch<'_>) -> Result<String, ShimError> {
             binary: l.binary.to_path_buf(),
             source,
         })?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // containerd 2.x shims print bootstrap parameters as JSON; 1.x shims
+    // (and carapace-shim) the bare address.
+    let (text, version) = match bootstrap(&printed) {
+        Some((address, version)) => (address, version),
+        None => (printed, if l.v2 { 2 } else { 3 }),
+    };
     if !out.status.success() || !text.starts_with("unix://") {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(ShimError::Start {
@@ -181,7 +230,44 @@ pub async fn launch(l: &Launch<'_>) -> Result<String, ShimError> {
             },
         });
     }
+    if l.v2 {
+        crate::task_api::note(&text, version, l.bundle).map_err(|e| ShimError::Start {
+            id: l.id.to_string(),
+            message: format!("record the shim's Task API in {}: {e}", l.bundle.display()),
+        })?;
+    }
+    if let Some(rx) = log {
+        // A grouped task joins the sandbox's shim, which logs to the
+        // sandbox bundle's FIFO: this one then has no writer to wait for.
+        if serves_from(&text, l.id, l.bundle).await {
+            crate::shim_log::drain(rx, l.id, &text);
+        }
+    }
     Ok(text)
+}
+
+/// Whether the shim at `address` runs in `bundle` (it was started there,
+/// so its `log` is that bundle's FIFO) rather than in the sandbox's
+/// bundle a grouped task joined.
+async fn serves_from(address: &str, id: &str, bundle: &Path) -> bool {
+    let Ok(shim) = Shim::connect(address).await else {
+        return false;
+    };
+    let Ok(pid) = shim.pid(id).await else {
+        return false;
+    };
+    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == bundle)
+}
+
+/// The address and Task API version of a shim's JSON bootstrap
+/// parameters (`{"version":3,"address":"unix://…","protocol":"ttrpc"}`);
+/// None for anything else (a bare address).
+fn bootstrap(printed: &str) -> Option<(String, u32)> {
+    let v: serde_json::Value = serde_json::from_str(printed).ok()?;
+    let address = v["address"].as_str()?.to_string();
+    let version = u32::try_from(v["version"].as_u64()?).ok()?;
+    let ttrpc = v["protocol"].as_str().is_none_or(|p| p == "ttrpc");
+    (ttrpc && (2..=3).contains(&version)).then_some((address, version))
 }
 
 /// Which OCI runtime the shim drives, and its state root.
@@ -197,6 +283,9 @@ pub struct RuntimeOptions {
     /// CRIU images to restore the task from (CreateContainer from a
     /// checkpoint archive): the shim then runs `runtime restore`.
     pub restore_from: Option<PathBuf>,
+    /// Send these as runc's options (false for shims with their own
+    /// configuration, such as Kata's or gVisor's).
+    pub runc_options: bool,
 }
 
 /// A process's stdio as the shim takes it ("" for none).
@@ -237,7 +326,7 @@ fn exit_of(
 #[derive(Clone)]
 pub struct Shim {
     address: String,
-    task: TaskClient,
+    task: TaskApi,
     io: IoClient,
 }
 
@@ -265,7 +354,7 @@ impl Shim {
             })?;
         Ok(Shim {
             address: address.to_string(),
-            task: TaskClient::new(c.clone()),
+            task: TaskApi::new(c.clone(), address),
             io: IoClient::new(c),
         })
     }
@@ -314,7 +403,7 @@ impl Shim {
             stdout: stdio.stdout.clone(),
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
-            options: Some(any).into(),
+            options: runtime.runc_options.then_some(any).into(),
             checkpoint: runtime
                 .restore_from
                 .as_ref()
@@ -456,6 +545,20 @@ impl Shim {
             .map(|_| ())
     }
 
+    /// Closes a process's stdin for good (a shim v2 holds the stdin FIFO
+    /// open itself, so the caller's close alone is no end of input).
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let req = api::CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        guard("CloseIO", self.task.close_io(ctx(), &req))
+            .await
+            .map(|_| ())
+    }
+
     /// Applies new cgroup limits to the running container (`runtime
     /// update`); `resources` is the OCI LinuxResources as JSON.
     pub async fn update(&self, id: &str, resources: Vec<u8>) -> Result<(), ShimError> {
@@ -591,6 +694,26 @@ mod tests {
             assert!(!call_err("Kill", e).is_gone(), "{shown}");
         }
         assert!(call_err("Kill", status(ttrpc::Code::NOT_FOUND, "x")).is_not_found());
+    }
+
+    /// containerd 2.x shims answer `start` with JSON; only ttrpc ones of a
+    /// known Task API version are taken.
+    #[test]
+    fn bootstrap_parameters_give_address_and_version() {
+        assert_eq!(
+            bootstrap(r#"{"version":3,"address":"unix:///run/x","protocol":"ttrpc"}"#),
+            Some(("unix:///run/x".to_string(), 3))
+        );
+        assert_eq!(
+            bootstrap(r#"{"version":2,"address":"unix:///run/y"}"#),
+            Some(("unix:///run/y".to_string(), 2))
+        );
+        assert_eq!(
+            bootstrap(r#"{"version":3,"address":"unix:///z","protocol":"grpc"}"#),
+            None
+        );
+        assert_eq!(bootstrap(r#"{"version":9,"address":"unix:///z"}"#), None);
+        assert_eq!(bootstrap("unix:///run/containerd/s/abc"), None);
     }
 
     /// A shim that does not answer is not taken for gone (teardown would

@@ -67,6 +67,9 @@ pub struct ContainerRecord {
     pub runtime_binary: PathBuf,
     /// The runtime's `--root`.
     pub runtime_root: PathBuf,
+    /// The shim it runs under (the pod's handler's).
+    #[serde(default)]
+    pub shim: crate::shim_client::ShimKind,
     /// Its `linux.cgroupsPath`.
     pub cgroups_path: String,
     /// Signal that stops it gracefully.
@@ -121,6 +124,7 @@ impl ContainerRecord {
             shim_address: String::new(),
             runtime_binary: Default::default(),
             runtime_root: Default::default(),
+            shim: Default::default(),
             cgroups_path: String::new(),
             stop_signal: "SIGTERM".into(),
             uid: 0,

@@ -258,5 +258,11 @@ pub fn check_pod(
             pod.id
         )));
     }
+    if pod.shim.is_v2() {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "pod {} runs under the shim v2 handler {:?}: restoring a checkpoint needs carapace-shim",
+            pod.id, pod.runtime_handler
+        )));
+    }
     Ok(())
 }

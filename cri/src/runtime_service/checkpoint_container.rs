@@ -109,6 +109,14 @@ pub async fn handle(
 /// What CRIU (as the runtime drives it) cannot checkpoint, refused before
 /// the dump with the reason.
 fn refuse_unsupported(cs: &Containers, rec: &ContainerRecord) -> Result<(), Status> {
+    if rec.shim.is_v2() {
+        // The archive's layout (CRIU images, stdio descriptors) is the one
+        // carapace-shim and carapace-runtime write.
+        return Err(Status::failed_precondition(format!(
+            "container {} runs under a shim v2 handler: checkpointing it needs carapace-shim",
+            rec.id
+        )));
+    }
     if rec.config.tty {
         return Err(Status::failed_precondition(format!(
             "container {} has a terminal: checkpointing it is not supported",

@@ -80,12 +80,14 @@ pub fn handle(d: &Daemon, req: cri::StatusRequest) -> Result<cri::StatusResponse
         .map(|(name, h)| cri::RuntimeHandler {
             name: name.clone(),
             // User namespaces are made and idmapped by the daemon itself
-            // (infra + idmapped mounts), so every handler has them; `rro`
-            // only where the runtime's `features` lists it, as containerd
-            // decides.
+            // (infra + idmapped mounts), so every carapace-shim handler has
+            // them; a shim v2 runs its own sandbox and is not offered them.
+            // `rro` only where the runtime's `features` lists it, as
+            // containerd decides.
             features: Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: find_binary(&h.path).is_some_and(|b| rro_supported(&b)),
-                user_namespaces: true,
+                recursive_read_only_mounts: !h.path.as_os_str().is_empty()
+                    && find_binary(&h.path).is_some_and(|b| rro_supported(&b)),
+                user_namespaces: h.runtime_type.is_empty(),
             }),
         })
         .collect();
@@ -150,6 +152,7 @@ mod tests {
             RuntimeHandler {
                 path: "/bin/sh".into(),
                 root: "/run/x".into(),
+                runtime_type: String::new(),
             },
         );
         let d = Daemon::new(c);
@@ -199,6 +202,7 @@ mod tests {
             RuntimeHandler {
                 path: "/no/such/runtime".into(),
                 root: "/run/x".into(),
+                runtime_type: String::new(),
             },
         );
         let r = handle(&Daemon::new(c), Default::default()).expect("status");

@@ -39,7 +39,7 @@ pub async fn start(
         .map_err(|e| SandboxError::io("write", &config, e))?;
 
     let tasks = &s.effects.tasks;
-    let address = tasks.launch(&s.launch(&rec.id, &bundle)).await?;
+    let address = tasks.launch(&s.launch(&rec.id, &bundle, &rec.shim)).await?;
     rec.shim_address = address.clone();
     s.update(sb, |r| r.shim_address = address.clone())?;
     let runtime = RuntimeOptions {
@@ -47,6 +47,7 @@ pub async fn start(
         root: rec.runtime_root.clone(),
         systemd_cgroup: s.systemd_cgroups(),
         restore_from: None,
+        runc_options: rec.shim.takes_runc_options(),
     };
     tasks
         .create(&address, &rec.id, &bundle, &Default::default(), &runtime)
@@ -74,7 +75,7 @@ pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>,
     let stopped = s
         .effects
         .tasks
-        .stop(&task(rec, &bundle), &s.launch(&rec.id, &bundle))
+        .stop(&task(rec, &bundle), &s.launch(&rec.id, &bundle, &rec.shim))
         .await?;
     rec.exit = rec.exit.or(stopped.exit);
     Ok(stopped.shim_pid)

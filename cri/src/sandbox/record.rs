@@ -33,6 +33,9 @@ pub struct SandboxRecord {
     pub runtime_binary: PathBuf,
     /// The runtime's `--root`.
     pub runtime_root: PathBuf,
+    /// The shim the handler runs its tasks under.
+    #[serde(default)]
+    pub shim: crate::shim_client::ShimKind,
     /// Its phase.
     pub phase: Phase,
     /// Creation time, nanoseconds since the epoch.
@@ -75,7 +78,14 @@ impl SandboxRecord {
 
     /// The infra bundle directory.
     pub fn bundle(&self) -> PathBuf {
-        self.dir.join("infra")
+        // containerd's runc shim finds the bundle of a task whose shim is
+        // gone as `<parent of its cwd>/<task ID>`: a shim v2 pod's bundle
+        // is named for the pod.
+        if self.shim.is_v2() {
+            self.dir.join(&self.id)
+        } else {
+            self.dir.join("infra")
+        }
     }
 }
 

@@ -16,6 +16,9 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
     let records = s.stored()?;
     for (id, rec) in records {
         let name = SandboxRecord::name_key(&rec.config);
+        if rec.shim.is_v2() {
+            crate::task_api::relearn(&rec.shim_address, &rec.bundle());
+        }
         match rec.phase {
             Phase::Creating | Phase::Removing => {
                 tracing::info!(pod = %id, phase = ?rec.phase, "finishing interrupted pod sandbox operation");
@@ -33,6 +36,7 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
                 }
             }
             Phase::Ready => {
+                resume_shim_log(&rec);
                 let alive = s
                     .effects
                     .tasks
@@ -49,10 +53,27 @@ pub async fn recover(s: &Arc<Sandboxes>) -> Result<(), SandboxError> {
                 }
             }
             Phase::NotReady => {
+                resume_shim_log(&rec);
                 let _ = s.reserve_name(&name, &id);
                 s.adopt(rec);
             }
         }
     }
     Ok(())
+}
+
+/// A pod's shim v2 (which also runs its containers) logs to the `log` FIFO
+/// of the sandbox's bundle; without a reader it would die at its next log
+/// line, so it gets one again at once.
+fn resume_shim_log(rec: &SandboxRecord) {
+    if !rec.shim.is_v2() {
+        return;
+    }
+    let socket = rec
+        .shim_address
+        .strip_prefix("unix://")
+        .unwrap_or(&rec.shim_address);
+    if !socket.is_empty() && std::path::Path::new(socket).exists() {
+        crate::shim_log::resume(&rec.bundle(), &rec.id, &rec.shim_address);
+    }
 }

@@ -132,10 +132,21 @@ impl Sandboxes {
     }
 
     /// How to start (or clean up after) the shim of task `id` in `bundle`:
-    /// the daemon's shim binary, sockets and events endpoint.
-    pub fn launch<'a>(&'a self, id: &'a str, bundle: &'a std::path::Path) -> Launch<'a> {
+    /// the handler's shim (`shim`: carapace-shim unless a shim v2), the
+    /// daemon's sockets and events endpoint.
+    pub fn launch<'a>(
+        &'a self,
+        id: &'a str,
+        bundle: &'a std::path::Path,
+        shim: &'a crate::shim_client::ShimKind,
+    ) -> Launch<'a> {
         Launch {
-            binary: &self.paths.shim,
+            binary: if shim.is_v2() {
+                &shim.binary
+            } else {
+                &self.paths.shim
+            },
+            v2: shim.is_v2(),
             id,
             bundle,
             daemon_address: &self.daemon.config.socket,

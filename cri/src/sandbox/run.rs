@@ -11,6 +11,7 @@ use crate::clock::now_ns;
 use crate::namespaces::{Kind, Setup};
 use crate::network;
 use crate::runtime_handler::find_binary;
+use crate::shim_client::ShimKind;
 
 use super::record::{host_network, ns_options};
 use super::registry::{Sandbox, Sandboxes};
@@ -76,17 +77,49 @@ pub async fn run(
                 .join(", ")
         ))
     })?;
-    let runtime_binary = find_binary(&handler.path).ok_or_else(|| {
-        SandboxError::FailedPrecondition(format!(
-            "runtime binary {} of handler {handler_name:?} not found",
-            handler.path.display()
-        ))
-    })?;
+    let shim = match handler
+        .shim_v2_binary()
+        .map_err(SandboxError::FailedPrecondition)?
+    {
+        None => ShimKind::default(),
+        Some(name) => ShimKind {
+            binary: find_binary(&name).ok_or_else(|| {
+                SandboxError::FailedPrecondition(format!(
+                    "shim binary {} of handler {handler_name:?} not found",
+                    name.display()
+                ))
+            })?,
+            runc_options: handler.takes_runc_options(),
+        },
+    };
+    // A runc shim with no `path` drives runc, as containerd's does.
+    let runtime_path = if shim.is_v2() && handler.path.as_os_str().is_empty() {
+        PathBuf::from(if shim.runc_options { "runc" } else { "" })
+    } else {
+        handler.path.clone()
+    };
+    let runtime_binary = if runtime_path.as_os_str().is_empty() {
+        // A shim with its own runtime (Kata, gVisor): nothing to run here.
+        runtime_path
+    } else {
+        find_binary(&runtime_path).ok_or_else(|| {
+            SandboxError::FailedPrecondition(format!(
+                "runtime binary {} of handler {handler_name:?} not found",
+                runtime_path.display()
+            ))
+        })?
+    };
     let opts = ns_options(&config);
     let host_net = host_network(&opts);
     let userns = crate::idmap::requested_userns(opts.userns_options.as_ref())
         .map_err(|e| SandboxError::InvalidArgument(format!("namespaces: {e}")))?
         .cloned();
+    if userns.is_some() && shim.is_v2() {
+        return Err(SandboxError::FailedPrecondition(format!(
+            "runtime handler {handler_name:?} runs a shim v2: pods in a user namespace of \
+             their own need a carapace-shim handler"
+        )));
+    }
     if userns.is_some()
         && (host_net
             || opts.ipc == cri::NamespaceMode::Node as i32
@@ -142,6 +175,7 @@ pub async fn run(
         runtime_handler: handler_name,
         runtime_binary,
         runtime_root: handler.root.clone(),
+        shim,
         phase: Phase::Creating,
         created_at: now_ns(),
         netns: (!host_net).then(|| dir.join("ns").join(Kind::Net.name())),
@@ -259,6 +293,7 @@ async fn build(
         new_pid: pid_mode != cri::NamespaceMode::Node as i32,
         cgroups_path: rec.infra_cgroup.clone(),
         own: own_ns,
+        annotations: sandbox_annotations(rec),
     };
     let pod_net = stop::pod_network(s, rec);
     let network = async {
@@ -377,4 +412,23 @@ fn write_files(
         }
     }
     Ok(())
+}
+
+/// containerd's sandbox annotations for the infra's spec: a shim v2 groups
+/// the pod's containers with the sandbox task by them, and Kata and gVisor
+/// read them to tell the sandbox from its containers.
+fn sandbox_annotations(rec: &SandboxRecord) -> std::collections::BTreeMap<String, String> {
+    use crate::cri_annotations as a;
+    let meta = rec.config.metadata.clone().unwrap_or_default();
+    [
+        (a::CONTAINER_TYPE, a::CONTAINER_TYPE_SANDBOX.to_string()),
+        (a::SANDBOX_ID, rec.id.clone()),
+        (a::SANDBOX_NAME, meta.name),
+        (a::SANDBOX_NAMESPACE, meta.namespace),
+        (a::SANDBOX_UID, meta.uid),
+        (a::SANDBOX_LOG_DIR, rec.config.log_directory.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }

@@ -34,6 +34,9 @@ pub struct InfraSpec {
     /// the pod's network, IPC and UTS namespaces (owned by it), to be
     /// pinned from the infra; `net`, `ipc` and `uts` are None then.
     pub own: Option<OwnNamespaces>,
+    /// The spec's annotations (containerd's sandbox keys: shim v2
+    /// runtimes group a pod's tasks by them).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What the namespaces an infra makes for its pod start with.
@@ -125,6 +128,9 @@ impl InfraSpec {
                 "readonlyPaths": []
             }
         });
+        if !self.annotations.is_empty() {
+            v["annotations"] = json!(self.annotations);
+        }
         if let Some(own) = &self.own {
             v["hostname"] = json!(own.hostname);
             let l = &mut v["linux"];
@@ -154,6 +160,7 @@ mod tests {
             new_pid: true,
             cgroups_path: "/carapace/pods/p/p".into(),
             own: None,
+            annotations: Default::default(),
         }
     }
 

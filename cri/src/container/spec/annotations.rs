@@ -8,16 +8,9 @@ use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 
-/// What kind of CRI object the spec is for.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// [`CONTAINER_TYPE`] of an application container.
-pub const CONTAINER_TYPE_CONTAINER: &str = "container";
-/// The pod sandbox the container belongs to.
-pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-/// The container's name in its pod (its CRI metadata name).
-pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
-/// The image the container was created from, as the request named it.
-pub const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+pub use crate::cri_annotations::{
+    CONTAINER_NAME, CONTAINER_TYPE, CONTAINER_TYPE_CONTAINER, IMAGE_NAME, SANDBOX_ID,
+};
 
 /// Prefixes of annotation keys a request may not set: ours (set below),
 /// and ones OCI runtimes act on — crun's `run.oci.*` (e.g. writing hook
