@@ -373,6 +373,7 @@ pub async fn create(
         shim_address: String::new(),
         runtime_binary: pod.runtime_binary.clone(),
         runtime_root: pod.runtime_root.clone(),
+        shim: pod.shim.clone(),
         cgroups_path: String::new(),
         stop_signal,
         uid: 0,
@@ -639,26 +640,42 @@ async fn build(
     }
     let tasks = &cs.sandboxes.effects.tasks;
     let address = tasks
-        .launch(&cs.sandboxes.launch(&rec.id, &rec.bundle))
+        .launch(&cs.sandboxes.launch(&rec.id, &rec.bundle, &rec.shim))
         .await?;
     rec.shim_address = address.clone();
     // Recorded before the shim is used: a crash from here on finds the
     // shim (and what the build made so far) to tear down.
     cs.update(c, |r| *r = rec.clone())?;
-    let log = if rec.log_path.as_os_str().is_empty() {
-        String::new()
+    // carapace-shim writes the CRI log itself and serves attach; a shim
+    // v2 copies stdio into FIFOs the daemon reads.
+    let fifos = if rec.shim.is_v2() {
+        Some(super::fifo_io::prepare(
+            &rec.bundle,
+            rec.config.tty,
+            rec.config.stdin,
+        )?)
     } else {
-        format!("crilog://{}", rec.log_path.display())
+        None
     };
-    let stdio = Stdio {
-        stdin: if rec.config.stdin {
-            "attach:".into()
-        } else {
-            String::new()
-        },
-        stdout: log.clone(),
-        stderr: if rec.config.tty { String::new() } else { log },
-        terminal: rec.config.tty,
+    let stdio = match &fifos {
+        Some(f) => f.stdio.clone(),
+        None => {
+            let log = if rec.log_path.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!("crilog://{}", rec.log_path.display())
+            };
+            Stdio {
+                stdin: if rec.config.stdin {
+                    "attach:".into()
+                } else {
+                    String::new()
+                },
+                stdout: log.clone(),
+                stderr: if rec.config.tty { String::new() } else { log },
+                terminal: rec.config.tty,
+            }
+        }
     };
     rec.pid = tasks
         .create(
@@ -671,9 +688,16 @@ async fn build(
                 root: rec.runtime_root.clone(),
                 systemd_cgroup: cs.sandboxes.systemd_cgroups(),
                 restore_from: restore_images,
+                runc_options: rec.shim.takes_runc_options(),
             },
         )
         .await?;
+    if let Some(f) = fifos {
+        cs.fifo_io.insert(
+            &rec.id,
+            super::fifo_io::Pump::start(&rec.id, f, &rec.log_path),
+        );
+    }
     rec.phase = Phase::Created;
     Ok(())
 }

@@ -126,10 +126,23 @@ pub struct ExecSession {
     shim: Shim,
     container_id: String,
     exec_id: String,
+    /// The shim holds the stdin FIFO open too (a shim v2): the end of
+    /// input is its CloseIO.
+    close_io: bool,
     _fifos: Fifos,
 }
 
 impl ExecSession {
+    /// Ends the process's input once `stdin` (its writer, taken from
+    /// [`ExecSession::stdin`]) is dropped; a shim v2 is told so too.
+    pub fn stdin_closer(&self) -> StdinCloser {
+        StdinCloser {
+            shim: self.close_io.then(|| self.shim.clone()),
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        }
+    }
+
     /// The exec's ID in the shim.
     pub fn exec_id(&self) -> &str {
         &self.exec_id
@@ -165,6 +178,25 @@ impl ExecSession {
     pub async fn finish(&self) {
         if let Err(e) = self.shim.delete(&self.container_id, &self.exec_id).await {
             tracing::warn!(container = %self.container_id, exec = %self.exec_id, error = %e, "delete exec");
+        }
+    }
+}
+
+/// Closes one exec's stdin once the caller's writer is gone.
+#[derive(Clone, Debug)]
+pub struct StdinCloser {
+    shim: Option<Shim>,
+    container_id: String,
+    exec_id: String,
+}
+
+impl StdinCloser {
+    /// Call after dropping the writer.
+    pub async fn close(&self) {
+        if let Some(shim) = &self.shim {
+            if let Err(e) = shim.close_stdin(&self.container_id, &self.exec_id).await {
+                tracing::debug!(container = %self.container_id, exec = %self.exec_id, error = %e, "close exec stdin");
+            }
         }
     }
 }
@@ -265,6 +297,7 @@ pub async fn start(
         stdout,
         stderr,
         shim,
+        close_io: rec.shim.is_v2(),
         container_id: rec.id,
         exec_id,
         _fifos: fifos,

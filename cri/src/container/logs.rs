@@ -135,6 +135,15 @@ pub async fn reopen(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError
             rec.id
         )));
     }
+    if rec.shim.is_v2() {
+        return match cs.fifo_io.get(&rec.id) {
+            Some(pump) => pump.reopen_log(&rec.log_path),
+            None => Err(ContainerError::FailedPrecondition(format!(
+                "container {}: its output is not being copied",
+                rec.id
+            ))),
+        };
+    }
     let shim = Shim::connect(&rec.shim_address)
         .await
         .map_err(|e| ContainerError::from_shim(&rec.id, e))?;

@@ -8,6 +8,7 @@ mod crash_tests;
 pub mod create;
 pub mod error;
 pub mod exec;
+pub mod fifo_io;
 pub mod image_volume;
 pub mod logs;
 pub mod record;

@@ -41,6 +41,9 @@ pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
             .get(&rec.sandbox_id)
             .map(|s| ContainerRecord::name_key(&rec.config, &s.record().config))
             .unwrap_or_else(|_| format!("{}_orphan", rec.id));
+        if rec.shim.is_v2() {
+            crate::task_api::relearn(&rec.shim_address, &rec.bundle);
+        }
         match rec.phase {
             Phase::Creating | Phase::Removing => {
                 if let Err(e) = super::remove::teardown(cs, &rec).await {
@@ -66,8 +69,18 @@ pub async fn recover(cs: &Arc<Containers>) -> Result<(), ContainerError> {
                 let c = cs.insert(rec);
                 if ended {
                     cs.update(&c, |r| record_end_while_down(r, state.as_ref()))?;
-                } else if c.record().phase == Phase::Running {
-                    super::start::watch(cs.clone(), c);
+                } else {
+                    let r = c.record();
+                    if r.shim.is_v2() {
+                        // The shim kept its FIFO ends; output written
+                        // while the daemon was down waits in them.
+                        if let Some(p) = super::fifo_io::resume(&r.id, &r.bundle, &r.log_path) {
+                            cs.fifo_io.insert(&r.id, p);
+                        }
+                    }
+                    if r.phase == Phase::Running {
+                        super::start::watch(cs.clone(), c);
+                    }
                 }
             }
             Phase::Exited => {

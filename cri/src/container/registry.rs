@@ -35,6 +35,8 @@ pub struct Containers {
     pub state_dir: PathBuf,
     /// `<root>/containers`.
     pub data_dir: PathBuf,
+    /// The stdio of containers under a shim v2, which the daemon copies.
+    pub fifo_io: super::fifo_io::Pumps,
     records: Registry<ContainerRecord>,
 }
 
@@ -52,6 +54,7 @@ impl Containers {
         Containers {
             state_dir: c.state.join("containers"),
             data_dir: c.root.join("containers"),
+            fifo_io: Default::default(),
             records: Registry::new(store, publish),
             sandboxes,
             images,

@@ -39,8 +39,9 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
     let effects = &cs.sandboxes.effects;
     let stopped = effects
         .tasks
-        .stop(&task, &cs.sandboxes.launch(&rec.id, &rec.bundle))
+        .stop(&task, &cs.sandboxes.launch(&rec.id, &rec.bundle, &rec.shim))
         .await?;
+    cs.fifo_io.remove(&rec.id);
     // Whatever a shim caught mid-create may still have made.
     effects.tasks.reap(&task, stopped.shim_pid).await;
     effects.node.unmount_rootfs(&rec.rootfs()).await?;

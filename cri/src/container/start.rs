@@ -115,6 +115,11 @@ pub fn record_oom(rec: &mut ContainerRecord) {
     }
 }
 
+/// How long an exit waits for a shim v2 container's last output to reach
+/// its log (a process that leaves a child holding its stdout would keep
+/// it from ever ending).
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Waits (through the shim) for the container's process to end and
 /// records the exit. A shim that disappears means the container is gone
 /// with it (exit 255, as containerd reports an unknown exit).
@@ -127,6 +132,11 @@ pub fn watch(cs: Arc<Containers>, c: Arc<Container>) {
             .tasks
             .wait(&rec.shim_address, &rec.id)
             .await;
+        if let Some(pump) = cs.fifo_io.get(&rec.id) {
+            // The shim closes the FIFOs once the last output is copied:
+            // the log is complete when the exit is recorded.
+            pump.drained(OUTPUT_DRAIN).await;
+        }
         let seen = ExitSeen {
             status: exit.map(|e| e.status as i32),
             at_ns: exit.map(|e| e.at_ns).unwrap_or(0),

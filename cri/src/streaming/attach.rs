@@ -34,6 +34,10 @@ pub async fn run(
 ) -> Result<(), ContainerError> {
     let rec = cs.get(id)?.record();
     rec.ensure_running()?;
+    if rec.shim.is_v2() {
+        return super::attach_fifo::run(cs, &rec, io, stdin_once, stdin, stdout, stderr, resize)
+            .await;
+    }
     let shim = Shim::connect(&rec.shim_address)
         .await
         .map_err(|e| ContainerError::from_shim(&rec.id, e))?;
@@ -129,7 +133,7 @@ pub async fn run(
 
 /// Resolves once either output channel can no longer reach the client
 /// (never, with neither).
-async fn client_gone(out: Option<&Output>, err: Option<&Output>) {
+pub(super) async fn client_gone(out: Option<&Output>, err: Option<&Output>) {
     async fn closed(o: Option<&Output>) {
         match o {
             Some(o) => o.closed().await,

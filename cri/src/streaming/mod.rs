@@ -20,6 +20,7 @@
 //! connections to a pod's ports.
 
 pub mod attach;
+pub mod attach_fifo;
 pub mod channel;
 pub mod portforward;
 pub mod remotecommand;

@@ -363,7 +363,11 @@ async fn pump(
 ) -> Result<i32, crate::container::ContainerError> {
     let mut tasks = Vec::new();
     if let (Some(s), Some(tx)) = (stdin, proc.stdin.take()) {
-        tokio::spawn(copy_in(s, tx));
+        let closer = proc.stdin_closer();
+        tokio::spawn(async move {
+            copy_in(s, tx).await;
+            closer.close().await;
+        });
     }
     for (s, rx) in [(stdout, proc.stdout.take()), (stderr, proc.stderr.take())] {
         match (s, rx) {
