@@ -294,6 +294,7 @@ async fn build(
         cgroups_path: rec.infra_cgroup.clone(),
         own: own_ns,
         annotations: sandbox_annotations(rec),
+        dev_tmpfs: rec.shim.is_v2(),
     };
     let pod_net = stop::pod_network(s, rec);
     let network = async {

@@ -37,6 +37,13 @@ pub struct InfraSpec {
     /// The spec's annotations (containerd's sandbox keys: shim v2
     /// runtimes group a pod's tasks by them).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Give the infra a `/dev` tmpfs, as the pause container has under
+    /// containerd. runc (under a shim v2) makes its default device nodes
+    /// in the rootfs, and reopens /dev/null there for a process whose
+    /// stdio is /dev/null: on a `nodev` state directory that open is
+    /// refused unless /dev is a filesystem of its own. carapace-runtime
+    /// needs none of it.
+    pub dev_tmpfs: bool,
 }
 
 /// What the namespaces an infra makes for its pod start with.
@@ -131,6 +138,16 @@ impl InfraSpec {
         if !self.annotations.is_empty() {
             v["annotations"] = json!(self.annotations);
         }
+        if self.dev_tmpfs {
+            if let Some(m) = v["mounts"].as_array_mut() {
+                m.push(json!({
+                    "destination": "/dev",
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]
+                }));
+            }
+        }
         if let Some(own) = &self.own {
             v["hostname"] = json!(own.hostname);
             let l = &mut v["linux"];
@@ -161,6 +178,7 @@ mod tests {
             cgroups_path: "/carapace/pods/p/p".into(),
             own: None,
             annotations: Default::default(),
+            dev_tmpfs: false,
         }
     }
 
