@@ -82,6 +82,9 @@ e2e_suites=(
     # CheckpointContainer and restore with CRIU, which runs on this
     # kernel (its tests are ignored elsewhere, so they run with --ignored)
     checkpoint
+    # A runtime handler that is containerd's runc shim (v2): runc makes
+    # the containers' v2 cgroups, the daemon reads their stats
+    shim_v2
 )
 # Suites whose tests are all #[ignore]d outside this lane.
 e2e_ignored=(checkpoint)
@@ -234,13 +237,13 @@ echo "cgroup v2 lane: build and staging took $((SECONDS - lane_start)) s"
 # modules its dump needs: the socket diag modules (it lists sockets with
 # them), nf_tables (it locks the network with nftables) and
 # nf_conntrack_netlink (it reads conntrack entries of a netns).
-for f in /usr/sbin/criu /bin/tar; do
-    [ -x "$f" ] || die "$f missing: hack/install-deps.sh installs criu and tar"
+for f in /usr/sbin/criu /bin/tar /usr/bin/containerd-shim-runc-v2; do
+    [ -x "$f" ] || die "$f missing: hack/install-deps.sh installs criu, tar and containerd"
 done
 criu_modules=unix_diag,inet_diag,tcp_diag,udp_diag,netlink_diag,af_packet_diag,nf_tables,nfnetlink,nf_conntrack_netlink
 vm=(hack/vm-test.sh --strip --timeout "$timeout" --modules "$criu_modules"
     --add /usr/sbin/criu --add /bin/tar
-    "${bins[@]}" --add /usr/sbin/runc "${cni[@]}" --add /usr/bin/jq
+    "${bins[@]}" --add /usr/sbin/runc --add /usr/bin/containerd-shim-runc-v2 "${cni[@]}" --add /usr/bin/jq
     --add /usr/bin/docker-registry --add "$vmreg"
     --env "VMTEST_REGISTRY_DIR=$vmreg" --setup hack/vm/registry-setup.sh)
 rc=0

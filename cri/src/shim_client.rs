@@ -163,6 +163,17 @@ impl ShimKind {
     pub fn takes_runc_options(&self) -> bool {
         !self.is_v2() || self.runc_options
     }
+
+    /// Where the runtime keeps its state for the handler's `root`: the
+    /// runc shim runs runc with `--root <root>/<namespace>`, carapace-shim
+    /// with `root` itself. Teardown's last `runtime delete` looks there.
+    pub fn runtime_state_root(&self, root: &Path) -> PathBuf {
+        if self.is_v2() && self.runc_options {
+            root.join(NAMESPACE)
+        } else {
+            root.to_path_buf()
+        }
+    }
 }
 
 /// How to start a shim.

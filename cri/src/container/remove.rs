@@ -28,12 +28,13 @@ pub async fn remove(cs: &Arc<Containers>, id: &str) -> Result<(), ContainerError
 
 /// Undoes everything of `rec`, then deletes its record.
 pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), ContainerError> {
+    let runtime_root = rec.shim.runtime_state_root(&rec.runtime_root);
     let task = Task {
         id: &rec.id,
         bundle: &rec.bundle,
         shim_address: &rec.shim_address,
         runtime_binary: &rec.runtime_binary,
-        runtime_root: &rec.runtime_root,
+        runtime_root: &runtime_root,
         cgroups_path: &rec.cgroups_path,
     };
     let effects = &cs.sandboxes.effects;

@@ -56,14 +56,19 @@ pub async fn start(
     Ok(())
 }
 
-/// The infra as a task to tear down.
-fn task<'a>(rec: &'a SandboxRecord, bundle: &'a std::path::Path) -> Task<'a> {
+/// The infra as a task to tear down (`runtime_root`: where its runtime
+/// keeps its state, [`crate::shim_client::ShimKind::runtime_state_root`]).
+fn task<'a>(
+    rec: &'a SandboxRecord,
+    bundle: &'a std::path::Path,
+    runtime_root: &'a std::path::Path,
+) -> Task<'a> {
     Task {
         id: &rec.id,
         bundle,
         shim_address: &rec.shim_address,
         runtime_binary: &rec.runtime_binary,
-        runtime_root: &rec.runtime_root,
+        runtime_root,
         cgroups_path: &rec.infra_cgroup,
     }
 }
@@ -72,10 +77,14 @@ fn task<'a>(rec: &'a SandboxRecord, bundle: &'a std::path::Path) -> Task<'a> {
 /// shim's PID, for [`reap`].
 pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>, SandboxError> {
     let bundle = rec.bundle();
+    let root = rec.shim.runtime_state_root(&rec.runtime_root);
     let stopped = s
         .effects
         .tasks
-        .stop(&task(rec, &bundle), &s.launch(&rec.id, &bundle, &rec.shim))
+        .stop(
+            &task(rec, &bundle, &root),
+            &s.launch(&rec.id, &bundle, &rec.shim),
+        )
         .await?;
     rec.exit = rec.exit.or(stopped.exit);
     Ok(stopped.shim_pid)
@@ -85,7 +94,11 @@ pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>,
 /// teardown (removal, rollback, recovery), not by StopPodSandbox.
 pub async fn reap(s: &Sandboxes, rec: &SandboxRecord, shim_pid: Option<u32>) {
     let bundle = rec.bundle();
-    s.effects.tasks.reap(&task(rec, &bundle), shim_pid).await;
+    let root = rec.shim.runtime_state_root(&rec.runtime_root);
+    s.effects
+        .tasks
+        .reap(&task(rec, &bundle, &root), shim_pid)
+        .await;
 }
 
 /// Watches the infra: when it exits (or its shim disappears), a Ready pod

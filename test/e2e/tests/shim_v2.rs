@@ -432,3 +432,101 @@ fn assert_nothing_left(d: &Daemon, address: &str, ids: &[&str]) {
         assert!(!state.exists(), "runc state {} left", state.display());
     }
 }
+
+/// The daemon killed -9 while the shim v2 is inside CreateContainer (its
+/// runc hangs in `create`): after a restart the half-made container is
+/// rolled back — not listed, no rootfs mount, bundle, runc state or
+/// cgroup left, its name free — and the pod's shim, still serving the
+/// pod, takes the next container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_inside_create_container_leaves_nothing_after_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    require_registry();
+    let tools = tempfile::tempdir().expect("tmp");
+    let runc = tools.path().join("runc");
+    std::fs::write(
+        &runc,
+        format!(
+            "#!/bin/sh\nif [ -e {dir}/hang ]; then\n  for a in \"$@\"; do\n    \
+             if [ \"$a\" = create ]; then echo $$ > {dir}/hung.pid; exec sleep 600; fi\n  \
+             done\nfi\nexec /usr/sbin/runc \"$@\"\n",
+            dir = tools.path().display()
+        ),
+    )
+    .expect("write runc wrapper");
+    std::fs::set_permissions(&runc, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut d = Daemon::start_with_network(
+        &format!(
+            "default_runtime_handler = \"runc-v2\"\n\
+             [registry]\ninsecure = [\"127.0.0.1:5000\"]\n\
+             [runtime_handlers.runc-v2]\nruntime_type = \"io.containerd.runc.v2\"\n\
+             path = \"{}\"\nroot = \"{RUNC_ROOT}\"\n",
+            runc.display()
+        ),
+        &[],
+    );
+    pull(&d, BUSYBOX).await;
+    let mut rt = d.runtime().await;
+    let (pod, pc) = pod(&d, &mut rt, "v2create").await;
+    std::fs::write(tools.path().join("hang"), "").expect("arm");
+    let mut rt2 = rt.clone();
+    let (pod2, pc2) = (pod.clone(), pc.clone());
+    let call = tokio::spawn(async move {
+        create(&mut rt2, &pod2, &pc2, container("doomed", "sleep 1000")).await
+    });
+    let pid_file = tools.path().join("hung.pid");
+    let hung: i32 = eventually("runc create to hang", || async {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let ids: Vec<String> = std::fs::read_dir(d.state_dir().join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids[0].clone();
+    d.stop(Signal::SIGKILL);
+    let _ = call.await;
+    std::fs::remove_file(tools.path().join("hang")).expect("disarm");
+    // The hung runc belongs to the pod's shim, which outlived the daemon.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(hung), Signal::SIGKILL);
+
+    d.spawn();
+    let mut rt = d.runtime().await;
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers;
+    assert!(
+        listed.is_empty(),
+        "not rolled back: {listed:?}\n{}",
+        d.log()
+    );
+    let mounts: Vec<String> = mounts_under(d.dir.path())
+        .into_iter()
+        .filter(|m| m.contains(&id))
+        .collect();
+    assert!(mounts.is_empty(), "{mounts:?}");
+    assert!(
+        !d.state_dir().join("containers").join(&id).exists(),
+        "bundle left"
+    );
+    let state = Path::new(RUNC_ROOT).join("k8s.io").join(&id);
+    assert!(!state.exists(), "runc state {} left", state.display());
+    // The pod's shim survived and takes the next container, under the
+    // same name.
+    assert_eq!(shims_under(d.dir.path()).len(), 1);
+    let ok = run_in(&mut rt, &pod, &pc, container("doomed", "exec sleep 1000")).await;
+    let (code, out, _) = sh(&mut rt, &ok, "echo fine").await;
+    assert_eq!((code, out.as_str()), (0, "fine\n"));
+    let address = shim_address(&d, &pod).await;
+    remove_pod(&mut rt, &pod).await;
+    assert_nothing_left(&d, &address, &[&pod, &id, &ok]);
+}
