@@ -11,12 +11,12 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim_async::Client;
-
-use crate::task_api::TaskApi;
 use containerd_shim_protos::ttrpc;
 
 use carapace_shim::proto::io::{AttachInput, AttachOutput, ReopenLogRequest};
 use carapace_shim::proto::io_ttrpc::IoClient;
+
+use crate::task_api::TaskApi;
 
 /// The containerd namespace the daemon's shims run in (as containerd's CRI
 /// plugin uses).
@@ -196,8 +196,10 @@ pub struct Launch<'a> {
     pub socket_dir: &'a Path,
 }
 
-/// Runs `carapace-shim … start` in the bundle and returns the address it
-/// answers on. The shim detaches itself; this returns once it listens.
+/// Runs `<shim> … start` in the bundle (carapace-shim, or a handler's
+/// shim v2, whose `log` FIFO gets its reader first) and returns the
+/// address it answers on. The shim detaches itself; this returns once it
+/// listens. A grouped task's `start` answers with its sandbox's shim.
 pub async fn launch(l: &Launch<'_>) -> Result<String, ShimError> {
     let log = if l.v2 {
         Some(
