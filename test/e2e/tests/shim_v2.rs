@@ -164,11 +164,12 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
         .expect("exec");
     assert_eq!(r.exit_code, 3);
 
-    // Exec over streaming, with stdin.
+    // Exec over streaming, with stdin: `cat` ends only when its input
+    // does (the shim holds the FIFO too: the end of input is CloseIO).
     let u = rt
         .exec(cri::ExecRequest {
             container_id: quiet.clone(),
-            cmd: vec!["sh".into(), "-c".into(), "read l; echo got:$l".into()],
+            cmd: vec!["cat".into()],
             stdin: true,
             stdout: true,
             stderr: true,
@@ -182,12 +183,12 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
         &u,
         &["v4.channel.k8s.io"],
         &["error", "stdin", "stdout", "stderr"],
-        b"ping\n",
+        b"ping\npong\n",
         None,
     )
     .await
     .expect("exec stream");
-    assert_eq!(o.text("stdout"), "got:ping\n");
+    assert_eq!(o.text("stdout"), "ping\npong\n");
 
     // Stats from the container's cgroup.
     let s = rt
