@@ -132,6 +132,20 @@ pub async fn stop_and_remove(rt: &mut Rt, id: &str) {
     .expect("remove container");
 }
 
+/// StopPodSandbox, then RemovePodSandbox (panics on failure).
+pub async fn stop_and_remove_pod(rt: &mut Rt, pod: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("remove pod");
+}
+
 /// A read-only image volume (CRI `Mount.image`) of `image` at `path`,
 /// from `sub` inside the image (empty: all of it).
 pub fn image_mount(path: &str, image: &str, sub: &str) -> cri::Mount {

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use carapace_e2e::spdy_client;
 use carapace_e2e::workload::{
-    busybox_container, create, exec, pull, run_pod, sh, start, status, wait_exited, Rt, BUSYBOX,
+    busybox_container, create, exec, pull, run, run_pod, sh, status, stop_and_remove,
+    stop_and_remove_pod, wait_exited, Rt, BUSYBOX,
 };
 use carapace_e2e::{eventually, mounts_under, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
@@ -92,12 +93,13 @@ fn records(p: &Path, stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// The shim's socket path, as the pod's verbose status reports it.
+/// The socket path of a shim address.
 fn socket_of(address: &str) -> PathBuf {
     PathBuf::from(address.trim_start_matches("unix://"))
 }
 
-async fn shim_address(d: &Daemon, pod: &str) -> String {
+/// The pod's shim address, as the shim wrote it into the pod's bundle.
+fn shim_address(d: &Daemon, pod: &str) -> String {
     let rec = std::fs::read_to_string(
         d.state_dir()
             .join("pods")
@@ -127,7 +129,7 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
         .expect("runc-v2 listed");
     assert!(!h.features.expect("features").user_namespaces);
 
-    let talker = run_in(
+    let talker = run(
         &mut rt,
         &pod,
         &pc,
@@ -137,7 +139,7 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
         ),
     )
     .await;
-    let quiet = run_in(&mut rt, &pod, &pc, container("quiet", "exec sleep 1000")).await;
+    let quiet = run(&mut rt, &pod, &pc, container("quiet", "exec sleep 1000")).await;
 
     // One shim for the pod: the containers joined the sandbox's.
     let shims = shims_under(d.dir.path());
@@ -222,7 +224,7 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
 
     // A container that prints and exits: its whole output is in the log
     // when it is reported exited.
-    let brief = run_in(
+    let brief = run(
         &mut rt,
         &pod,
         &pc,
@@ -237,12 +239,12 @@ async fn a_pod_of_two_containers_runs_under_one_runc_v2_shim() {
     );
 
     // Stop and removal.
-    stop_remove(&mut rt, &talker).await;
+    stop_and_remove(&mut rt, &talker).await;
     let st = status(&mut rt, &quiet).await;
     assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
-    let address = shim_address(&d, &pod).await;
+    let address = shim_address(&d, &pod);
     assert!(socket_of(&address).exists(), "{address}");
-    remove_pod(&mut rt, &pod).await;
+    stop_and_remove_pod(&mut rt, &pod).await;
     assert_nothing_left(&d, &address, &[&pod, &talker, &quiet, &brief]);
 }
 
@@ -256,7 +258,7 @@ async fn attach_reaches_the_containers_stdio_through_the_fifos() {
     );
     cfg.stdin = true;
     cfg.stdin_once = true;
-    let id = run_in(&mut rt, &pod, &pc, cfg).await;
+    let id = run(&mut rt, &pod, &pc, cfg).await;
     let u = rt
         .attach(cri::AttachRequest {
             container_id: id.clone(),
@@ -291,7 +293,7 @@ async fn attach_reaches_the_containers_stdio_through_the_fifos() {
     // A terminal container: its output is one stream, from a terminal.
     let mut cfg = container("tty", "[ -t 1 ] && echo on-a-terminal; sleep 1000");
     cfg.tty = true;
-    let _tty = run_in(&mut rt, &pod, &pc, cfg).await;
+    let _tty = run(&mut rt, &pod, &pc, cfg).await;
     let first = eventually("the terminal container's output in the log", || async {
         match records(&log_of(&pc, "tty"), "stdout").first() {
             Some(l) => Ok(l.clone()),
@@ -301,14 +303,14 @@ async fn attach_reaches_the_containers_stdio_through_the_fifos() {
     .await;
     assert_eq!(first, "on-a-terminal");
     assert!(records(&log_of(&pc, "tty"), "stderr").is_empty());
-    remove_pod(&mut rt, &pod).await;
+    stop_and_remove_pod(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pod_is_managed_again_after_the_daemon_is_killed() {
     let (mut d, mut rt) = daemon().await;
     let (pod, pc) = pod(&d, &mut rt, "v2crash").await;
-    let ticker = run_in(
+    let ticker = run(
         &mut rt,
         &pod,
         &pc,
@@ -328,7 +330,7 @@ async fn the_pod_is_managed_again_after_the_daemon_is_killed() {
         }
     })
     .await;
-    let address = shim_address(&d, &pod).await;
+    let address = shim_address(&d, &pod);
     assert_eq!(d.stop(Signal::SIGKILL).code(), None);
     // Output while the daemon is down waits in the FIFO (and then the
     // container blocks on it): no tick is lost.
@@ -351,7 +353,7 @@ async fn the_pod_is_managed_again_after_the_daemon_is_killed() {
     // The shim lives on and answers: exec, then a second container in it.
     let (code, out, _) = sh(&mut rt, &ticker, "echo alive").await;
     assert_eq!((code, out.as_str()), (0, "alive\n"));
-    let second = run_in(&mut rt, &pod, &pc, container("second", "exec sleep 1000")).await;
+    let second = run(&mut rt, &pod, &pc, container("second", "exec sleep 1000")).await;
     assert_eq!(shims_under(d.dir.path()).len(), 1);
     // Stop records the exit as for any container.
     rt.stop_container(cri::StopContainerRequest {
@@ -363,48 +365,9 @@ async fn the_pod_is_managed_again_after_the_daemon_is_killed() {
     let st = status(&mut rt, &ticker).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 137);
-    stop_remove(&mut rt, &second).await;
-    remove_pod(&mut rt, &pod).await;
+    stop_and_remove(&mut rt, &second).await;
+    stop_and_remove_pod(&mut rt, &pod).await;
     assert_nothing_left(&d, &address, &[&pod, &ticker, &second]);
-}
-
-/// Creates and starts `c` in the pod; its ID.
-async fn run_in(
-    rt: &mut Rt,
-    pod: &str,
-    pc: &cri::PodSandboxConfig,
-    c: cri::ContainerConfig,
-) -> String {
-    let id = create(rt, pod, pc, c).await.expect("create");
-    start(rt, &id).await;
-    id
-}
-
-async fn stop_remove(rt: &mut Rt, id: &str) {
-    rt.stop_container(cri::StopContainerRequest {
-        container_id: id.into(),
-        timeout: 2,
-    })
-    .await
-    .expect("stop");
-    rt.remove_container(cri::RemoveContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("remove");
-}
-
-async fn remove_pod(rt: &mut Rt, pod: &str) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
 }
 
 /// No shim process, shim socket, mount, pod state or runc state of
@@ -524,10 +487,10 @@ async fn a_daemon_killed_inside_create_container_leaves_nothing_after_restart() 
     // The pod's shim survived and takes the next container, under the
     // same name.
     assert_eq!(shims_under(d.dir.path()).len(), 1);
-    let ok = run_in(&mut rt, &pod, &pc, container("doomed", "exec sleep 1000")).await;
+    let ok = run(&mut rt, &pod, &pc, container("doomed", "exec sleep 1000")).await;
     let (code, out, _) = sh(&mut rt, &ok, "echo fine").await;
     assert_eq!((code, out.as_str()), (0, "fine\n"));
-    let address = shim_address(&d, &pod).await;
-    remove_pod(&mut rt, &pod).await;
+    let address = shim_address(&d, &pod);
+    stop_and_remove_pod(&mut rt, &pod).await;
     assert_nothing_left(&d, &address, &[&pod, &id, &ok]);
 }

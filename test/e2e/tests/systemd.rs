@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use carapace_e2e::workload::{create, exec, pull, run_pod, start, wait_exited, Rt};
+use carapace_e2e::workload::{
+    create, exec, pull, run_pod, start, stop_and_remove_pod, wait_exited, Rt,
+};
 use carapace_e2e::{pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
 
@@ -97,19 +99,6 @@ fn container(name: &str, args: &[&str], memory: i64) -> cri::ContainerConfig {
 
 fn slice_dir(slice_path: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(slice_path.trim_start_matches('/'))
-}
-
-async fn stop_and_remove_pod(rt: &mut Rt, pod: &str) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
