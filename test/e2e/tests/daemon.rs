@@ -193,12 +193,21 @@ fn sigterm_stops_serving_and_removes_the_socket() {
 #[test]
 fn log_lines_carry_syslog_priorities_when_stderr_is_the_journal() {
     use std::os::unix::fs::MetadataExt;
+    // The socket accepts connections from its bind on, a moment before
+    // the line is written: wait for the line, within the hang guard.
     let serve_line = |d: &Daemon| {
-        d.log()
-            .lines()
-            .find(|l| l.contains("carapace serving CRI"))
-            .unwrap_or_else(|| panic!("no start-up line:\n{}", d.log()))
-            .to_string()
+        let deadline = std::time::Instant::now() + carapace_e2e::HANG_GUARD;
+        loop {
+            let log = d.log();
+            if let Some(l) = log.lines().find(|l| l.contains("carapace serving CRI")) {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no start-up line:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     };
     // The journal's stream: the daemon's own stderr, the log file here.
     let mut d = Daemon::configure("");
