@@ -105,8 +105,10 @@ impl Manager {
             Hierarchy::V2 => vec![unified_mount(root)],
             Hierarchy::V1 => {
                 let info_path = Path::new("/proc/self/mountinfo");
-                let info = fs::read(info_path)?;
-                let mounts = mountinfo::parse_v1(&info, root);
+                let mounts = mountinfo::read_v1(root).map_err(|e| Error::Read {
+                    path: info_path.to_path_buf(),
+                    errno: crate::error::errno_of(&e),
+                })?;
                 if mounts.is_empty() {
                     return Err(Error::Parse {
                         path: info_path.to_path_buf(),

@@ -82,16 +82,101 @@ fn unescape(s: &str) -> String {
 /// Parses mountinfo into the v1 hierarchies plus, in hybrid mode, the cgroup2
 /// mount at `<cgroup root>/unified`. Duplicate mounts of one hierarchy (bind
 /// mounts) keep the one whose root is `/`, else the first.
+#[cfg(test)]
 pub(crate) fn parse_v1(mountinfo: &str, cgroup_root: &Path) -> Vec<Mount> {
-    let mut found: Vec<(Mount, bool)> = Vec::new();
+    let mut c = Collector::new(cgroup_root);
     for line in mountinfo.lines() {
+        c.feed(line);
+    }
+    c.finish()
+}
+
+/// [`parse_v1`] of this process's /proc/self/mountinfo, read only as far
+/// as it must be. The file grows with every container's mounts (an overlay
+/// line is long and the kernel escapes it anew on every read), and every
+/// runtime command and many daemon calls resolve the hierarchies: reading
+/// it whole made that cost grow with the number of pods on the node. The
+/// cgroup mounts come first (they are made at boot), so reading stops once
+/// each hierarchy the kernel lists in /proc/self/cgroup has been seen
+/// mounted with root `/` (and the hybrid cgroup2 mount, when `<root>/unified`
+/// is one): what follows could only be duplicates, which are ignored. A
+/// hierarchy never seen that way means reading to the end, as before.
+pub(crate) fn read_v1(cgroup_root: &Path) -> std::io::Result<Vec<Mount>> {
+    use std::io::BufRead;
+    let mut wanted = v1_hierarchies(&std::fs::read_to_string("/proc/self/cgroup")?);
+    if is_cgroup2(&cgroup_root.join(HYBRID_UNIFIED_DIR)) {
+        wanted.push(vec![UNIFIED.to_string()]);
+    }
+    let mut c = Collector::new(cgroup_root);
+    let mut r = std::io::BufReader::new(std::fs::File::open("/proc/self/mountinfo")?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        c.feed(String::from_utf8_lossy(&line).trim_end_matches('\n'));
+        if c.has_all(&wanted) {
+            break;
+        }
+    }
+    Ok(c.finish())
+}
+
+/// The v1 hierarchies in /proc/self/cgroup's text, each as the sorted
+/// controllers (filtered as mountinfo's options are) a mount of it carries.
+fn v1_hierarchies(proc_cgroup: &str) -> Vec<Vec<String>> {
+    proc_cgroup
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (id, controllers) = (f.next()?, f.next()?);
+            (id != "0").then(|| controller_set(controllers.split(',')))
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The controllers among `options` (mount options or /proc/self/cgroup's
+/// list), sorted so that both spellings of one hierarchy compare equal.
+fn controller_set<'a>(options: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut c: Vec<String> = options
+        .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+        .map(str::to_string)
+        .collect();
+    c.sort();
+    c
+}
+
+/// Whether `dir` is a cgroup2 mount (statfs's magic number).
+fn is_cgroup2(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// Gathers the hierarchies line by line ([`parse_v1`]'s rules).
+struct Collector {
+    cgroup_root: PathBuf,
+    /// Each hierarchy with whether its mount's root is `/`.
+    found: Vec<(Mount, bool)>,
+}
+
+impl Collector {
+    fn new(cgroup_root: &Path) -> Collector {
+        Collector {
+            cgroup_root: cgroup_root.to_path_buf(),
+            found: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, line: &str) {
         let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
+            return;
         };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
-            continue;
+            return;
         }
         let root_is_slash = pre[3] == "/";
         let mountpoint = PathBuf::from(unescape(pre[4]));
@@ -103,7 +188,7 @@ pub(crate) fn parse_v1(mountinfo: &str, cgroup_root: &Path) -> Vec<Mount> {
                     .map(str::to_string)
                     .collect();
                 if controllers.is_empty() {
-                    continue;
+                    return;
                 }
                 Mount {
                     controllers,
@@ -111,23 +196,42 @@ pub(crate) fn parse_v1(mountinfo: &str, cgroup_root: &Path) -> Vec<Mount> {
                     v2: false,
                 }
             }
-            "cgroup2" if mountpoint == cgroup_root.join(HYBRID_UNIFIED_DIR) => Mount {
+            "cgroup2" if mountpoint == self.cgroup_root.join(HYBRID_UNIFIED_DIR) => Mount {
                 controllers: vec![UNIFIED.to_string()],
                 mountpoint,
                 v2: true,
             },
-            _ => continue,
+            _ => return,
         };
-        match found
+        match self
+            .found
             .iter_mut()
             .find(|(m, _)| m.controllers == mount.controllers)
         {
             Some(existing) if !existing.1 && root_is_slash => *existing = (mount, root_is_slash),
             Some(_) => {}
-            None => found.push((mount, root_is_slash)),
+            None => self.found.push((mount, root_is_slash)),
         }
     }
-    found.into_iter().map(|(m, _)| m).collect()
+
+    /// Whether every hierarchy in `wanted` (sorted controller sets) has
+    /// been found mounted with root `/`: no later line can change it.
+    fn has_all(&self, wanted: &[Vec<String>]) -> bool {
+        wanted.iter().all(|w| {
+            self.found.iter().any(|(m, slash)| {
+                let same = if m.v2 {
+                    w.len() == 1 && w[0] == UNIFIED
+                } else {
+                    controller_set(m.controllers.iter().map(String::as_str)) == *w
+                };
+                *slash && same
+            })
+        })
+    }
+
+    fn finish(self) -> Vec<Mount> {
+        self.found.into_iter().map(|(m, _)| m).collect()
+    }
 }
 
 /// Lists a directory laid out like /sys/fs/cgroup (one sub-directory per
@@ -223,6 +327,53 @@ mod tests {
             m[1].mountpoint,
             Path::new("/sys/fs/cgroup/net_cls,net_prio")
         );
+    }
+
+    #[test]
+    fn proc_cgroup_names_the_v1_hierarchies_as_sorted_controller_sets() {
+        let h = v1_hierarchies(
+            "12:rdma:/\n4:cpuacct,cpu:/kubepods\n1:name=systemd:/init.scope\n0::/init.scope\n",
+        );
+        assert_eq!(
+            h,
+            vec![
+                vec!["rdma".to_string()],
+                vec!["cpu".to_string(), "cpuacct".to_string()],
+                vec!["name=systemd".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn reading_may_stop_once_every_hierarchy_has_its_root_mount() {
+        let mut c = Collector::new(Path::new("/sys/fs/cgroup"));
+        let wanted = vec![
+            vec!["cpu".to_string(), "cpuacct".to_string()],
+            vec!["net_cls".to_string(), "net_prio".to_string()],
+        ];
+        let mut lines = COMOUNTED.lines();
+        c.feed(lines.next().unwrap());
+        c.feed(lines.next().unwrap());
+        assert!(!c.has_all(&wanted));
+        c.feed(lines.next().unwrap());
+        assert!(c.has_all(&wanted));
+        // A bind of a sub-tree alone is not enough: a root mount may follow.
+        let mut c = Collector::new(Path::new("/sys/fs/cgroup"));
+        c.feed("90 80 0:26 /docker/x /mnt/o rw - cgroup cgroup rw,net_cls,net_prio");
+        assert!(!c.has_all(&wanted[1..]));
+        // The hybrid cgroup2 mount counts for "unified".
+        let mut c = Collector::new(Path::new("/sys/fs/cgroup"));
+        c.feed(SEPARATE.lines().last().unwrap());
+        assert!(c.has_all(&[vec![UNIFIED.to_string()]]));
+    }
+
+    /// On whatever host the tests run (hybrid here, pure v2 in the VM
+    /// lane), stopping early finds exactly what reading it all finds.
+    #[test]
+    fn this_hosts_hierarchies_are_the_same_read_short_or_whole() {
+        let root = Path::new("/sys/fs/cgroup");
+        let whole = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert_eq!(read_v1(root).unwrap(), parse_v1(&whole, root));
     }
 
     #[test]
