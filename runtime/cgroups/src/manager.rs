@@ -383,7 +383,8 @@ impl Manager {
     /// race with forks). Otherwise the cgroup is frozen while it is listed
     /// and signalled, so nothing forks in between, then thawed — unless it
     /// was already paused, in which case it stays frozen (except for SIGKILL,
-    /// which only takes effect once the processes run again).
+    /// which only takes effect once the processes run again). An empty
+    /// cgroup that is not frozen is left alone.
     pub fn kill_all(&self, signal: i32) -> Result<(), Error> {
         if self.hierarchy == Hierarchy::V2 && signal == libc::SIGKILL {
             let kill_file = self.v2_dir()?.join("cgroup.kill");
@@ -392,6 +393,14 @@ impl Manager {
             }
         }
         let was_frozen = self.is_frozen().unwrap_or(false);
+        // Nobody to signal and nobody to fork into it: an empty cgroup
+        // (the usual case when a stopped container is deleted) is not
+        // frozen and thawed for nothing. On v1 the freezer's first freeze
+        // and last thaw patch kernel code on every CPU, and the runtime's
+        // share of the node's CPU at 110 pods showed it.
+        if !was_frozen && matches!(self.pids(), Ok(p) if p.is_empty()) {
+            return Ok(());
+        }
         let froze = !was_frozen && self.freeze().is_ok();
         let result = self.signal_each(signal);
         if froze || (was_frozen && signal == libc::SIGKILL) {

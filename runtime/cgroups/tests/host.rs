@@ -196,6 +196,9 @@ fn kill_all_kills_every_process() {
         .unwrap()
         .is_empty()));
     assert!(!t.mgr.is_frozen().unwrap_or(false));
+    // Again, now that it is empty: nothing to do, and nothing left frozen.
+    t.mgr.kill_all(libc::SIGKILL).unwrap();
+    assert!(!t.mgr.is_frozen().unwrap_or(false));
     t.mgr.destroy().unwrap();
 }
 
