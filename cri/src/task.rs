@@ -36,13 +36,19 @@ pub struct Stopped {
     pub exit: Option<Exit>,
 }
 
+/// The file in a task's bundle where its shim writes its address at start,
+/// before the runtime creates anything. It is removed once the task is
+/// known deleted and its shim done ([`Task::stop`]), so its absence means
+/// there is nothing of the task left for the runtime to delete.
+const ADDRESS_FILE: &str = "address";
+
 /// The shim address of a task: recorded, or written by the shim into the
 /// bundle before the daemon could record it (a crash in between).
 pub fn address(recorded: &str, bundle: &Path) -> Option<String> {
     if !recorded.is_empty() {
         return Some(recorded.to_string());
     }
-    std::fs::read_to_string(bundle.join("address"))
+    std::fs::read_to_string(bundle.join(ADDRESS_FILE))
         .ok()
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
@@ -62,13 +68,28 @@ impl Task<'_> {
             Ok(shim) => shim,
             Err(e) if e.is_gone() => {
                 self.cleanup(launch).await?;
+                self.settled();
                 return Ok(out);
             }
             Err(e) => return Err(e),
         };
+        let mut deleted = false;
         out.shim_pid = shim.pid(self.id).await.ok();
+        // A task whose init has exited needs no Kill to end: Delete kills
+        // what it left behind in its cgroup (the runtime's `delete` does),
+        // and Kill would run the runtime once more for the same (a stopped
+        // container's removal, StopContainer having ended it).
+        let stopped = matches!(
+            shim.state(self.id, "").await.map(|s| s.status.enum_value()),
+            Ok(Ok(containerd_shim_protos::api::Status::STOPPED))
+        );
         let calls = async {
-            match shim.kill(self.id, "", SIGKILL, true).await {
+            let killed = if stopped {
+                Ok(())
+            } else {
+                shim.kill(self.id, "", SIGKILL, true).await
+            };
+            match killed {
                 Ok(()) => {}
                 // The shim answers NotFound for a task or process that is
                 // already gone (it reads the runtime's words, we read codes).
@@ -81,20 +102,40 @@ impl Task<'_> {
                 Err(e) => return Err(e),
             }
             match shim.delete(self.id, "").await {
-                Ok(_) => {}
+                Ok(_) => deleted = true,
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
             shim.shutdown(self.id).await
         };
         match calls.await {
+            // A shim that answered NotFound to Delete may still be creating
+            // the task (a daemon killed mid-create): reap must look.
+            Ok(()) if deleted => self.settled(),
             Ok(()) => {}
             // The shim went away in the middle (it exits with its task):
             // finish as for a shim that was already gone.
-            Err(e) if e.is_gone() => self.cleanup(launch).await?,
+            Err(e) if e.is_gone() => {
+                self.cleanup(launch).await?;
+                self.settled();
+            }
             Err(e) => return Err(e),
         }
         Ok(out)
+    }
+
+    /// Records that the runtime has nothing of the task left: its shim
+    /// deleted it, or `carapace-shim delete` did. A later stop then has no
+    /// shim to look for and [`Task::reap`] no runtime record to delete,
+    /// which spared RemovePodSandbox three processes after StopPodSandbox.
+    fn settled(&self) {
+        match std::fs::remove_file(self.bundle.join(ADDRESS_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(task = %self.id, error = %e, "remove the shim's address file")
+            }
+        }
     }
 
     /// `carapace-shim delete` for a task whose shim is gone, if it ever got
@@ -111,8 +152,10 @@ impl Task<'_> {
     /// process leaves a shim that answers NotFound now and creates the
     /// process a moment later. After [`Task::stop`]: the shim is killed if
     /// it still runs, every process left in the task's cgroup is killed
-    /// until none is left, and the runtime's record of it is deleted.
+    /// until none is left, and the runtime's record of it is deleted —
+    /// unless the task is settled (see [`ADDRESS_FILE`]).
     pub async fn reap(&self, shim_pid: Option<u32>) {
+        let settled = !self.bundle.join(ADDRESS_FILE).exists();
         if let Some(pid) = shim_pid.filter(|p| *p > 0) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(self.id) {
@@ -144,6 +187,9 @@ impl Task<'_> {
                 }
             }
         }
+        if settled {
+            return;
+        }
         let _ = tokio::process::Command::new(self.runtime_binary)
             .arg("--root")
             .arg(self.runtime_root)
@@ -152,5 +198,76 @@ impl Task<'_> {
             .stderr(std::process::Stdio::null())
             .status()
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A bundle, and a stand-in runtime that writes its arguments to `ran`.
+    fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let d = tempfile::tempdir().expect("tmp");
+        let bundle = d.path().join("bundle");
+        std::fs::create_dir(&bundle).expect("bundle");
+        let rt = d.path().join("runtime");
+        let ran = d.path().join("ran");
+        std::fs::write(
+            &rt,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", ran.display()),
+        )
+        .expect("runtime");
+        std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (d, bundle, rt)
+    }
+
+    fn task<'a>(bundle: &'a Path, rt: &'a Path) -> Task<'a> {
+        Task {
+            id: "t1",
+            bundle,
+            shim_address: "",
+            runtime_binary: rt,
+            runtime_root: Path::new("/nonexistent-root"),
+            cgroups_path: "",
+        }
+    }
+
+    #[tokio::test]
+    async fn reap_runs_the_runtime_unless_the_task_is_settled() {
+        let (d, bundle, rt) = setup();
+        let ran = d.path().join("ran");
+        // Never launched, or settled: no address file, no runtime run.
+        task(&bundle, &rt).reap(None).await;
+        assert!(!ran.exists());
+        // A shim that wrote its address may have had the task created.
+        std::fs::write(bundle.join(ADDRESS_FILE), "unix:///nonexistent.sock").expect("address");
+        task(&bundle, &rt).reap(None).await;
+        assert_eq!(
+            std::fs::read_to_string(&ran).expect("ran"),
+            "--root /nonexistent-root delete --force t1\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_a_task_whose_shim_is_gone_settles_it() {
+        let (d, bundle, rt) = setup();
+        std::fs::write(bundle.join(ADDRESS_FILE), "unix:///nonexistent.sock").expect("address");
+        let launch = Launch {
+            binary: &rt,
+            v2: false,
+            id: "t1",
+            bundle: &bundle,
+            daemon_address: Path::new("/nonexistent-daemon.sock"),
+            events_address: "unix:///nonexistent-events.sock",
+            socket_dir: d.path(),
+        };
+        // No config.json: the runtime never had the task, nothing to clean.
+        let stopped = task(&bundle, &rt).stop(&launch).await.expect("stop");
+        assert!(stopped.shim_pid.is_none());
+        assert!(!bundle.join(ADDRESS_FILE).exists());
+        // A second stop finds nothing to do.
+        task(&bundle, &rt).stop(&launch).await.expect("stop again");
+        assert!(!d.path().join("ran").exists());
     }
 }
