@@ -142,7 +142,14 @@ impl Inner {
         let cid = c.id.clone();
         let bundle = c.bundle.clone();
         let is_init = c.init.pid == pid && c.init.exit().is_none();
-        let kill_all = (is_init && c.kill_all_on_exit).then(|| c.cli.clone());
+        // Without a PID namespace of its own the init's exit ends nothing
+        // else, so what is left in its cgroup is killed — by the runtime,
+        // one process more, unless the cgroup is known to be empty.
+        let leftovers = c
+            .cgroup
+            .as_ref()
+            .is_none_or(|cg| !matches!(cg.pids(), Ok(p) if p.is_empty()));
+        let kill_all = (is_init && c.kill_all_on_exit && leftovers).then(|| c.cli.clone());
         let exec_id = c
             .execs
             .values()
