@@ -49,3 +49,4 @@ pub mod store;
 pub mod streaming;
 pub mod task;
 pub mod task_api;
+pub mod tls_crypto;

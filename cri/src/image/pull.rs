@@ -428,6 +428,7 @@ impl Puller {
 
     /// A registry client with the daemon's plain-HTTP hosts and timeouts.
     fn new_client(&self) -> Client {
+        crate::tls_crypto::provider();
         Client::new(config_for(&self.insecure, self.timeouts))
     }
 
@@ -449,6 +450,7 @@ impl Puller {
         if let Some(c) = self.http.get() {
             return Ok(c);
         }
+        crate::tls_crypto::provider();
         let mut b = reqwest::Client::builder();
         if let Some(t) = self.timeouts.connect {
             b = b.connect_timeout(t);

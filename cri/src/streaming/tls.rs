@@ -1,20 +1,23 @@
 //! TLS for the streaming server, when `[streaming] tls_cert_file` and
 //! `tls_key_file` are set: the URLs then say `https://` and every
-//! connection must begin with a TLS handshake. Built on native-tls
-//! (OpenSSL), the stack the registry client already links, so the daemon
-//! carries one TLS implementation.
+//! connection must begin with a TLS handshake. Built on rustls with ring,
+//! the stack the registry client uses too, so the daemon carries one TLS
+//! implementation (and no OpenSSL: see [`crate::tls_crypto`]).
 //!
 //! A client that speaks plain HTTP to the TLS port is answered, as Go's
 //! net/http answers it, with a plain 400 that says so, and never reaches
 //! a URL: its token stays unused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_native_tls::native_tls;
-use tokio_native_tls::{TlsAcceptor, TlsStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 /// The first byte of every TLS connection: a handshake record.
 const HANDSHAKE_RECORD: u8 = 0x16;
@@ -40,21 +43,21 @@ pub enum TlsError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The key file holds no PEM private key OpenSSL can use.
+    /// The key file holds no PEM private key.
     #[error("[streaming] tls_key_file {path}: not a usable PEM private key: {source}")]
     Key {
         /// The file.
         path: PathBuf,
-        /// What OpenSSL said.
-        source: openssl::error::ErrorStack,
+        /// What the PEM reader said.
+        source: rustls_pki_types::pem::Error,
     },
-    /// The certificate file holds no PEM certificate OpenSSL can use.
+    /// The certificate file holds a broken PEM certificate.
     #[error("[streaming] tls_cert_file {path}: not a usable PEM certificate: {source}")]
     Cert {
         /// The file.
         path: PathBuf,
-        /// What OpenSSL said.
-        source: openssl::error::ErrorStack,
+        /// What the PEM reader said.
+        source: rustls_pki_types::pem::Error,
     },
     /// The certificate file holds no PEM certificate at all.
     #[error("[streaming] tls_cert_file {0}: no PEM certificate in it")]
@@ -67,15 +70,15 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
-    /// native-tls refused the pair.
+    /// rustls refused the pair (a key type it cannot sign with, say).
     #[error("[streaming] tls_cert_file {cert} with tls_key_file {key}: {source}")]
     Identity {
         /// The certificate file.
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
-        /// What native-tls said.
-        source: native_tls::Error,
+        /// What rustls said.
+        source: rustls::Error,
     },
 }
 
@@ -102,12 +105,12 @@ pub enum HandshakeError {
     Io(#[from] std::io::Error),
     /// The handshake failed.
     #[error("TLS handshake: {0}")]
-    Tls(#[from] native_tls::Error),
+    Tls(std::io::Error),
 }
 
 /// The acceptor for the PEM certificate chain `cert` and PEM private key
 /// `key` (PKCS#8, or the PKCS#1 and SEC1 forms `openssl genrsa` and
-/// `openssl ecparam` write), checked to belong together.
+/// `openssl ecparam` write), checked to belong together. TLS 1.2 and 1.3.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let read = |what, path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
@@ -118,43 +121,38 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     };
     let cert_pem = read("tls_cert_file", cert)?;
     let key_pem = read("tls_key_file", key)?;
-    let bad_key = |source| TlsError::Key {
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Key {
         path: key.to_path_buf(),
         source,
-    };
-    let pkey = openssl::pkey::PKey::private_key_from_pem(&key_pem).map_err(bad_key)?;
+    })?;
     // The first certificate is the server's own; the rest its chain.
-    let leaf = openssl::x509::X509::stack_from_pem(&cert_pem)
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Cert {
             path: cert.to_path_buf(),
             source,
-        })?
-        .into_iter()
-        .next()
-        .ok_or_else(|| TlsError::NoCertificate(cert.to_path_buf()))?;
-    let matches = leaf
-        .public_key()
-        .map(|public| public.public_eq(&pkey))
-        .unwrap_or(false);
-    if !matches {
-        return Err(TlsError::Mismatch {
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_path_buf()));
+    }
+    let identity_err = |source| match source {
+        rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-        });
-    }
-    // native-tls takes PKCS#8 only: rewrite whatever form OpenSSL read.
-    let pkcs8 = pkey.private_key_to_pem_pkcs8().map_err(bad_key)?;
-    let identity_err = |source| TlsError::Identity {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-        source,
+        },
+        source => TlsError::Identity {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        },
     };
-    let identity = native_tls::Identity::from_pkcs8(&cert_pem, &pkcs8).map_err(identity_err)?;
-    let acceptor = native_tls::TlsAcceptor::builder(identity)
-        .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
-        .build()
+    let config = rustls::ServerConfig::builder_with_provider(crate::tls_crypto::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(identity_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
         .map_err(identity_err)?;
-    Ok(acceptor.into())
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Takes `conn` through the TLS handshake; a client that opens with
@@ -174,7 +172,7 @@ pub async fn handshake(
             conn.shutdown().await?;
             return Err(HandshakeError::PlainHttp);
         }
-        Ok(acceptor.accept(conn).await?)
+        acceptor.accept(conn).await.map_err(HandshakeError::Tls)
     };
     tokio::time::timeout(HANDSHAKE_GUARD, guarded)
         .await
@@ -252,7 +250,9 @@ mod tests {
             "other.key",
             &other.private_key_to_pem_pkcs8().expect("pem"),
         );
-        let e = acceptor(&cert, &key).expect_err("mismatched key");
+        let Err(e) = acceptor(&cert, &key) else {
+            panic!("mismatched key accepted");
+        };
         assert!(matches!(e, TlsError::Mismatch { .. }), "{e}");
     }
 
@@ -260,11 +260,15 @@ mod tests {
     fn unreadable_and_garbage_files_name_the_setting() {
         let d = tempfile::tempdir().expect("tmp");
         let missing = d.path().join("missing.crt");
-        let e = acceptor(&missing, &missing).expect_err("missing");
+        let Err(e) = acceptor(&missing, &missing) else {
+            panic!("missing accepted");
+        };
         assert!(e.to_string().contains("tls_cert_file"), "{e}");
         assert!(e.to_string().contains("missing.crt"), "{e}");
         let junk = write(d.path(), "junk.pem", b"not PEM at all");
-        let e = acceptor(&junk, &junk).expect_err("junk key");
+        let Err(e) = acceptor(&junk, &junk) else {
+            panic!("junk key accepted");
+        };
         assert!(matches!(e, TlsError::Key { .. }), "{e}");
         let rsa = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
         let key = write(
@@ -272,7 +276,9 @@ mod tests {
             "k.pem",
             &rsa.private_key_to_pem_pkcs8().expect("pem"),
         );
-        let e = acceptor(&junk, &key).expect_err("junk certificate");
+        let Err(e) = acceptor(&junk, &key) else {
+            panic!("junk certificate accepted");
+        };
         assert!(matches!(e, TlsError::NoCertificate(_)), "{e}");
     }
 }
