@@ -161,3 +161,42 @@ impl Kinded for ImageError {
         }
     }
 }
+/// `e` with the errors beneath it, as one line: an HTTP client's own
+/// message ("error sending request for url …") says nothing of why (an
+/// untrusted certificate, a refused connection); its sources do. A source
+/// whose words are already in the line is not repeated.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let words = cause.to_string();
+        if !line.contains(&words) {
+            line.push_str(": ");
+            line.push_str(&words);
+        }
+        next = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_joined_once_each() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner: bad certificate")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("middle")]
+        struct Middle(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request (middle)")]
+        struct Outer(#[source] Middle);
+        assert_eq!(
+            with_causes(&Outer(Middle(Inner))),
+            "error sending request (middle): inner: bad certificate"
+        );
+    }
+}

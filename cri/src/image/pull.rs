@@ -354,7 +354,7 @@ impl Puller {
         let token = client
             .auth(r, auth, RegistryOperation::Pull)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(super::error::with_causes(&e)))?;
         let host = r.resolve_registry();
         let scheme = if self.insecure.iter().any(|h| h == host) {
             "http"
@@ -385,7 +385,7 @@ impl Puller {
         let mut res = req
             .send()
             .await
-            .map_err(|e| failed(format!("GET {url}: {e}")))?;
+            .map_err(|e| failed(format!("GET {url}: {}", super::error::with_causes(&e))))?;
         let status = res.status();
         let too_big = |n: u64| ImageError::BadManifest {
             reference: r.whole(),
@@ -642,7 +642,7 @@ impl Puller {
                 .await
                 .map_err(|e| ImageError::Registry {
                     reference: r.whole(),
-                    message: format!("blob {digest}: {e}"),
+                    message: format!("blob {digest}: {}", super::error::with_causes(&e)),
                 })?;
         self.content
             .ingest(
