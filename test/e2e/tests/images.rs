@@ -337,30 +337,41 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_blob_is_refused_and_nothing_is_kept() {
-    require_registry();
-    // A private registry whose copy of busybox has a damaged layer.
-    let dir = tempfile::tempdir().expect("tmp");
+/// Stops a registry the test started.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A registry of the test's own, its data in `dir/data`, serving TLS with
+/// `tls` (certificate and key files) when given, holding a copy of the
+/// test busybox; its `host:port`.
+fn private_registry(dir: &Path, tls: Option<(&Path, &Path)>) -> (Kill, String) {
     let port = free_port();
-    let cfg = dir.path().join("config.yml");
+    let cfg = dir.join("config.yml");
+    let tls = tls
+        .map(|(c, k)| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            )
+        })
+        .unwrap_or_default();
     std::fs::write(
         &cfg,
         format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
+             http:\n  addr: 127.0.0.1:{port}\n{tls}",
+            dir.join("data").display()
         ),
     )
     .expect("config");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _reg = Kill(
+    let reg = Kill(
         Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -391,6 +402,116 @@ async fn a_corrupted_blob_is_refused_and_nothing_is_kept() {
         .status()
         .expect("skopeo");
     assert!(st.success(), "skopeo copy");
+    (reg, dest)
+}
+
+/// Runs `openssl` with `args` in `dir`; fails the test if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Pulls from a registry that serves TLS: trusted through the roots the
+/// system names (SSL_CERT_FILE here, as for Go's and OpenSSL's clients),
+/// refused with a certificate error when its CA is not among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_registry_is_pulled_from_when_its_ca_is_trusted_and_refused_otherwise() {
+    require_registry();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=carapace test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let (_reg, dest) = private_registry(d, Some((&d.join("srv.crt"), &d.join("srv.key"))));
+    let image = format!("{dest}/test/busybox:latest");
+
+    let mut trusting = Daemon::configure("");
+    trusting.env.push((
+        "SSL_CERT_FILE".into(),
+        d.join("ca.crt").display().to_string(),
+    ));
+    trusting.spawn();
+    let mut img = trusting.images().await;
+    let r = pull(&mut img, &image, None).await.expect("pull over TLS");
+    assert!(r.starts_with("sha256:"), "{r}");
+
+    let other = Daemon::start("");
+    let mut img = other.images().await;
+    let e = pull(&mut img, &image, None)
+        .await
+        .expect_err("a registry whose CA is not trusted");
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_is_refused_and_nothing_is_kept() {
+    require_registry();
+    // A private registry whose copy of busybox has a damaged layer.
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_reg, dest) = private_registry(dir.path(), None);
     // Flip bytes in the biggest blob (the layer).
     let mut biggest: Option<(u64, PathBuf)> = None;
     for e in walk(&dir.path().join("data")) {
