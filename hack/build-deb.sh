@@ -37,7 +37,7 @@ done
 cargo build --release -q -p carapace -p carapace-runtime -p carapace-infra
 shim=$(hack/build-shim.sh)
 rel=target/release
-# dpkg-shlibdeps reads the binaries' libraries (libc, libssl, libseccomp,
+# dpkg-shlibdeps reads the binaries' libraries (libc, libseccomp,
 # …) into Depends; it wants a debian/ tree around the package's root.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -13,7 +13,7 @@ pkgs=(
     file                  # infra tests check the binary is static
     binutils dpkg-dev     # strip and dpkg-shlibdeps (hack/build-deb.sh)
     lintian               # checks the Debian package in the systemd lane
-    libssl-dev            # registry client TLS (oci-client with native-tls)
+    libssl-dev            # the TLS tests' certificates and client (dev-dependencies openssl, native-tls)
     docker-registry skopeo apache2-utils curl zstd openssl  # test registries and images (hack/registry.sh)
     containernetworking-plugins iptables  # pod networking (bridge, host-local, loopback, portmap)
     criu tar              # checkpoint/restore; CRIU dumps tmpfs contents with GNU tar (both shipped into the VM lane, whose kernel CRIU runs on)
