@@ -125,6 +125,11 @@ fn main() -> anyhow::Result<()> {
             let c = Config::load(&path, explicit)?;
             check_cgroup_driver(&c)?;
             logging::init(&c.log.level, &c.log.format);
+            // Before any thread: it may set SSL_CERT_FILE.
+            carapace_cri::private::daemon_dirs(&c.root, &c.state, &shim_socket_dir(&c.state))
+                .context("lay out the root and state directories")?;
+            carapace_cri::image::tls_roots::ensure_some_root(&c.state)
+                .context("the system's CA certificates")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -12,6 +12,7 @@ pub mod pull;
 pub mod records;
 pub mod reference;
 pub mod rootfs;
+pub mod tls_roots;
 pub mod unpack;
 pub mod unrecorded;
 

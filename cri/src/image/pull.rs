@@ -183,7 +183,8 @@ impl Timeouts {
 }
 
 /// The registry client's settings: plain HTTP for `insecure` hosts, the
-/// configured timeouts, and no platform resolver (the platform is picked
+/// configured timeouts, the system's CA certificates as its roots
+/// ([`super::tls_roots`]), and no platform resolver (the platform is picked
 /// here).
 fn config_for(insecure: &[String], timeouts: Timeouts) -> ClientConfig {
     ClientConfig {
@@ -191,6 +192,7 @@ fn config_for(insecure: &[String], timeouts: Timeouts) -> ClientConfig {
         platform_resolver: None,
         connect_timeout: timeouts.connect,
         read_timeout: timeouts.read,
+        tls_certs_only: super::tls_roots::for_oci(),
         ..Default::default()
     }
 }
@@ -451,7 +453,7 @@ impl Puller {
             return Ok(c);
         }
         crate::tls_crypto::provider();
-        let mut b = reqwest::Client::builder();
+        let mut b = reqwest::Client::builder().tls_certs_only(super::tls_roots::for_reqwest());
         if let Some(t) = self.timeouts.connect {
             b = b.connect_timeout(t);
         }

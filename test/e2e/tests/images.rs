@@ -421,7 +421,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// Pulls from a registry that serves TLS: trusted through the roots the
 /// system names (SSL_CERT_FILE here, as for Go's and OpenSSL's clients),
-/// refused with a certificate error when its CA is not among them.
+/// refused with a certificate error when its CA is not among them, or
+/// when the node has no CA certificates at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_registry_is_pulled_from_when_its_ca_is_trusted_and_refused_otherwise() {
     require_registry();
@@ -504,6 +505,33 @@ async fn a_tls_registry_is_pulled_from_when_its_ca_is_trusted_and_refused_otherw
         "{}",
         e.message()
     );
+
+    // A node with no CA certificates at all (a minimal image, the VM
+    // lane's guest): the daemon keeps serving, plain-HTTP registries
+    // still work, and TLS ones fail verification.
+    std::fs::write(d.join("none.pem"), "").expect("empty bundle");
+    let mut bare = Daemon::configure(&format!("[registry]\ninsecure = [\"{REG}\"]\n"));
+    bare.env.push((
+        "SSL_CERT_FILE".into(),
+        d.join("none.pem").display().to_string(),
+    ));
+    bare.env.push((
+        "SSL_CERT_DIR".into(),
+        d.join("no-such-dir").display().to_string(),
+    ));
+    bare.spawn();
+    let mut img = bare.images().await;
+    let e = pull(&mut img, &image, None)
+        .await
+        .expect_err("TLS with no CA certificates");
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        e.message()
+    );
+    pull(&mut img, &format!("{REG}/test/busybox:latest"), None)
+        .await
+        .expect("a plain-HTTP pull on a node without CA certificates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
