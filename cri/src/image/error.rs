@@ -161,6 +161,7 @@ impl Kinded for ImageError {
         }
     }
 }
+
 /// `e` with the errors beneath it, as one line: an HTTP client's own
 /// message ("error sending request for url …") says nothing of why (an
 /// untrusted certificate, a refused connection); its sources do. A source

@@ -145,11 +145,12 @@ impl Inner {
         // Without a PID namespace of its own the init's exit ends nothing
         // else, so what is left in its cgroup is killed — by the runtime,
         // one process more, unless the cgroup is known to be empty.
-        let leftovers = c
-            .cgroup
-            .as_ref()
-            .is_none_or(|cg| !matches!(cg.pids(), Ok(p) if p.is_empty()));
-        let kill_all = (is_init && c.kill_all_on_exit && leftovers).then(|| c.cli.clone());
+        let kill_all = (is_init
+            && c.kill_all_on_exit
+            && c.cgroup
+                .as_ref()
+                .is_none_or(|cg| !matches!(cg.pids(), Ok(p) if p.is_empty())))
+        .then(|| c.cli.clone());
         let exec_id = c
             .execs
             .values()
