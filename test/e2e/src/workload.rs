@@ -117,6 +117,28 @@ pub async fn list_containers(rt: &mut Rt) -> Vec<cri::Container> {
         .containers
 }
 
+/// What every crash-inside-CreateContainer test checks after the daemon's
+/// restart: container `id` was rolled back — not listed, no mount naming
+/// it, no bundle. Each suite then checks what its runtime leaves (state,
+/// processes, cgroups).
+pub async fn assert_rolled_back(d: &Daemon, rt: &mut Rt, id: &str) {
+    let listed = list_containers(rt).await;
+    assert!(
+        listed.is_empty(),
+        "not rolled back: {listed:?}\n{}",
+        d.log()
+    );
+    let mounts: Vec<String> = crate::mounts_under(d.dir.path())
+        .into_iter()
+        .filter(|m| m.contains(id))
+        .collect();
+    assert!(mounts.is_empty(), "{mounts:?}");
+    assert!(
+        !d.state_dir().join("containers").join(id).exists(),
+        "bundle left"
+    );
+}
+
 /// StopContainer without grace, then RemoveContainer (panics on failure).
 pub async fn stop_and_remove(rt: &mut Rt, id: &str) {
     rt.stop_container(cri::StopContainerRequest {

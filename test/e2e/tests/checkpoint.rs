@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use carapace_e2e::workload::{
     busybox_container, busybox_pod, create, pod_ip, run, run_pod, sh, start, status,
-    stop_and_remove, Rt,
+    stop_and_remove, stop_and_remove_pod, Rt,
 };
 use k8s_cri::v1 as cri;
 
@@ -346,16 +346,7 @@ async fn a_checkpointed_counter_is_restored_in_another_pod_and_counts_on() {
     stop_and_remove(&mut rt, &id2).await;
     stop_and_remove(&mut rt, &id).await;
     for p in [&pod, &pod2, &pod3] {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: p.clone(),
-        })
-        .await
-        .expect("stop pod");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: p.clone(),
-        })
-        .await
-        .expect("remove pod");
+        stop_and_remove_pod(&mut rt, p).await;
     }
 }
 

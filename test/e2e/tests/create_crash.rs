@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use carapace_e2e::workload::{create, exec, pull, start};
+use carapace_e2e::workload::{assert_rolled_back, create, exec, pull, start};
 use carapace_e2e::{
     daemon_bin, mounts_under, pod_config, require_registry, start_with_script_handler, HANG_GUARD,
 };
@@ -145,26 +145,7 @@ async fn a_daemon_killed_inside_create_container_leaves_nothing_after_restart() 
 
     d.spawn();
     let mut rt = d.runtime().await;
-    let listed = rt
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
-    assert!(
-        listed.is_empty(),
-        "not rolled back: {listed:?}\n{}",
-        d.log()
-    );
-    let mounts: Vec<String> = mounts_under(d.dir.path())
-        .into_iter()
-        .filter(|m| m.contains(&id))
-        .collect();
-    assert!(mounts.is_empty(), "{mounts:?}");
-    assert!(
-        !d.state_dir().join("containers").join(&id).exists(),
-        "bundle left"
-    );
+    assert_rolled_back(&d, &mut rt, &id).await;
     assert_eq!(
         processes_mentioning(&id),
         Vec::<String>::new(),

@@ -419,6 +419,17 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Pulls `image`, which must fail on the registry's certificate (`what`
+/// says why it should).
+async fn refused_for_its_certificate(img: &mut Img, image: &str, what: &str) {
+    let e = pull(img, image, None).await.expect_err(what);
+    assert!(
+        e.message().to_lowercase().contains("certificate"),
+        "{}",
+        e.message()
+    );
+}
+
 /// Pulls from a registry that serves TLS: trusted through the roots the
 /// system names (SSL_CERT_FILE here, as for Go's and OpenSSL's clients),
 /// refused with a certificate error when its CA is not among them, or
@@ -497,14 +508,7 @@ async fn a_tls_registry_is_pulled_from_when_its_ca_is_trusted_and_refused_otherw
 
     let other = Daemon::start("");
     let mut img = other.images().await;
-    let e = pull(&mut img, &image, None)
-        .await
-        .expect_err("a registry whose CA is not trusted");
-    assert!(
-        e.message().to_lowercase().contains("certificate"),
-        "{}",
-        e.message()
-    );
+    refused_for_its_certificate(&mut img, &image, "a registry whose CA is not trusted").await;
 
     // A node with no CA certificates at all (a minimal image, the VM
     // lane's guest): the daemon keeps serving, plain-HTTP registries
@@ -521,14 +525,7 @@ async fn a_tls_registry_is_pulled_from_when_its_ca_is_trusted_and_refused_otherw
     ));
     bare.spawn();
     let mut img = bare.images().await;
-    let e = pull(&mut img, &image, None)
-        .await
-        .expect_err("TLS with no CA certificates");
-    assert!(
-        e.message().to_lowercase().contains("certificate"),
-        "{}",
-        e.message()
-    );
+    refused_for_its_certificate(&mut img, &image, "TLS with no CA certificates").await;
     pull(&mut img, &format!("{REG}/test/busybox:latest"), None)
         .await
         .expect("a plain-HTTP pull on a node without CA certificates");

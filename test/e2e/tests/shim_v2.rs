@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use carapace_e2e::spdy_client;
 use carapace_e2e::workload::{
-    busybox_container, create, exec, pull, run, run_pod, sh, status, stop_and_remove,
-    stop_and_remove_pod, wait_exited, Rt, BUSYBOX,
+    assert_rolled_back, busybox_container, create, exec, pull, run, run_pod, sh, status,
+    stop_and_remove, stop_and_remove_pod, wait_exited, Rt, BUSYBOX,
 };
 use carapace_e2e::{eventually, mounts_under, pod_config, require_registry, Daemon};
 use k8s_cri::v1 as cri;
@@ -462,26 +462,7 @@ async fn a_daemon_killed_inside_create_container_leaves_nothing_after_restart() 
 
     d.spawn();
     let mut rt = d.runtime().await;
-    let listed = rt
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .containers;
-    assert!(
-        listed.is_empty(),
-        "not rolled back: {listed:?}\n{}",
-        d.log()
-    );
-    let mounts: Vec<String> = mounts_under(d.dir.path())
-        .into_iter()
-        .filter(|m| m.contains(&id))
-        .collect();
-    assert!(mounts.is_empty(), "{mounts:?}");
-    assert!(
-        !d.state_dir().join("containers").join(&id).exists(),
-        "bundle left"
-    );
+    assert_rolled_back(&d, &mut rt, &id).await;
     let state = Path::new(RUNC_ROOT).join("k8s.io").join(&id);
     assert!(!state.exists(), "runc state {} left", state.display());
     // The pod's shim survived and takes the next container, under the
