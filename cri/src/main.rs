@@ -196,9 +196,8 @@ fn shim_socket_dir(state: &Path) -> PathBuf {
 /// Starts the events endpoint, opens the daemon's state, starts the admin
 /// endpoint and recovers every pod and container.
 async fn open(c: Config) -> anyhow::Result<(Arc<Service>, (EventsServer, AdminServer))> {
+    // main laid out the root and state directories before any thread.
     let shim_sockets = shim_socket_dir(&c.state);
-    carapace_cri::private::daemon_dirs(&c.root, &c.state, &shim_sockets)
-        .context("lay out the root and state directories")?;
     let events = EventsServer::start(&c.state.join("events.sock")).await?;
     let paths = Paths {
         shim: helper("carapace-shim")?,
