@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side CRI benchmark, one run, same machine, same requests:
-#   Carapace (release build, carapace-runtime)  vs  containerd (Debian's,
+#   Carapace (release build, carapace-runtime as shipped)  vs  containerd (Debian's,
 #   its CRI plugin, runc), both with the same bridge + host-local CNI
 #   config and the Debian CNI plugins; containerd's pause image is our
 #   static carapace-infra packed as an OCI image (hack/build-oci-archive.sh).

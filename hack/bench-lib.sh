@@ -39,8 +39,9 @@ bench_setup() {
         command -v "$t" >/dev/null || { echo "$bench_name: $t missing: run hack/install-deps.sh" >&2; exit 1; }
     done
     [ -x /usr/lib/cni/bridge ] || { echo "$bench_name: CNI plugins missing: run hack/install-deps.sh" >&2; exit 1; }
-    cargo build --release -q -p carapace -p carapace-runtime -p carapace-infra -p carapace-e2e
+    cargo build --release -q -p carapace -p carapace-infra -p carapace-e2e
     hack/build-shim.sh target/release >/dev/null  # the shim as shipped
+    hack/build-runtime.sh target/release >/dev/null  # the runtime as shipped
     hack/registry.sh start >/dev/null
     reg=127.0.0.1:5000
     image=$reg/test/busybox:latest

@@ -15,8 +15,9 @@ done
 hack/registry.sh start >/dev/null
 reg=127.0.0.1:5000
 image=$reg/test/big:latest
-cargo build --release -q -p carapace -p carapace-runtime -p carapace-infra -p carapace-e2e
+cargo build --release -q -p carapace -p carapace-infra -p carapace-e2e
 hack/build-shim.sh target/release >/dev/null  # the shim as shipped
+hack/build-runtime.sh target/release >/dev/null  # the runtime as shipped
 rel=$PWD/target/release
 work=$(mktemp -d /var/tmp/carapace-bench-pull.XXXXXX)
 car_pid= ctd_pid=

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the low-level runtimes: `run` (create + start +
 # wait + delete) of /bin/true in the same busybox bundle, for
-# carapace-runtime, runc and crun, interleaved in one run.
+# carapace-runtime (as shipped: hack/build-runtime.sh), runc and crun,
+# interleaved in one run.
 # Usage: hack/bench-runtime.sh [N]        (N >= 50 recommended; default 50)
 # Prints median and p95 per runtime and the ratios carapace/crun, carapace/runc.
 #
@@ -16,15 +17,15 @@ if [ -z "${CARAPACE_BENCH_INNER:-}" ]; then
     for t in runc crun jq; do
         command -v "$t" >/dev/null || { echo "bench-runtime: $t missing: run hack/install-deps.sh" >&2; exit 1; }
     done
-    cargo build --release -q -p carapace-runtime
-    export CARAPACE_BENCH_INNER=1
+    CARAPACE_BENCH_RUNTIME=$(hack/build-runtime.sh)
+    export CARAPACE_BENCH_RUNTIME CARAPACE_BENCH_INNER=1
     exec unshare -m --propagation private "$0" "$n"
 fi
 umount /sys/fs/cgroup/unified 2>/dev/null || true
 work=$(mktemp -d /tmp/carapace-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 hack/build-rootfs.sh "$work/rootfs" >/dev/null
-carapace=$PWD/target/release/carapace-runtime
+carapace=$CARAPACE_BENCH_RUNTIME
 (cd "$work" && "$carapace" spec && jq '.process.terminal=false | .process.args=["/bin/true"] | .root.path="rootfs"' config.json > c && mv c config.json)
 declare -A times
 runtimes=(carapace runc crun)

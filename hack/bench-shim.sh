@@ -19,7 +19,7 @@ n=${1:-20}
 for t in containerd ctr containerd-shim-runc-v2 runc jq; do
     command -v "$t" >/dev/null || { echo "bench-shim: $t missing: run hack/install-deps.sh" >&2; exit 1; }
 done
-cargo build --release -q -p carapace-runtime
+hack/build-runtime.sh target/release >/dev/null  # the runtime as shipped
 hack/build-shim.sh target/release >/dev/null  # the shim as shipped (static musl)
 rel=$PWD/target/release
 work=$(mktemp -d /var/tmp/carapace-bench-shim.XXXXXX)

@@ -4,7 +4,8 @@
 # and a second place for the package's metadata, for a package this small).
 #
 # It holds, from a release build of this tree:
-#   /usr/bin/carapace, carapace-runtime, carapace-infra
+#   /usr/bin/carapace, carapace-infra
+#   /usr/bin/carapace-runtime     the runtime as shipped (hack/build-runtime.sh)
 #   /usr/bin/carapace-shim        the shim as shipped (hack/build-shim.sh)
 #   /usr/bin/containerd-shim-carapace-v2 -> carapace-shim, for containerd
 #   /lib/systemd/system/carapace.service   (packaging/carapace.service)
@@ -34,8 +35,9 @@ maintainer=${DEB_MAINTAINER:-Carapace developers <carapace@example.org>}
 for t in dpkg-deb dpkg-shlibdeps; do
     command -v $t >/dev/null || { echo "build-deb: $t missing (apt-get install dpkg-dev)" >&2; exit 1; }
 done
-cargo build --release -q -p carapace -p carapace-runtime -p carapace-infra
+cargo build --release -q -p carapace -p carapace-infra
 shim=$(hack/build-shim.sh)
+runtime=$(hack/build-runtime.sh)
 rel=target/release
 # dpkg-shlibdeps reads the binaries' libraries (libc, libseccomp,
 # …) into Depends; it wants a debian/ tree around the package's root.
@@ -48,12 +50,13 @@ chmod 0755 "$stage" # it becomes the package's ./, i.e. /
 install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" \
     "$stage/etc/carapace" "$stage/usr/share/carapace" "$stage/usr/share/doc/carapace" \
     "$stage/usr/share/man/man8"
-for b in carapace carapace-runtime carapace-infra; do
+for b in carapace carapace-infra; do
     install -m 0755 "$rel/$b" "$stage/usr/bin/$b"
     # As Debian ships binaries: no symbols (panics keep their messages).
     strip --strip-unneeded "$stage/usr/bin/$b"
 done
 install -m 0755 "$shim" "$stage/usr/bin/carapace-shim"
+install -m 0755 "$runtime" "$stage/usr/bin/carapace-runtime"
 ln -s carapace-shim "$stage/usr/bin/containerd-shim-carapace-v2"
 install -m 0644 packaging/carapace.service "$stage/lib/systemd/system/carapace.service"
 "$rel/carapace" config default > "$stage/etc/carapace/config.toml"
@@ -61,7 +64,7 @@ chmod 0644 "$stage/etc/carapace/config.toml"
 install -m 0644 packaging/10-carapace.conflist "$stage/usr/share/carapace/10-carapace.conflist"
 man=$stage/usr/share/man/man8
 "$rel/carapace" man "$man" >/dev/null
-"$rel/carapace-runtime" man "$man" >/dev/null
+"$runtime" man "$man" >/dev/null
 install -m 0644 packaging/carapace-shim.8 packaging/carapace-infra.8 "$man/"
 ln -s carapace-shim.8.gz "$man/containerd-shim-carapace-v2.8.gz"
 chmod 0644 "$man"/*.8
@@ -73,12 +76,13 @@ printf '%s\n' "carapace ($version) unstable; urgency=medium" "" \
     " -- $maintainer  $(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}")" \
     | gzip -9n > "$stage/usr/share/doc/carapace/changelog.gz"
 chmod 0644 "$stage/usr/share/doc/carapace/changelog.gz"
-# The shim and infra are static by design (the shim runs beside every
-# container, the infra in an empty root): said once, for lintian.
+# The shim, runtime and infra are static by design (the shim runs beside
+# every container, the runtime starts twice per command, the infra in an
+# empty root): said once, for lintian.
 install -d "$stage/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$stage/usr/share/lintian/overrides/carapace"
 shlibs=$(cd "$work" && dpkg-shlibdeps -O -e debian/carapace/usr/bin/carapace \
-    -e debian/carapace/usr/bin/carapace-runtime | sed -n 's/^shlibs:Depends=//p')
+    | sed -n 's/^shlibs:Depends=//p')
 [ -n "$shlibs" ] || { echo "build-deb: dpkg-shlibdeps found no libraries" >&2; exit 1; }
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL

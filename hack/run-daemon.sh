@@ -4,9 +4,9 @@
 # pods keep running and are picked up again on the next start):
 #   * installs what the daemon needs (hack/install-deps.sh: CNI plugins,
 #     iptables, runc/crun for other runtime handlers, …);
-#   * builds the release binaries (carapace, carapace-runtime, carapace-infra,
-#     and the shim as shipped by hack/build-shim.sh sit side by side in
-#     target/release);
+#   * builds the release binaries (carapace, carapace-infra, and the shim
+#     and runtime as shipped by hack/build-shim.sh and hack/build-runtime.sh
+#     sit side by side in target/release);
 #   * writes a default pod network (bridge cni0 + host-local 10.88.0.0/16 +
 #     portmap) to /etc/cni/net.d if that directory holds no network yet;
 #   * starts the daemon with /etc/carapace/config.toml if present.
@@ -15,8 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run-daemon: needs root (namespaces, mounts, cgroups, CNI)" >&2; exit 1; }
 hack/install-deps.sh
-cargo build --release -p carapace -p carapace-runtime -p carapace-infra
+cargo build --release -p carapace -p carapace-infra
 hack/build-shim.sh target/release >/dev/null
+hack/build-runtime.sh target/release >/dev/null
 confdir=/etc/cni/net.d
 mkdir -p "$confdir"
 if ! ls "$confdir"/*.conf "$confdir"/*.conflist "$confdir"/*.json >/dev/null 2>&1; then

@@ -19,15 +19,19 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
-echo "== the shim as shipped (hack/build-shim.sh: static musl, size-optimized)"
-# The tests above ran the shim cargo built for them; the shim that
-# hack/run-daemon.sh installs is another executable (another libc, profile
-# and linking), so its integration tests run again against that one,
-# installed as it would be: beside carapace-runtime (here the tests' own).
+echo "== the shim and runtime as shipped (hack/build-shim.sh, hack/build-runtime.sh)"
+# The tests above ran the shim and runtime cargo built for them; the ones
+# hack/run-daemon.sh and the Debian package install are other executables
+# (static, another libc for the shim, other profiles and linking), so their
+# integration tests run again against those, installed side by side as
+# they would be (the shim runs the carapace-runtime beside itself).
 shipped=$PWD/target/shipped
+rm -f "$shipped/carapace-runtime" # was a link to the tests' own runtime
 hack/build-shim.sh "$shipped" >/dev/null
-ln -sfn ../debug/carapace-runtime "$shipped/carapace-runtime"
+hack/build-runtime.sh "$shipped" >/dev/null
 file -L "$shipped/carapace-shim" | grep -q "statically linked" || { echo "hack/test.sh: the shipped shim is not static" >&2; exit 1; }
+file -L "$shipped/carapace-runtime" | grep -q "static-pie linked" || { echo "hack/test.sh: the shipped runtime is not static-pie" >&2; exit 1; }
+CARAPACE_TEST_RUNTIME=$shipped/carapace-runtime cargo test -p carapace-runtime --tests -- --test-threads="${TEST_THREADS:-2}"
 CARAPACE_TEST_SHIM=$shipped/carapace-shim cargo test -p carapace-shim --tests -- --test-threads="${TEST_THREADS:-2}"
 echo "== cgroup v2 lane (qemu, Debian kernel, unified hierarchy only)"
 hack/test-v2.sh

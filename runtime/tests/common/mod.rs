@@ -10,9 +10,24 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-/// The runtime binary under test.
+/// The runtime binary under test: the one cargo built with the tests, or
+/// the one `CARAPACE_TEST_RUNTIME` names, so hack/test.sh can run these
+/// tests again against the runtime as shipped (hack/build-runtime.sh:
+/// static-pie, libseccomp linked in, its own profile), which is a different
+/// executable from the one cargo tests link.
 pub fn runtime_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_carapace-runtime"))
+    match std::env::var_os("CARAPACE_TEST_RUNTIME") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "CARAPACE_TEST_RUNTIME={} is not a file",
+                p.display()
+            );
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_carapace-runtime")),
+    }
 }
 
 /// The shared busybox rootfs. hack/test.sh builds it and exports
