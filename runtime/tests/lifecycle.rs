@@ -5,6 +5,7 @@ mod common;
 
 use common::{cgroup_dir, Bundle};
 use serde_json::json;
+use std::process::Stdio;
 
 #[test]
 fn container_is_pid1_with_own_hostname_and_mount_table() {
@@ -130,6 +131,49 @@ fn exec_joins_every_namespace_of_the_container() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-binary"));
     b.destroy(&id);
+}
+
+/// An exec that cannot join the container's cgroup fails with the reason
+/// and returns: its namespace-joining child, still waiting for the
+/// go-ahead, must see the channel close (it once kept `exec` waiting for
+/// it forever, with SIGTERM blocked for forwarding).
+#[test]
+fn exec_that_cannot_join_the_cgroup_fails_and_returns() {
+    let b = Bundle::new("execcg", &["sleep", "1000"]);
+    let id = b.id("c");
+    b.start_detached(&id);
+    let state_file = b.state.join(&id).join("state.json");
+    let saved = std::fs::read(&state_file).expect("read state.json");
+    let mut st: serde_json::Value = serde_json::from_slice(&saved).expect("state json");
+    st["cgroup_path"] = json!(format!("/carapace-test-gone/{id}"));
+    std::fs::write(&state_file, st.to_string()).expect("write state.json");
+    let err = b.path().join("execcg.err");
+    let mut child = b
+        .cmd()
+        .args(["exec", &id, "true"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn exec");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait exec") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::fs::write(&state_file, &saved).expect("restore state.json");
+            b.destroy(&id);
+            panic!("exec did not return within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let msg = std::fs::read_to_string(&err).unwrap_or_default();
+    std::fs::write(&state_file, &saved).expect("restore state.json");
+    b.destroy(&id);
+    assert!(!status.success(), "exec succeeded outside its cgroup");
+    assert!(msg.contains("carapace-test-gone"), "{msg}");
 }
 
 #[test]

@@ -122,6 +122,9 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
         }
         Ok(())
     })();
+    // A stage 1 still waiting for the go-ahead (adding it to the cgroup
+    // failed) sees end-of-file and exits, so the wait cannot hang.
+    drop(parent_ch);
     let _ = waitpid(stage1, None);
     if let Err(e) = r {
         if let Some(p) = pid {
