@@ -21,6 +21,7 @@ pub mod events;
 #[cfg(test)]
 pub mod fake_effects;
 pub mod grpc;
+pub mod heap;
 pub mod idmap;
 pub mod ids;
 pub mod image;

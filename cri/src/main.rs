@@ -122,9 +122,13 @@ fn main() -> anyhow::Result<()> {
             ))
         }
         Command::Daemon => {
+            let heap_tuned = carapace_cri::heap::return_freed_memory_promptly();
             let c = Config::load(&path, explicit)?;
             check_cgroup_driver(&c)?;
             logging::init(&c.log.level, &c.log.format);
+            if !heap_tuned {
+                tracing::warn!("malloc did not take the mmap and trim thresholds");
+            }
             // Before any thread: it may set SSL_CERT_FILE.
             carapace_cri::private::daemon_dirs(&c.root, &c.state, &shim_socket_dir(&c.state))
                 .context("lay out the root and state directories")?;
