@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side CRI benchmark, one run, same machine, same requests:
-#   Carapace (release build, carapace-runtime as shipped)  vs  containerd (Debian's,
-#   its CRI plugin, runc), both with the same bridge + host-local CNI
-#   config and the Debian CNI plugins; containerd's pause image is our
+#   Carapace (release build, carapace-runtime as shipped)  vs  containerd
+#   (Debian's, its CRI plugin, runc), both with the same bridge +
+#   host-local CNI config and the Debian CNI plugins; containerd's pause image is our
 #   static carapace-infra packed as an OCI image (hack/build-oci-archive.sh).
 #   The shared setup is in hack/bench-lib.sh.
 # Measures, over N pods run one after another (test/e2e's cri-bench):

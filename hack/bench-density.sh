@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side density benchmark, one run, same machine, same client:
-#   Carapace (release build, carapace-runtime as shipped) vs containerd (Debian's, its
-#   CRI plugin, runc), set up as hack/bench-cri.sh does (hack/bench-lib.sh).
+#   Carapace (release build, carapace-runtime as shipped) vs containerd
+#   (Debian's, its CRI plugin, runc), set up as hack/bench-cri.sh does
+#   (hack/bench-lib.sh).
 # N pods with one busybox `sleep` container each, started C at a time
 # (kubelet starts pods in parallel), then with all N running: the List*
 # calls (median / p95 ms of 10), the memory of what the node runs for

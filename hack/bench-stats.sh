@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side stats benchmark, one run, same machine, same client:
-#   Carapace (release build, carapace-runtime as shipped) vs containerd (Debian's, its
-#   CRI plugin, runc), set up as hack/bench-cri.sh does (hack/bench-lib.sh).
+#   Carapace (release build, carapace-runtime as shipped) vs containerd
+#   (Debian's, its CRI plugin, runc), set up as hack/bench-cri.sh does
+#   (hack/bench-lib.sh).
 #   With C busybox `sleep` containers running (default 50, five to a pod),
 #   test/e2e's cri-bench times N ListContainerStats calls over every
 #   container (median and p95 ms; one untimed warm-up call first;

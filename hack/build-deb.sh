@@ -39,8 +39,9 @@ cargo build --release -q -p carapace -p carapace-infra
 shim=$(hack/build-shim.sh)
 runtime=$(hack/build-runtime.sh)
 rel=target/release
-# dpkg-shlibdeps reads the binaries' libraries (libc, libseccomp,
-# …) into Depends; it wants a debian/ tree around the package's root.
+# dpkg-shlibdeps reads the daemon's libraries (libc, libgcc_s) into
+# Depends (the other executables are static); it wants a debian/ tree
+# around the package's root.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 stage=$work/debian/carapace
