@@ -6,7 +6,6 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::channel::{Channel, Msg};
@@ -230,10 +229,7 @@ fn create_in(
     let r = drive(
         root, &mut st, &parent_ch, stage1, &linux, &resources, cleanup,
     );
-    // A stage 1 still waiting for a message (drive failed early) sees EOF
-    // and exits, so the wait cannot hang.
-    drop(parent_ch);
-    let _ = waitpid(stage1, None);
+    super::reap_stage1(parent_ch, stage1);
     r?;
     if let Some(pf) = &o.pid_file {
         write_pid_file(pf, st.pid)?;

@@ -122,10 +122,7 @@ pub fn exec(st: &ContainerState, status: Status, p: &Process, o: &ExecOptions) -
         }
         Ok(())
     })();
-    // A stage 1 still waiting for the go-ahead (adding it to the cgroup
-    // failed) sees end-of-file and exits, so the wait cannot hang.
-    drop(parent_ch);
-    let _ = waitpid(stage1, None);
+    super::reap_stage1(parent_ch, stage1);
     if let Err(e) = r {
         if let Some(p) = pid {
             let _ = waitpid(nix::unistd::Pid::from_raw(p), None);

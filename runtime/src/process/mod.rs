@@ -125,6 +125,14 @@ pub fn stage1(
     }
 }
 
+/// Close the parent's end of the channel, then reap stage 1. In that
+/// order: a stage 1 still waiting for a message (the parent failed before
+/// sending it) reads end-of-file and exits, so the wait cannot hang.
+pub fn reap_stage1(ch: Channel, stage1: Pid) {
+    drop(ch);
+    let _ = nix::sys::wait::waitpid(stage1, None);
+}
+
 /// Write the uid/gid maps of a child's new user namespace.
 pub fn write_id_maps(pid: Pid, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
     let fmt = |m: &[LinuxIdMapping]| {
