@@ -155,23 +155,11 @@ fn exec_that_cannot_join_the_cgroup_fails_and_returns() {
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawn exec");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait exec") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            std::fs::write(&state_file, &saved).expect("restore state.json");
-            b.destroy(&id);
-            panic!("exec did not return within 60 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = common::wait_bounded(&mut child, std::time::Duration::from_secs(60));
     let msg = std::fs::read_to_string(&err).unwrap_or_default();
     std::fs::write(&state_file, &saved).expect("restore state.json");
     b.destroy(&id);
+    let status = status.expect("exec did not return within 60 s");
     assert!(!status.success(), "exec succeeded outside its cgroup");
     assert!(msg.contains("carapace-test-gone"), "{msg}");
 }

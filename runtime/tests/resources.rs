@@ -255,18 +255,8 @@ fn a_cgroup_setup_failure_fails_create_fast_and_leaves_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run create");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("create hung on a cgroup setup failure");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = common::wait_bounded(&mut child, std::time::Duration::from_secs(30))
+        .expect("create hung on a cgroup setup failure");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
         .expect("read stderr");

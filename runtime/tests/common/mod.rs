@@ -276,6 +276,27 @@ impl Bundle {
     }
 }
 
+/// Wait for `child` at most `limit`: its exit status, or None once the
+/// limit passed (the child is then killed and reaped). For tests of a
+/// command that once hung, so a regression fails instead of stalling CI.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            return Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Is the host on the unified (v2) hierarchy? (The qemu lane is.)
 pub fn is_cgroup_v2() -> bool {
     nix::sys::statfs::statfs("/sys/fs/cgroup")
