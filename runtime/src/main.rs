@@ -238,9 +238,13 @@ fn absolute(p: PathBuf) -> PathBuf {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<i32, Error> {
+/// `sealed`: how the re-exec from a protected copy went, tried before
+/// parsing (see `main`).
+fn dispatch(cli: Cli, sealed: Result<(), Error>) -> Result<i32, Error> {
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec { .. }) {
-        selfexe::ensure_sealed()?;
+        // Returns at once when protected; re-execs should the raw words
+        // ever have missed the command.
+        sealed.and_then(|()| selfexe::ensure_sealed())?;
     }
     let root = || StateRoot::new(&cli.root);
     let systemd = cli.systemd_cgroup;
@@ -362,13 +366,25 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Re-exec from a protected copy before parsing, so that the command
+    // line is parsed once, by the process that runs the command. A failure
+    // is reported once logging is set up (the shim reads --log); with
+    // --debug the re-exec waits for logging (`dispatch`), so that how it
+    // went is logged.
+    let words = || args.iter().skip(1).map(|a| a.as_os_str());
+    let sealed = if selfexe::may_enter(words()) && !words().any(|a| a == "--debug") {
+        selfexe::ensure_sealed()
+    } else {
+        Ok(())
+    };
+    let cli = Cli::parse_from(args);
     logging::init(LogTarget {
         path: cli.log.clone(),
         json: cli.log_format == "json",
         debug: cli.debug,
     });
-    match dispatch(cli) {
+    match dispatch(cli, sealed) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             let msg = e.to_string();
@@ -387,6 +403,38 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `selfexe::may_enter` finds the commands that enter a container by
+    /// their literal names: the parser must know them by no other.
+    #[test]
+    fn commands_that_enter_a_container_have_one_spelling() {
+        let cmd = Cli::command();
+        // No inference of abbreviations either.
+        for short in ["cre", "ru", "exe"] {
+            assert!(
+                Cli::try_parse_from(["rt", short, "c1", "true"]).is_err(),
+                "{short}"
+            );
+        }
+        for sub in cmd.get_subcommands() {
+            assert_eq!(
+                sub.get_all_aliases().count() + sub.get_all_short_flag_aliases().count(),
+                0,
+                "{} has aliases",
+                sub.get_name()
+            );
+            assert!(sub.get_short_flag().is_none() && sub.get_long_flag().is_none());
+        }
+        for name in selfexe::ENTERING {
+            assert!(cmd.find_subcommand(name).is_some(), "{name}");
+        }
+        let c = Cli::try_parse_from(["rt", "create", "c1"]).expect("create");
+        assert!(matches!(c.cmd, Cmd::Create(_)));
+        let c = Cli::try_parse_from(["rt", "run", "c1"]).expect("run");
+        assert!(matches!(c.cmd, Cmd::Run { .. }));
+        let c = Cli::try_parse_from(["rt", "exec", "c1", "true"]).expect("exec");
+        assert!(matches!(c.cmd, Cmd::Exec { .. }));
     }
 
     #[test]

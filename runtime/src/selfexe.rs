@@ -1,45 +1,33 @@
 //! CVE-2019-5736 defence: before any command that lets a process enter a
 //! container's namespaces (create, run, exec), the runtime re-executes
-//! itself from a copy the container cannot write, so a container process
-//! that reaches /proc/PID/exe of a runtime process (or execs it) can never
-//! overwrite the binary on the host.
-//!
-//! Preferred (runc ≥ 1.2 does the same): the binary's own directory as the
-//! lower layer of a read-only overlayfs mounted with the new mount API and
-//! never attached to any namespace; the binary is re-executed from there.
-//! No copy is made (page cache is shared with the real file) and writes
-//! through the mount fail with EROFS. Fallback where overlayfs or the mount
-//! API is missing: a sealed memfd copy (F_SEAL_WRITE and friends).
+//! itself from a copy the container cannot write (`carapace-exe`), unless
+//! its caller already ran it from one (the shim does, sparing every call
+//! a second process start).
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
-
-use nix::fcntl::{FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
 use crate::error::{Context, Error, Result};
 
-fn required_seals() -> SealFlag {
-    SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
+/// The commands that let a process into a container, as spelled on the
+/// command line.
+pub const ENTERING: [&str; 3] = ["create", "run", "exec"];
+
+/// Whether the command line `args` (without argv\[0\]) may be one of the
+/// commands that enter a container. Decided on the raw words, before the
+/// command line is parsed, so a protected re-exec parses it only once: any
+/// word spelled as such a command counts (a container named `run` too),
+/// which costs nothing but the re-exec. The command line parser knows no
+/// aliases or abbreviations (a test checks), so none is missed.
+pub fn may_enter<'a>(mut args: impl Iterator<Item = &'a OsStr>) -> bool {
+    args.any(|a| ENTERING.iter().any(|c| a == OsStr::new(c)))
 }
 
-/// Are we already running from a copy the container cannot write: a
-/// sealed memfd, or a file on a read-only overlayfs?
+/// Are we already running from a copy the container cannot write?
 pub fn is_protected() -> bool {
-    let Ok(exe) = File::open("/proc/self/exe") else {
-        return false;
-    };
-    if let Ok(bits) = nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
-        return SealFlag::from_bits_truncate(bits).contains(required_seals());
-    }
-    let Ok(fs) = nix::sys::statfs::fstatfs(&exe) else {
-        return false;
-    };
-    let ro = nix::sys::statvfs::fstatvfs(&exe)
-        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC && ro
+    File::open("/proc/self/exe").is_ok_and(|exe| carapace_exe::is_protected(&exe))
 }
 
 /// Re-exec from a protected copy unless already done. Returns only when
@@ -48,136 +36,27 @@ pub fn ensure_sealed() -> Result<()> {
     if is_protected() {
         return Ok(());
     }
-    let fd = match overlay_copy() {
-        Ok(fd) => fd,
+    let exe: PathBuf = std::fs::read_link("/proc/self/exe").ctx(|| "readlink /proc/self/exe")?;
+    let fd = match carapace_exe::overlay_copy(&exe) {
+        Ok(fd) => {
+            crate::logging::debug("re-executing from a read-only overlay of the runtime binary");
+            fd
+        }
         Err(e) => {
             crate::logging::debug(&format!(
                 "read-only overlay of the runtime binary: {e}; using a sealed memfd"
             ));
-            memfd_copy()?
+            let mut src = File::open("/proc/self/exe").ctx(|| "open /proc/self/exe")?;
+            carapace_exe::memfd_copy(&mut src).map_err(|e| Error::Io {
+                what: e.what,
+                source: e.source,
+            })?
         }
     };
-    reexec(fd.as_fd())
+    reexec(fd)
 }
 
-fn sys(ret: libc::c_long, what: &str) -> Result<RawFd> {
-    if ret < 0 {
-        Err(nix::Error::last()).ctx(|| what.to_string())
-    } else {
-        Ok(ret as RawFd)
-    }
-}
-
-/// Open the running binary through a detached read-only overlayfs.
-fn overlay_copy() -> Result<OwnedFd> {
-    const MOUNT_ATTR_RDONLY: u32 = 0x1;
-    const MOUNT_ATTR_NODEV: u32 = 0x4;
-    let exe: PathBuf = std::fs::read_link("/proc/self/exe").ctx(|| "readlink /proc/self/exe")?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let name = exe
-        .file_name()
-        .ok_or_else(|| Error::Init(format!("runtime binary {} has no file name", exe.display())))?;
-    // overlayfs without an upper layer needs two non-overlapping lower
-    // layers: the binary's directory over an empty, detached tmpfs.
-    let empty = detached_mount("tmpfs", &[], 0)?;
-    let lower = format!("{}:/proc/self/fd/{}", dir.display(), empty.as_raw_fd());
-    if lower.contains(',') {
-        return Err(Error::Unsupported(
-            "a ',' in the runtime binary's directory".into(),
-        ));
-    }
-    let mnt = detached_mount(
-        "overlay",
-        &[("lowerdir", &lower)],
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
-    )?;
-    let f = nix::fcntl::openat(
-        mnt.as_fd(),
-        name,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ctx(|| format!("open {} in the read-only overlay", exe.display()))?;
-    Ok(f)
-}
-
-/// A new mount of `fstype` with string `options`, attached nowhere
-/// (fsopen, fsconfig, fsmount).
-fn detached_mount(fstype: &str, options: &[(&str, &str)], attrs: u32) -> Result<OwnedFd> {
-    const FSOPEN_CLOEXEC: u32 = 1;
-    const FSCONFIG_SET_STRING: u32 = 1;
-    const FSCONFIG_CMD_CREATE: u32 = 6;
-    const FSMOUNT_CLOEXEC: u32 = 1;
-    let c = |s: &str| CString::new(s).map_err(|_| Error::InvalidArgument(format!("NUL in {s:?}")));
-    let t = c(fstype)?;
-    // SAFETY: fsopen with a valid C string; returns a new fd we own.
-    let fsfd = sys(
-        unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) },
-        "fsopen",
-    )?;
-    // SAFETY: the kernel just gave us fsfd.
-    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd) };
-    for (k, v) in options {
-        let (key, value) = (c(k)?, c(v)?);
-        // SAFETY: fsconfig on our fs context with valid key and value strings.
-        sys(
-            unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    fsfd.as_raw_fd(),
-                    FSCONFIG_SET_STRING,
-                    key.as_ptr(),
-                    value.as_ptr(),
-                    0,
-                )
-            },
-            &format!("fsconfig {fstype} {k}"),
-        )?;
-    }
-    // SAFETY: fsconfig CMD_CREATE takes no key or value.
-    sys(
-        unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd.as_raw_fd(),
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        },
-        &format!("fsconfig {fstype} create"),
-    )?;
-    // SAFETY: fsmount of a created context; returns a detached mount fd.
-    let m = sys(
-        unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) },
-        "fsmount",
-    )?;
-    // SAFETY: a fresh fd from the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(m) })
-}
-
-/// Copy the running binary into a sealed memfd.
-fn memfd_copy() -> Result<OwnedFd> {
-    const MFD_EXEC: u32 = 0x10;
-    let name: &CStr = c"carapace-runtime";
-    let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
-    // Newer kernels want executable memfds asked for explicitly (MFD_EXEC);
-    // older ones do not know the flag.
-    let fd = match memfd_create(name, base | MFdFlags::from_bits_retain(MFD_EXEC)) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::EINVAL) => memfd_create(name, base).ctx(|| "memfd_create")?,
-        Err(e) => return Err(e).ctx(|| "memfd_create"),
-    };
-    let mut src = File::open("/proc/self/exe").ctx(|| "open /proc/self/exe")?;
-    let mut dst = File::from(fd);
-    std::io::copy(&mut src, &mut dst).ctx(|| "copy the runtime binary into a memfd")?;
-    nix::fcntl::fcntl(dst.as_fd(), FcntlArg::F_ADD_SEALS(required_seals()))
-        .ctx(|| "seal the memfd")?;
-    Ok(dst.into())
-}
-
-fn reexec(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+fn reexec(fd: OwnedFd) -> Result<()> {
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()))
         .collect::<Result<_, _>>()
@@ -190,6 +69,38 @@ fn reexec(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
             CString::new(kv).ok()
         })
         .collect();
-    nix::unistd::fexecve(fd, &args, &env).ctx(|| "re-exec from the protected copy")?;
+    nix::unistd::fexecve(fd.as_fd(), &args, &env).ctx(|| "re-exec from the protected copy")?;
     Err(Error::Init("fexecve returned".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<&OsStr> {
+        s.split(' ').map(OsStr::new).collect()
+    }
+
+    #[test]
+    fn commands_that_enter_a_container_are_found_before_parsing() {
+        for line in [
+            "create --bundle b c1",
+            "--root /r --log l --log-format json create c1",
+            "--root /r run -d c1",
+            "exec -t c1 sh",
+        ] {
+            assert!(may_enter(words(line).into_iter()), "{line}");
+        }
+        for line in [
+            "state c1",
+            "--root /r delete -f c1",
+            "kill c1 KILL",
+            "start c1",
+        ] {
+            assert!(!may_enter(words(line).into_iter()), "{line}");
+        }
+        // Over-matching only costs a re-exec.
+        assert!(may_enter(words("state run").into_iter()));
+        assert!(!may_enter(words("--root /runtime state c").into_iter()));
+    }
 }

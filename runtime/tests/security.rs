@@ -6,6 +6,7 @@ mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
 
 use common::Bundle;
 use serde_json::json;
@@ -319,6 +320,56 @@ fn container_cannot_overwrite_the_runtime_binary() {
         "runtime binary changed"
     );
     b.destroy(&id);
+}
+
+/// The shim runs the runtime from a read-only overlay copy
+/// (`carapace_exe::overlay_copy`) so that it need not re-execute itself
+/// from one: started so, it does not; started from the plain file, it
+/// does. Either way the container's init runs from a protected copy.
+#[test]
+fn a_runtime_started_from_a_protected_copy_runs_the_command_itself() {
+    let bin = std::fs::canonicalize(common::runtime_bin()).expect("canonical runtime");
+    let copy = carapace_exe::overlay_copy(&bin).expect("overlay copy of the runtime");
+    let b = Bundle::new(
+        "protected",
+        &["sh", "-c", "readlink /proc/1/exe >/dev/null && echo ran"],
+    );
+    b.write();
+    let bundle = b.path().to_str().expect("utf8").to_string();
+    let run = |exe: &Path, id: &str| -> String {
+        let log = b.path().join(format!("{id}.log"));
+        let out = std::process::Command::new(exe)
+            .args([
+                "--root",
+                b.state.to_str().expect("utf8"),
+                "--debug",
+                "--log",
+            ])
+            .arg(&log)
+            .args(["run", "--bundle", &bundle, id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the runtime");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ran"),
+            "{}: {}{}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&log).unwrap_or_default()
+    };
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
+    let log = run(&fd_path, &b.id("copy"));
+    assert!(
+        !log.contains("re-executing"),
+        "re-executed from a protected copy: {log}"
+    );
+    let log = run(&bin, &b.id("plain"));
+    assert!(
+        log.contains("re-executing"),
+        "no re-exec from the plain binary: {log}"
+    );
 }
 
 /// The program starts with every signal at its default action and none
