@@ -10,9 +10,11 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
 use containerd_shim::monitor::{Subject, Topic};
@@ -29,6 +31,31 @@ pub struct RuntimeCli {
     root: Option<PathBuf>,
     systemd_cgroup: bool,
     log: PathBuf,
+    protected: Arc<Mutex<Option<Protected>>>,
+}
+
+/// The binary as opened through a read-only overlay (`carapace-exe`),
+/// with the identity of the file it was opened from.
+#[derive(Debug)]
+struct Protected {
+    of: (u64, u64, i64, i64),
+    fd: OwnedFd,
+}
+
+/// Whether `fd` is an ELF executable, which the kernel runs from
+/// /proc/self/fd/N although the fd is close-on-exec. A script's
+/// interpreter would have to open that path after the exec closed it.
+fn is_elf(fd: &OwnedFd) -> bool {
+    let mut magic = [0u8; 4];
+    nix::sys::uio::pread(fd, &mut magic, 0).is_ok_and(|n| n == 4) && magic == *b"\x7fELF"
+}
+
+/// What identifies the file at `path` now: a package upgrade replaces
+/// the binary (a new inode) and the copy is made again.
+fn identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
 }
 
 /// File descriptors a runtime call hands on to the container (create, exec
@@ -54,6 +81,46 @@ impl RuntimeCli {
             root,
             systemd_cgroup,
             log,
+            protected: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// What to execute for the binary: /proc/self/fd/N of it opened
+    /// through a detached read-only overlay, kept while the file stays
+    /// the same. The runtime must run from a copy a container cannot write
+    /// (CVE-2019-5736); started from this one it sees that and skips
+    /// re-executing itself from a copy of its own, a second process start
+    /// in every call. Without an absolute path, for a script, or where
+    /// the overlay cannot be made, the binary itself (which then
+    /// re-executes).
+    fn executable(&self) -> PathBuf {
+        if !self.binary.is_absolute() {
+            return self.binary.clone();
+        }
+        let Some(id) = identity(&self.binary) else {
+            return self.binary.clone();
+        };
+        let mut cached = match self.protected.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if cached.as_ref().is_none_or(|p| p.of != id) {
+            // Canonical, so that the name opened in the overlay is the
+            // file itself and not a symlink leading out of it.
+            *cached = std::fs::canonicalize(&self.binary).ok().and_then(|real| {
+                match carapace_exe::overlay_copy(&real) {
+                    Ok(fd) if is_elf(&fd) => Some(Protected { of: id, fd }),
+                    Ok(_) => None,
+                    Err(e) => {
+                        log::debug!("read-only overlay of {}: {e}", real.display());
+                        None
+                    }
+                }
+            });
+        }
+        match cached.as_ref() {
+            Some(p) => PathBuf::from(format!("/proc/self/fd/{}", p.fd.as_raw_fd())),
+            None => self.binary.clone(),
         }
     }
 
@@ -236,7 +303,10 @@ impl RuntimeCli {
     }
 
     fn command(&self, args: &[OsString]) -> Command {
-        let mut c = Command::new(&self.binary);
+        // The fd of a protected copy is close-on-exec: the child still
+        // has it when the kernel resolves /proc/self/fd/N.
+        let mut c = Command::new(self.executable());
+        c.arg0(&self.binary);
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
         }
@@ -430,6 +500,50 @@ fn parse_last_error(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shim runs the runtime from a read-only overlay copy, kept
+    /// while the binary stays the same and made again once it is
+    /// replaced (an upgrade renames a new file over it). A script runs
+    /// by its path: its interpreter could not open the copy.
+    #[test]
+    fn the_runtime_runs_from_a_protected_copy_of_the_current_binary() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the mount API needs root (CI runs the tests as root)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("carapace-runtime");
+        let install = |from: &str| {
+            let tmp = dir.path().join("new");
+            std::fs::copy(from, &tmp).expect("copy");
+            std::fs::rename(&tmp, &bin).expect("rename");
+        };
+        let succeeds = |cli: &RuntimeCli| cli.command(&[]).status().expect("run").success();
+        install("/bin/true");
+        let cli = RuntimeCli::new(
+            bin.to_str().expect("utf8"),
+            None,
+            false,
+            dir.path().join("log"),
+        );
+        let first = cli.executable();
+        assert!(first.starts_with("/proc/self/fd"), "{}", first.display());
+        let f = std::fs::File::open(&first).expect("open the copy");
+        assert!(
+            carapace_exe::is_protected(&f),
+            "{} is not protected",
+            first.display()
+        );
+        assert_eq!(cli.executable(), first, "the copy was made again");
+        assert!(succeeds(&cli), "the copy of true failed");
+        install("/bin/false");
+        assert!(!succeeds(&cli), "still running the replaced binary");
+        std::fs::write(&bin, "#!/bin/sh\nexit 0\n").expect("write a script");
+        assert_eq!(cli.executable(), bin, "a script runs from a copy");
+        assert!(succeeds(&cli), "the script failed");
+        let relative = RuntimeCli::new("./carapace-runtime", None, false, dir.path().join("log"));
+        assert_eq!(relative.executable(), PathBuf::from("./carapace-runtime"));
+    }
 
     #[test]
     fn a_runtime_saying_the_container_is_gone_is_not_found() {
