@@ -4,7 +4,16 @@
 # carapace-runtime (as shipped: hack/build-runtime.sh), runc and crun,
 # interleaved in one run.
 # Usage: hack/bench-runtime.sh [N]        (N >= 50 recommended; default 50)
-# Prints median and p95 per runtime and the ratios carapace/crun, carapace/runc.
+# Prints median and p95 per runtime and the ratios to crun and runc.
+#
+# carapace-runtime runs twice per sample, as its callers run it:
+#   carapace-shim  from a read-only overlay of its directory, as
+#                  carapace-shim runs it (carapace-exe), so it does not
+#                  re-execute itself (CVE-2019-5736 defence already met);
+#   carapace-path  by its path, as from a shell: it re-executes itself
+#                  from such a copy first, a second process start.
+# runc and crun run by their paths, as containerd's shim runs them (both
+# re-execute themselves from a protected copy too).
 #
 # Debian's crun 1.8 refuses this machine's hybrid cgroup layout, so all three
 # run inside a private mount namespace with the controller-less v2 mount at
@@ -23,13 +32,23 @@ if [ -z "${CARAPACE_BENCH_INNER:-}" ]; then
 fi
 umount /sys/fs/cgroup/unified 2>/dev/null || true
 work=$(mktemp -d /tmp/carapace-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'umount "$work/ro" 2>/dev/null || true; rm -rf "$work"' EXIT
 hack/build-rootfs.sh "$work/rootfs" >/dev/null
 carapace=$CARAPACE_BENCH_RUNTIME
+# The shim's copy is a detached mount; here an attached one in this private
+# namespace: the same read-only overlayfs with no upper layer.
+mkdir -p "$work/empty" "$work/ro"
+mount -t overlay overlay -o "ro,lowerdir=$(dirname "$carapace"):$work/empty" "$work/ro"
 (cd "$work" && "$carapace" spec && jq '.process.terminal=false | .process.args=["/bin/true"] | .root.path="rootfs"' config.json > c && mv c config.json)
 declare -A times
-runtimes=(carapace runc crun)
-bin_of() { case $1 in carapace) echo "$carapace";; *) command -v "$1";; esac; }
+runtimes=(carapace-shim carapace-path runc crun)
+bin_of() {
+    case $1 in
+    carapace-shim) echo "$work/ro/$(basename "$carapace")" ;;
+    carapace-path) echo "$carapace" ;;
+    *) command -v "$1" ;;
+    esac
+}
 for r in "${runtimes[@]}"; do  # warm-up
     "$(bin_of "$r")" --root "$work/state-$r" run --bundle "$work" "warm-$r" >/dev/null
 done
@@ -45,10 +64,13 @@ for i in $(seq 1 "$n"); do
     done
 done
 stat() { tr ' ' '\n' | grep . | sort -n | awk -v q="$1" '{a[NR]=$1} END {i=int(NR*q+0.999); if(i<1)i=1; printf "%.2f", a[i]/1000}'; }
-printf '%-10s %10s %10s   (ms, N=%s, run of /bin/true)\n' runtime median p95 "$n"
+printf '%-14s %10s %10s   (ms, N=%s, run of /bin/true)\n' runtime median p95 "$n"
 declare -A med
 for r in "${runtimes[@]}"; do
     med[$r]=$(echo "${times[$r]}" | stat 0.5)
-    printf '%-10s %10s %10s\n' "$r" "${med[$r]}" "$(echo "${times[$r]}" | stat 0.95)"
+    printf '%-14s %10s %10s\n' "$r" "${med[$r]}" "$(echo "${times[$r]}" | stat 0.95)"
 done
-awk -v c="${med[carapace]}" -v u="${med[crun]}" -v r="${med[runc]}" 'BEGIN {printf "ratio carapace/crun = %.2f   carapace/runc = %.2f\n", c/u, c/r}'
+for c in carapace-shim carapace-path; do
+    awk -v k="$c" -v c="${med[$c]}" -v u="${med[crun]}" -v r="${med[runc]}" \
+        'BEGIN {printf "ratio %s/crun = %.2f   %s/runc = %.2f\n", k, c/u, k, c/r}'
+done

@@ -2,11 +2,12 @@
 # Build carapace-runtime as shipped: a static-pie glibc executable with
 # libseccomp linked in and whole-program LTO (profile `runtime` in
 # Cargo.toml). A runtime process lives a few milliseconds and starts twice
-# per command (it re-executes itself from a sealed copy, CVE-2019-5736),
-# so the dynamic loader's work at every start (loading libc, libseccomp
-# and libgcc_s, relocating them, resolving symbols) was a visible share of
-# `run`: `--version` took 0.95 ms of CPU dynamic, 0.71 ms static-pie and
-# 0.57 ms static-pie with the `runtime` profile here (perf stat -r 300).
+# per command when run by its path (it re-executes itself from a protected
+# copy, CVE-2019-5736; the shim runs it from one), so the dynamic
+# loader's work at every start (loading libc, libseccomp and libgcc_s,
+# relocating them, resolving symbols) was a visible share of `run`:
+# `--version` took 0.95 ms of CPU dynamic, 0.71 ms static-pie and 0.57 ms
+# static-pie with the `runtime` profile here (perf stat -r 300).
 # Position independent on purpose: the runtime runs as root and reads the
 # bundle, so it keeps ASLR (a position-dependent build started 0.05 ms
 # faster).
