@@ -39,7 +39,7 @@ pub struct RuntimeCli {
 #[derive(Debug)]
 struct Protected {
     of: (u64, u64, i64, i64),
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
 }
 
 /// Whether `fd` is an ELF executable, which the kernel runs from
@@ -87,18 +87,19 @@ impl RuntimeCli {
 
     /// What to execute for the binary: /proc/self/fd/N of it opened
     /// through a detached read-only overlay, kept while the file stays
-    /// the same. The runtime must run from a copy a container cannot write
+    /// the same, with the fd, which the caller holds until the command is
+    /// spawned (a concurrent call may replace the copy and close it). The runtime must run from a copy a container cannot write
     /// (CVE-2019-5736); started from this one it sees that and skips
     /// re-executing itself from a copy of its own, a second process start
     /// in every call. Without an absolute path, for a script, or where
     /// the overlay cannot be made, the binary itself (which then
     /// re-executes).
-    fn executable(&self) -> PathBuf {
+    fn executable(&self) -> (PathBuf, Option<Arc<OwnedFd>>) {
         if !self.binary.is_absolute() {
-            return self.binary.clone();
+            return (self.binary.clone(), None);
         }
         let Some(id) = identity(&self.binary) else {
-            return self.binary.clone();
+            return (self.binary.clone(), None);
         };
         let mut cached = match self.protected.lock() {
             Ok(g) => g,
@@ -109,7 +110,10 @@ impl RuntimeCli {
             // file itself and not a symlink leading out of it.
             *cached = std::fs::canonicalize(&self.binary).ok().and_then(|real| {
                 match carapace_exe::overlay_copy(&real) {
-                    Ok(fd) if is_elf(&fd) => Some(Protected { of: id, fd }),
+                    Ok(fd) if is_elf(&fd) => Some(Protected {
+                        of: id,
+                        fd: Arc::new(fd),
+                    }),
                     Ok(_) => None,
                     Err(e) => {
                         log::debug!("read-only overlay of {}: {e}", real.display());
@@ -119,8 +123,11 @@ impl RuntimeCli {
             });
         }
         match cached.as_ref() {
-            Some(p) => PathBuf::from(format!("/proc/self/fd/{}", p.fd.as_raw_fd())),
-            None => self.binary.clone(),
+            Some(p) => (
+                PathBuf::from(format!("/proc/self/fd/{}", p.fd.as_raw_fd())),
+                Some(p.fd.clone()),
+            ),
+            None => (self.binary.clone(), None),
         }
     }
 
@@ -302,10 +309,13 @@ impl RuntimeCli {
         })
     }
 
-    fn command(&self, args: &[OsString]) -> Command {
+    /// The command, and the fd of the protected copy it executes, to be
+    /// kept open until the command is spawned.
+    fn command(&self, args: &[OsString]) -> (Command, Option<Arc<OwnedFd>>) {
         // The fd of a protected copy is close-on-exec: the child still
         // has it when the kernel resolves /proc/self/fd/N.
-        let mut c = Command::new(self.executable());
+        let (exe, copy) = self.executable();
+        let mut c = Command::new(exe);
         c.arg0(&self.binary);
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
@@ -318,7 +328,7 @@ impl RuntimeCli {
             c.arg("--systemd-cgroup");
         }
         c.args(args);
-        c
+        (c, copy)
     }
 
     /// Runs one command to completion. With `fds`, the runtime's stdio are
@@ -331,7 +341,7 @@ impl RuntimeCli {
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default();
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = self.command(&args);
+        let (mut cmd, _copy) = self.command(&args);
         let capture = fds.is_none();
         match fds {
             Some(f) => {
@@ -518,7 +528,7 @@ mod tests {
             std::fs::copy(from, &tmp).expect("copy");
             std::fs::rename(&tmp, &bin).expect("rename");
         };
-        let succeeds = |cli: &RuntimeCli| cli.command(&[]).status().expect("run").success();
+        let succeeds = |cli: &RuntimeCli| cli.command(&[]).0.status().expect("run").success();
         install("/bin/true");
         let cli = RuntimeCli::new(
             bin.to_str().expect("utf8"),
@@ -526,7 +536,7 @@ mod tests {
             false,
             dir.path().join("log"),
         );
-        let first = cli.executable();
+        let first = cli.executable().0;
         assert!(first.starts_with("/proc/self/fd"), "{}", first.display());
         let f = std::fs::File::open(&first).expect("open the copy");
         assert!(
@@ -534,15 +544,15 @@ mod tests {
             "{} is not protected",
             first.display()
         );
-        assert_eq!(cli.executable(), first, "the copy was made again");
+        assert_eq!(cli.executable().0, first, "the copy was made again");
         assert!(succeeds(&cli), "the copy of true failed");
         install("/bin/false");
         assert!(!succeeds(&cli), "still running the replaced binary");
         std::fs::write(&bin, "#!/bin/sh\nexit 0\n").expect("write a script");
-        assert_eq!(cli.executable(), bin, "a script runs from a copy");
+        assert_eq!(cli.executable().0, bin, "a script runs from a copy");
         assert!(succeeds(&cli), "the script failed");
         let relative = RuntimeCli::new("./carapace-runtime", None, false, dir.path().join("log"));
-        assert_eq!(relative.executable(), PathBuf::from("./carapace-runtime"));
+        assert_eq!(relative.executable().0, PathBuf::from("./carapace-runtime"));
     }
 
     #[test]
