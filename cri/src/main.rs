@@ -172,6 +172,7 @@ async fn run(c: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let _trimmer = carapace_cri::heap::spawn_trimmer();
     server::serve(service, listener, &socket, shutdown).await?;
     tracing::info!("carapace stopped; containers keep running");
     Ok(())
