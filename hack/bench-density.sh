@@ -10,8 +10,9 @@
 # the pods' infra/pause processes, Pss and VmRSS from /proc; Carapace runs
 # a shim per container and one per pod infra, containerd one runc-v2 shim
 # per pod; containerd's pause is our own carapace-infra packed as an
-# image, so the infra side is alike), the daemon's Pss and RSS; then all N
-# removed, C at a time. test/e2e's cri-bench (density mode) does the work.
+# image, so the infra side is alike), the daemon's Pss and RSS right after
+# the List calls and again 5 s later (at rest: both daemons return freed
+# memory in the background); then all N removed, C at a time. test/e2e's cri-bench (density mode) does the work.
 # Usage: sudo hack/bench-density.sh [N] [C]   (defaults 100, 4)
 # Prints the figures and the ratios carapace/containerd (lower is better).
 set -euo pipefail
@@ -48,3 +49,5 @@ for col in 3:Pss 4:VmRSS; do
 done
 row "daemon Pss at $n pods" "$(field "$car_out" daemon 2)" "$(field "$ctd_out" daemon 2)"
 row "daemon VmRSS at $n pods" "$(field "$car_out" daemon 3)" "$(field "$ctd_out" daemon 3)"
+row "daemon Pss, 5 s later" "$(field "$car_out" daemon_settled 2)" "$(field "$ctd_out" daemon_settled 2)"
+row "daemon VmRSS, 5 s later" "$(field "$car_out" daemon_settled 3)" "$(field "$ctd_out" daemon_settled 3)"

@@ -8,10 +8,14 @@
 //! `shims <count> <Pss KiB> <VmRSS KiB>` (the daemon's shims),
 //! `infra <count> <Pss KiB> <VmRSS KiB>` (the pods' infra/pause processes:
 //! the shims' children that are not the containers' `sleep`),
-//! `daemon <Pss KiB> <VmRSS KiB>` (the PID given).
+//! `daemon <Pss KiB> <VmRSS KiB>` (the PID given, right after the List
+//! calls) and `daemon_settled <Pss KiB> <VmRSS KiB>` (the same once the
+//! node has been left alone for SETTLE: what an operator sees at rest with
+//! N pods; both daemons give memory back in the background, Go's
+//! scavenger and Carapace's arena trimmer).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use k8s_cri::v1 as cri;
@@ -87,6 +91,9 @@ where
     report(name, ms);
     Ok(())
 }
+
+/// How long the node is left alone before the settled memory figure.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// See the module doc.
 pub async fn density(
@@ -176,9 +183,12 @@ pub async fn density(
         }
         let shims = shim_pids(sock)?;
         let infra = infra_pids(&shims);
+        let daemon = memory(daemon_pid);
+        tokio::time::sleep(SETTLE).await;
         anyhow::Ok((
             total_memory(&shims),
             total_memory(&infra),
+            daemon,
             memory(daemon_pid),
         ))
     }
@@ -200,7 +210,7 @@ pub async fn density(
         }
     }
     let down = t.elapsed().as_secs_f64() * 1e3;
-    let (shims, infra, daemon) = measured?;
+    let (shims, infra, daemon, settled) = measured?;
     teardown?;
     println!("up_ms {up:.0}");
     println!("down_ms {down:.0}");
@@ -208,5 +218,7 @@ pub async fn density(
     println!("infra {} {} {}", infra.0, infra.1, infra.2);
     let (dp, dr) = daemon.context("the daemon's memory")?;
     println!("daemon {dp} {dr}");
+    let (sp, sr) = settled.context("the daemon's memory")?;
+    println!("daemon_settled {sp} {sr}");
     Ok(())
 }
