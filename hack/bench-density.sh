@@ -12,7 +12,8 @@
 # per pod; containerd's pause is our own carapace-infra packed as an
 # image, so the infra side is alike), the daemon's Pss and RSS right after
 # the List calls and again 5 s later (at rest: both daemons return freed
-# memory in the background); then all N removed, C at a time. test/e2e's cri-bench (density mode) does the work.
+# memory in the background); then all N removed, C at a time. test/e2e's
+# cri-bench (density mode) does the work.
 # Usage: sudo hack/bench-density.sh [N] [C]   (defaults 100, 4)
 # Prints the figures and the ratios carapace/containerd (lower is better).
 set -euo pipefail

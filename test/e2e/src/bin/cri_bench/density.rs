@@ -183,14 +183,13 @@ pub async fn density(
         }
         let shims = shim_pids(sock)?;
         let infra = infra_pids(&shims);
-        let daemon = memory(daemon_pid);
-        tokio::time::sleep(SETTLE).await;
-        anyhow::Ok((
+        let measured = (
             total_memory(&shims),
             total_memory(&infra),
-            daemon,
             memory(daemon_pid),
-        ))
+        );
+        tokio::time::sleep(SETTLE).await;
+        anyhow::Ok((measured.0, measured.1, measured.2, memory(daemon_pid)))
     }
     .await;
     let t = Instant::now();
