@@ -72,8 +72,6 @@ fn sys(ret: libc::c_long, what: &str) -> Result<RawFd, Error> {
 /// of its directory. The fd can be executed (`fexecve`, or the path
 /// /proc/self/fd/N) and what runs from it passes [`is_protected`].
 pub fn overlay_copy(exe: &Path) -> Result<OwnedFd, Error> {
-    const MOUNT_ATTR_RDONLY: u32 = 0x1;
-    const MOUNT_ATTR_NODEV: u32 = 0x4;
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let name = exe.file_name().ok_or_else(|| {
         err(
@@ -82,20 +80,28 @@ pub fn overlay_copy(exe: &Path) -> Result<OwnedFd, Error> {
         )
     })?;
     // overlayfs without an upper layer needs two non-overlapping lower
-    // layers: the binary's directory over an empty, detached tmpfs.
+    // layers: the binary's directory over an empty one. An empty detached
+    // tmpfs leaves nothing behind, but older kernels (Debian 12's 6.1)
+    // take only layers mounted in the caller's namespace and answer
+    // EINVAL: there, an empty temporary directory, removed once mounted
+    // (a removed directory stays empty for the overlay).
     let empty = detached_mount("tmpfs", &[], 0)?;
-    let lower = format!("{}:/proc/self/fd/{}", dir.display(), empty.as_raw_fd());
-    if lower.contains(',') {
-        return Err(err(
-            format!("a ',' in the runtime binary's directory {}", dir.display()),
-            std::io::ErrorKind::InvalidInput,
-        ));
-    }
-    let mnt = detached_mount(
-        "overlay",
-        &[("lowerdir", &lower)],
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
-    )?;
+    let mnt = match overlay_of(dir, &format!("/proc/self/fd/{}", empty.as_raw_fd())) {
+        Err(e) if e.source.raw_os_error() == Some(libc::EINVAL) => {
+            let tmp = nix::unistd::mkdtemp(&std::env::temp_dir().join("carapace-exe.XXXXXX"))
+                .map_err(|e| err("make an empty directory for the overlay", e))?;
+            let r = match tmp.to_str() {
+                Some(t) => overlay_of(dir, t),
+                None => Err(err(
+                    format!("temporary directory {}", tmp.display()),
+                    std::io::ErrorKind::InvalidInput,
+                )),
+            };
+            let _ = std::fs::remove_dir(&tmp);
+            r?
+        }
+        other => other?,
+    };
     nix::fcntl::openat(
         mnt.as_fd(),
         name,
@@ -108,6 +114,26 @@ pub fn overlay_copy(exe: &Path) -> Result<OwnedFd, Error> {
             e,
         )
     })
+}
+
+/// A detached read-only overlayfs of `dir` over the empty directory
+/// `empty`.
+fn overlay_of(dir: &Path, empty: &str) -> Result<OwnedFd, Error> {
+    const MOUNT_ATTR_RDONLY: u32 = 0x1;
+    const MOUNT_ATTR_NODEV: u32 = 0x4;
+    let lower = format!("{}:{empty}", dir.display());
+    // Both separate options or layers in overlayfs's option string.
+    if dir.to_string_lossy().contains([',', ':']) || empty.contains([',', ':']) {
+        return Err(err(
+            format!("a ',' or ':' in an overlay layer's path {lower}"),
+            std::io::ErrorKind::InvalidInput,
+        ));
+    }
+    detached_mount(
+        "overlay",
+        &[("lowerdir", &lower)],
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+    )
 }
 
 /// A new mount of `fstype` with string `options`, attached nowhere
@@ -194,16 +220,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A private executable to copy: /bin/true in a directory of its own.
+    /// A private executable to copy: this test program in a directory of
+    /// its own (a standalone ELF everywhere, where /bin/true may be a
+    /// busybox applet that goes by its name).
     fn program(dir: &Path) -> std::path::PathBuf {
         let p = dir.join("prog");
-        std::fs::copy("/bin/true", &p).expect("copy /bin/true");
+        std::fs::copy(std::env::current_exe().expect("test exe"), &p).expect("copy");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         p
     }
 
+    /// Runs the copy: the test harness lists its tests and exits 0.
     fn runs(path: &Path) -> bool {
         std::process::Command::new(path)
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -233,6 +264,41 @@ mod tests {
             Err(Some(libc::EROFS)),
             "the copy opened for writing"
         );
+    }
+
+    /// The fallback for kernels that refuse detached layers: an attached
+    /// empty directory, removed as soon as the overlay is made.
+    #[test]
+    fn an_overlay_over_a_removed_empty_directory_serves_the_binary() {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        program(dir.path());
+        let empty = tempfile::tempdir().expect("tempdir");
+        let mnt = overlay_of(dir.path(), empty.path().to_str().expect("utf8")).expect("overlay");
+        std::fs::remove_dir(empty.path()).expect("remove the empty layer");
+        let fd = nix::fcntl::openat(
+            mnt.as_fd(),
+            "prog",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open the binary in the overlay");
+        let copy = File::from(fd);
+        assert!(is_protected(&copy));
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
+        assert!(runs(&path), "{} does not run", path.display());
+    }
+
+    #[test]
+    fn layer_paths_that_would_split_the_options_are_refused() {
+        for (dir, empty) in [("/a,b", "/e"), ("/a:b", "/e"), ("/a", "/e:f")] {
+            let e = overlay_of(Path::new(dir), empty).expect_err(dir);
+            assert_eq!(
+                e.source.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "{dir} {empty}"
+            );
+        }
     }
 
     #[test]
