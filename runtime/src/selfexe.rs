@@ -44,7 +44,7 @@ pub fn ensure_sealed() -> Result<()> {
         }
         Err(e) => {
             crate::logging::debug(&format!(
-                "read-only overlay of the runtime binary: {e}; using a sealed memfd"
+                "read-only overlay of the runtime binary: {e}; re-executing from a sealed memfd copy"
             ));
             let mut src = File::open("/proc/self/exe").ctx(|| "open /proc/self/exe")?;
             carapace_exe::memfd_copy(&mut src).map_err(|e| Error::Io {
