@@ -56,8 +56,8 @@ pub fn free_in_arenas() -> Option<usize> {
 /// thresholds above only return the free top of an arena; after a burst
 /// the free space is spread between live blocks (per-pod state, shim
 /// connections) and stays until malloc_trim releases its whole pages:
-/// with 110 pods started together that was 1.3 to 2.1 MiB of the
-/// daemon's 29 to 30 MiB here. Returns whether anything was released.
+/// with 110 pods started together that was 1.2 to 2.1 MiB of the
+/// daemon's 28.6 to 29.7 MiB here. Returns whether anything was released.
 pub fn trim() -> bool {
     #[cfg(target_env = "gnu")]
     {
