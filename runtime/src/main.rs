@@ -238,13 +238,13 @@ fn absolute(p: PathBuf) -> PathBuf {
     }
 }
 
-/// `sealed`: how the re-exec from a protected copy went, tried before
-/// parsing (see `main`).
-fn dispatch(cli: Cli, sealed: Result<(), Error>) -> Result<i32, Error> {
+/// `sealed`: how the re-exec from a protected copy went when it was tried
+/// before parsing (see `main`); None when it was not.
+fn dispatch(cli: Cli, sealed: Option<Result<(), Error>>) -> Result<i32, Error> {
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec { .. }) {
-        // Returns at once when protected; re-execs should the raw words
-        // ever have missed the command.
-        sealed.and_then(|()| selfexe::ensure_sealed())?;
+        // Not tried yet (--debug, or should the raw words ever have missed
+        // the command): now.
+        sealed.unwrap_or_else(selfexe::ensure_sealed)?;
     }
     let root = || StateRoot::new(&cli.root);
     let systemd = cli.systemd_cgroup;
@@ -373,11 +373,8 @@ fn main() {
     // --debug the re-exec waits for logging (`dispatch`), so that how it
     // went is logged.
     let words = || args.iter().skip(1).map(|a| a.as_os_str());
-    let sealed = if selfexe::may_enter(words()) && !words().any(|a| a == "--debug") {
-        selfexe::ensure_sealed()
-    } else {
-        Ok(())
-    };
+    let sealed = (selfexe::may_enter(words()) && !words().any(|a| a == "--debug"))
+        .then(selfexe::ensure_sealed);
     let cli = Cli::parse_from(args);
     logging::init(LogTarget {
         path: cli.log.clone(),
