@@ -38,7 +38,7 @@ pub struct RuntimeCli {
 /// with the identity of the file it was opened from.
 #[derive(Debug)]
 struct Protected {
-    of: (u64, u64, i64, i64),
+    of: FileId,
     fd: Arc<OwnedFd>,
 }
 
@@ -50,9 +50,12 @@ fn is_elf(fd: &OwnedFd) -> bool {
     nix::sys::uio::pread(fd, &mut magic, 0).is_ok_and(|n| n == 4) && magic == *b"\x7fELF"
 }
 
+/// A file's device, inode and modification time (seconds, nanoseconds).
+type FileId = (u64, u64, i64, i64);
+
 /// What identifies the file at `path` now: a package upgrade replaces
 /// the binary (a new inode) and the copy is made again.
-fn identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+fn identity(path: &Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
