@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::store::{Kind, Store, StoreError};
 
 /// What the registry keeps: a record with an ID and a table in the store.
-pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Record: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The store table of this kind of record.
     const KIND: Kind;
     /// The record's ID.
@@ -195,7 +195,10 @@ impl<R: Record> Registry<R> {
     /// The one way a record changes: under the record's lock the current
     /// record is read, `change` applied to it, and the result written to
     /// the store, made the record in memory and published together. If
-    /// the store refuses, nothing changes. Returns the new record and what
+    /// the store refuses, nothing changes. A change that leaves the record
+    /// as it was writes and publishes nothing: watchers often record what
+    /// an operation already has (an exit StopPodSandbox recorded), and
+    /// each write is a durable commit. Returns the new record and what
     /// `change` returned.
     pub fn update<T>(
         &self,
@@ -206,6 +209,11 @@ impl<R: Record> Registry<R> {
             let mut guard = e.record.write().unwrap_or_else(|p| p.into_inner());
             let mut next = guard.clone();
             let out = change(&mut next);
+            // Memory always holds what the store holds (a refused write
+            // changes neither), so an equal record is already on disk.
+            if next == *guard {
+                return Ok((next, out));
+            }
             self.store.put(R::KIND, next.id(), &next)?;
             let before = std::mem::replace(&mut *guard, next.clone());
             (before, next, out)
@@ -318,6 +326,30 @@ mod tests {
                 (Some(2), Some(20)),
                 (Some(20), None)
             ]
+        );
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_is_neither_written_nor_published() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (r, seen) = registry(d.path());
+        let e = r.create(thing("abc1", 1)).expect("create");
+        // Take the record off the disk behind the registry's back: a
+        // write would put it back.
+        r.store.delete(Kind::Container, "abc1").expect("delete");
+        let (rec, out) = r.update(&e, |t| t.n == 1).expect("update");
+        assert_eq!((rec, out), (thing("abc1", 1), true));
+        assert!(r.stored().expect("stored").is_empty(), "nothing written");
+        assert_eq!(*seen.lock().expect("lock"), vec![(None, Some(1))]);
+        // A real change is written and published as ever.
+        r.update(&e, |t| t.n = 2).expect("update");
+        assert_eq!(
+            r.stored().expect("stored"),
+            vec![("abc1".into(), thing("abc1", 2))]
+        );
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![(None, Some(1)), (Some(1), Some(2))]
         );
     }
 

@@ -23,7 +23,7 @@ pub enum Phase {
 }
 
 /// One container.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// 64 hex digits.
     pub id: String,

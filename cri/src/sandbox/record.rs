@@ -21,7 +21,7 @@ pub enum Phase {
 }
 
 /// One sandbox.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRecord {
     /// 64 hex digits.
     pub id: String,
