@@ -10,7 +10,11 @@
 #   then N busybox containers (test image from hack/registry.sh), each in
 #   its own pod: CreateContainer, StartContainer, ExecSync of `true` (5 per
 #   container), StopContainer + RemoveContainer;
-#   each daemon's RSS when idle (after start) and after the run.
+#   each daemon's RSS when idle (after start) and after the run;
+#   and first the CNI plugin chain alone on N fresh network namespaces
+#   (cni-bench: ADD, then DEL), the floor under RunPodSandbox and
+#   StopPodSandbox that both daemons pay: the pod calls are also shown
+#   above it.
 # Usage: sudo hack/bench-cri.sh [N]   (default 20)
 # Prints the figures and the ratios carapace/containerd (lower is better).
 set -euo pipefail
@@ -18,6 +22,9 @@ cd "$(dirname "$0")/.."
 . hack/bench-lib.sh
 n=${1:-20}
 bench_setup bench-cri
+
+# --- The CNI plugin chain alone ---
+cni_out=$("$rel/cni-bench" "$work/cni" /usr/lib/cni "$work" "$n")
 
 # --- Carapace ---
 start_carapace
@@ -37,13 +44,22 @@ ctd_out+=$'\n'$("$rel/cri-bench" "$work/containerd.sock" "$n" containers "$image
 ctd_after=$(rss "$ctd_pid")
 
 echo "bench-cri: N=$n pods, N=$n containers, $((n * 5)) execs (median / p95 ms; RSS KiB)"
-printf '%-28s %16s %16s %8s\n' measure carapace containerd ratio
+printf '%-34s %12s %12s %8s\n' measure carapace containerd ratio
 for m in run_pod_sandbox stop_remove_pod_sandbox create_container start_container exec_sync stop_remove_container; do
     for c in 2 3; do
         q=$([ "$c" = 2 ] && echo median || echo p95)
         a=$(field "$car_out" "$m" "$c"); b=$(field "$ctd_out" "$m" "$c")
-        printf '%-28s %16s %16s %8s\n' "$m $q" "$a" "$b" "$(ratio "$a" "$b")"
+        printf '%-34s %12s %12s %8s\n' "$m $q" "$a" "$b" "$(ratio "$a" "$b")"
     done
 done
-printf '%-28s %16s %16s %8s\n' "daemon RSS idle" "$car_idle" "$ctd_idle" "$(ratio "$car_idle" "$ctd_idle")"
-printf '%-28s %16s %16s %8s\n' "daemon RSS after run" "$car_after" "$ctd_after" "$(ratio "$car_after" "$ctd_after")"
+# The CNI chain's own time, taken off both daemons' pod calls.
+for pair in "run_pod_sandbox cni_add" "stop_remove_pod_sandbox cni_del"; do
+    set -- $pair
+    f=$(field "$cni_out" "$2" 2)
+    a=$(awk -v x="$(field "$car_out" "$1" 2)" -v f="$f" 'BEGIN {printf "%.2f", x - f}')
+    b=$(awk -v x="$(field "$ctd_out" "$1" 2)" -v f="$f" 'BEGIN {printf "%.2f", x - f}')
+    printf '%-34s %12s %12s %8s\n' "$2 chain alone median" "$f" "$f" ""
+    printf '%-34s %12s %12s %8s\n' "$1 above it" "$a" "$b" "$(ratio "$a" "$b")"
+done
+printf '%-34s %12s %12s %8s\n' "daemon RSS idle" "$car_idle" "$ctd_idle" "$(ratio "$car_idle" "$ctd_idle")"
+printf '%-34s %12s %12s %8s\n' "daemon RSS after run" "$car_after" "$ctd_after" "$(ratio "$car_after" "$ctd_after")"
