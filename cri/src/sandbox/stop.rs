@@ -1,5 +1,6 @@
-//! StopPodSandbox: stop the pod's containers, its infra, and take it off
-//! the network. Idempotent, and safe on a pod that was only half created.
+//! StopPodSandbox: stop the pod's containers, its infra, take it off the
+//! network and release its namespaces and shm. Idempotent, and safe on a
+//! pod that was only half created.
 
 use std::sync::Arc;
 
@@ -51,7 +52,22 @@ pub async fn stop_locked(
         })?
         .0;
     infra_r?;
-    net_r
+    net_r?;
+    release(s, rec).await
+}
+
+/// Unmounts the pod's shm and unpins its namespaces once its infra is
+/// stopped and its network torn down, as containerd and CRI-O do at
+/// StopPodSandbox: nothing joins a pod that is not Ready (its containers
+/// are stopped first and no container is created in it), and kubelet may
+/// call RemovePodSandbox long after (a finished Job's pod stays until the
+/// Job is deleted), while each network namespace holds kernel memory
+/// until its last pin goes. Removal undoes the same again, idempotently,
+/// for a pod stopped by an older daemon or whose release here failed.
+async fn release(s: &Sandboxes, rec: &SandboxRecord) -> Result<(), SandboxError> {
+    let node = &s.effects.node;
+    node.unmount_shm(&rec.dir.join("shm")).await?;
+    node.unpin_namespaces(&rec.dir.join("ns")).await
 }
 
 /// What the CNI plugins are told about `rec`'s pod.
