@@ -6,7 +6,8 @@
 #   static carapace-infra packed as an OCI image (hack/build-oci-archive.sh).
 #   The shared setup is in hack/bench-lib.sh.
 # Measures, over N pods run one after another (test/e2e's cri-bench):
-#   RunPodSandbox, and StopPodSandbox + RemovePodSandbox: median and p95 ms;
+#   RunPodSandbox, and StopPodSandbox + RemovePodSandbox (and each alone):
+#   median and p95 ms;
 #   then N busybox containers (test image from hack/registry.sh), each in
 #   its own pod: CreateContainer, StartContainer, ExecSync of `true` (5 per
 #   container), StopContainer + RemoveContainer;
@@ -14,7 +15,9 @@
 #   and first the CNI plugin chain alone on N fresh network namespaces
 #   (cni-bench: ADD, then DEL), the floor under RunPodSandbox and
 #   StopPodSandbox that both daemons pay: the pod calls are also shown
-#   above it.
+#   above it. The chain alone runs in its own window, and its DEL (the
+#   kernel's veth deletion) moves by several ms between windows: the
+#   differences are a guide, not a measure.
 # Usage: sudo hack/bench-cri.sh [N]   (default 20)
 # Prints the figures and the ratios carapace/containerd (lower is better).
 set -euo pipefail
@@ -45,7 +48,7 @@ ctd_after=$(rss "$ctd_pid")
 
 echo "bench-cri: N=$n pods, N=$n containers, $((n * 5)) execs (median / p95 ms; RSS KiB)"
 printf '%-34s %12s %12s %8s\n' measure carapace containerd ratio
-for m in run_pod_sandbox stop_remove_pod_sandbox create_container start_container exec_sync stop_remove_container; do
+for m in run_pod_sandbox stop_remove_pod_sandbox stop_pod_sandbox remove_pod_sandbox create_container start_container exec_sync stop_remove_container; do
     for c in 2 3; do
         q=$([ "$c" = 2 ] && echo median || echo p95)
         a=$(field "$car_out" "$m" "$c"); b=$(field "$ctd_out" "$m" "$c")
@@ -53,7 +56,7 @@ for m in run_pod_sandbox stop_remove_pod_sandbox create_container start_containe
     done
 done
 # The CNI chain's own time, taken off both daemons' pod calls.
-for pair in "run_pod_sandbox cni_add" "stop_remove_pod_sandbox cni_del"; do
+for pair in "run_pod_sandbox cni_add" "stop_pod_sandbox cni_del"; do
     set -- $pair
     f=$(field "$cni_out" "$2" 2)
     a=$(awk -v x="$(field "$car_out" "$1" 2)" -v f="$f" 'BEGIN {printf "%.2f", x - f}')

@@ -8,7 +8,7 @@
 //!        cri-bench SOCKET N stats IMAGE [C]  (stats with C containers running)
 //!        cri-bench SOCKET N density IMAGE C PID (N pods, C at a time; see density.rs)
 //! Pods: runs N pods one after another; for each, times RunPodSandbox,
-//! then StopPodSandbox + RemovePodSandbox.
+//! then StopPodSandbox + RemovePodSandbox (also each alone).
 //! Pulls: N cold pulls of IMAGE, each followed by RemoveImage (untimed).
 //! Containers: IMAGE pulled once; then N times, in a fresh pod (untimed),
 //! a `sleep` container: CreateContainer, StartContainer, 5 ExecSync of
@@ -155,16 +155,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut rt = RuntimeServiceClient::new(ch);
     let (mut run, mut teardown) = (Vec::new(), Vec::new());
+    let (mut stops, mut removes) = (Vec::new(), Vec::new());
     for i in 0..n {
         let t = Instant::now();
         let id = run_pod(&mut rt, &pod(i)).await?;
         run.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        remove_pod(&mut rt, id).await?;
-        teardown.push(t.elapsed().as_secs_f64() * 1e3);
+        let (stop, remove) = remove_pod(&mut rt, id).await?;
+        teardown.push(stop + remove);
+        stops.push(stop);
+        removes.push(remove);
     }
     report("run_pod_sandbox", run);
     report("stop_remove_pod_sandbox", teardown);
+    report("stop_pod_sandbox", stops);
+    report("remove_pod_sandbox", removes);
     Ok(())
 }
 
@@ -189,19 +193,23 @@ async fn run_pod(rt: &mut Runtime, pc: &cri::PodSandboxConfig) -> anyhow::Result
 }
 
 /// StopPodSandbox, then RemovePodSandbox even if the stop failed; the
-/// first failure.
-async fn remove_pod(rt: &mut Runtime, id: String) -> anyhow::Result<()> {
+/// first failure, or how long each took (ms).
+async fn remove_pod(rt: &mut Runtime, id: String) -> anyhow::Result<(f64, f64)> {
+    let t = Instant::now();
     let stopped = rt
         .stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: id.clone(),
         })
         .await
         .map_err(status_err("StopPodSandbox"));
+    let stop = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
     let removed = rt
         .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
         .await
         .map_err(status_err("RemovePodSandbox"));
-    stopped.and(removed).map(drop)
+    let remove = t.elapsed().as_secs_f64() * 1e3;
+    stopped.and(removed).map(|_| (stop, remove))
 }
 
 /// Pulls `image` (untimed); its spec for container configs.
@@ -545,7 +553,7 @@ async fn stats(
     let mut teardown = Ok(());
     for (id, _) in pods {
         // The first failure is the one reported; every pod is tried.
-        let removed = remove_pod(&mut rt, id).await;
+        let removed = remove_pod(&mut rt, id).await.map(drop);
         if teardown.is_ok() {
             teardown = removed;
         }

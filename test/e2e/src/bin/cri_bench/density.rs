@@ -198,7 +198,7 @@ pub async fn density(
         let (mut rt, gate) = (Runtime::new(ch.clone()), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = gate.acquire_owned().await.context("semaphore")?;
-            remove_pod(&mut rt, id).await
+            remove_pod(&mut rt, id).await.map(drop)
         }));
     }
     let mut teardown = Ok(());
