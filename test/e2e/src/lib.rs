@@ -446,6 +446,23 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `q`-quantile (nearest rank) of sorted milliseconds, for the benches.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+/// Prints a bench measure as the bench scripts read it:
+/// `<name> <median ms> <p95 ms>`.
+pub fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name} {:.2} {:.2}",
+        quantile(&ms, 0.5),
+        quantile(&ms, 0.95)
+    );
+}
+
 /// The test registries' state directory (hack/registry.sh's default).
 pub const REGISTRY_DIR: &str = "/var/tmp/carapace-registry";
 

@@ -3,7 +3,7 @@
 //! runtime pays, whatever its own overhead. Both daemons of the bench run
 //! the same plugins on the same configuration; the veth's deletion in the
 //! bridge plugin's DEL waits out a kernel RCU barrier
-//! (`netdev_run_todo`), which dominates it on small VMs.
+//! (`netdev_run_todo`), which dominates it on our 2-vCPU VM.
 //!
 //! Usage: cni-bench CONF_DIR BIN_DIR WORK_DIR N
 //! N times, one after another: a fresh network namespace pinned under
@@ -19,21 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use carapace_cri::namespaces::{Kind, Pinned, Setup};
 use carapace_cri::network::{self, PodNetwork};
-
-/// `q`-quantile (nearest rank) of sorted milliseconds.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() as f64) * q).ceil() as usize;
-    sorted[i.clamp(1, sorted.len()) - 1]
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "{name} {:.2} {:.2}",
-        quantile(&ms, 0.5),
-        quantile(&ms, 0.95)
-    );
-}
+use carapace_e2e::report;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

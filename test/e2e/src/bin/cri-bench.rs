@@ -38,6 +38,7 @@ use std::time::Instant;
 mod density;
 
 use anyhow::{bail, Context};
+use carapace_e2e::{quantile, report};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -55,21 +56,6 @@ fn pod(i: usize) -> cri::PodSandboxConfig {
         linux: Some(cri::LinuxPodSandboxConfig::default()),
         ..Default::default()
     }
-}
-
-/// `q`-quantile (nearest rank) of sorted milliseconds.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() as f64) * q).ceil() as usize;
-    sorted[i.clamp(1, sorted.len()) - 1]
-}
-
-fn report(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "{name} {:.2} {:.2}",
-        quantile(&ms, 0.5),
-        quantile(&ms, 0.95)
-    );
 }
 
 #[tokio::main(flavor = "current_thread")]
