@@ -42,11 +42,11 @@ pub async fn teardown(
             r.shim_address.clear();
         })?;
     }
-    let node = &s.effects.node;
-    node.unmount_shm(&rec.dir.join("shm")).await?;
-    node.unpin_namespaces(&rec.dir.join("ns")).await?;
+    stop::release(s, rec).await?;
     if rec.cgroup_created {
-        node.remove_cgroup(&rec.cgroup_parent, s.systemd_cgroups())
+        s.effects
+            .node
+            .remove_cgroup(&rec.cgroup_parent, s.systemd_cgroups())
             .await?;
     }
     match std::fs::remove_dir_all(&rec.dir) {

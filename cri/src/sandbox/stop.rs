@@ -62,9 +62,10 @@ pub async fn stop_locked(
 /// are stopped first and no container is created in it), and kubelet may
 /// call RemovePodSandbox long after (a finished Job's pod stays until the
 /// Job is deleted), while each network namespace holds kernel memory
-/// until its last pin goes. Removal undoes the same again, idempotently,
-/// for a pod stopped by an older daemon or whose release here failed.
-async fn release(s: &Sandboxes, rec: &SandboxRecord) -> Result<(), SandboxError> {
+/// until its last pin goes. The teardown runs it again, idempotently, for
+/// a pod stopped by an older daemon or whose release here failed, and for
+/// a pod that never got as far as Ready.
+pub(super) async fn release(s: &Sandboxes, rec: &SandboxRecord) -> Result<(), SandboxError> {
     let node = &s.effects.node;
     node.unmount_shm(&rec.dir.join("shm")).await?;
     node.unpin_namespaces(&rec.dir.join("ns")).await
