@@ -35,11 +35,12 @@ pub struct RuntimeCli {
 }
 
 /// The binary as opened through a read-only overlay (`carapace-exe`),
-/// with the identity of the file it was opened from.
+/// or None where it cannot be (a script, no overlay), with the identity
+/// of the file this was decided for: decided once per file, not per call.
 #[derive(Debug)]
 struct Protected {
     of: FileId,
-    fd: Arc<OwnedFd>,
+    fd: Option<Arc<OwnedFd>>,
 }
 
 /// Whether `fd` is an ELF executable, which the kernel runs from
@@ -91,7 +92,8 @@ impl RuntimeCli {
     /// What to execute for the binary: /proc/self/fd/N of it opened
     /// through a detached read-only overlay, kept while the file stays
     /// the same, with the fd, which the caller holds until the command is
-    /// spawned (a concurrent call may replace the copy and close it). The runtime must run from a copy a container cannot write
+    /// spawned (a concurrent call may replace the copy and close it).
+    /// The runtime must run from a copy a container cannot write
     /// (CVE-2019-5736); started from this one it sees that and skips
     /// re-executing itself from a copy of its own, a second process start
     /// in every call. Without an absolute path, for a script, or where
@@ -111,12 +113,9 @@ impl RuntimeCli {
         if cached.as_ref().is_none_or(|p| p.of != id) {
             // Canonical, so that the name opened in the overlay is the
             // file itself and not a symlink leading out of it.
-            *cached = std::fs::canonicalize(&self.binary).ok().and_then(|real| {
+            let fd = std::fs::canonicalize(&self.binary).ok().and_then(|real| {
                 match carapace_exe::overlay_copy(&real) {
-                    Ok(fd) if is_elf(&fd) => Some(Protected {
-                        of: id,
-                        fd: Arc::new(fd),
-                    }),
+                    Ok(fd) if is_elf(&fd) => Some(Arc::new(fd)),
                     Ok(_) => None,
                     Err(e) => {
                         log::debug!("read-only overlay of {}: {e}", real.display());
@@ -124,11 +123,12 @@ impl RuntimeCli {
                     }
                 }
             });
+            *cached = Some(Protected { of: id, fd });
         }
-        match cached.as_ref() {
-            Some(p) => (
-                PathBuf::from(format!("/proc/self/fd/{}", p.fd.as_raw_fd())),
-                Some(p.fd.clone()),
+        match cached.as_ref().and_then(|p| p.fd.as_ref()) {
+            Some(fd) => (
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                Some(fd.clone()),
             ),
             None => (self.binary.clone(), None),
         }
