@@ -196,6 +196,27 @@ pub struct Launch<'a> {
     pub socket_dir: &'a Path,
 }
 
+/// The address carapace-shim serves task `l.id` on: `<socket_dir>/<hash>`,
+/// the shim crate's SHA-256 of `<daemon socket>/<namespace>/<id>`. The
+/// daemon can find that socket without the address the shim wrote, which
+/// is gone once the task is settled or not there yet when the daemon died
+/// mid-launch. None for a handler's shim v2, whose sockets are its own.
+pub fn own_socket_address(l: &Launch<'_>) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if l.v2 {
+        return None;
+    }
+    let key = l.daemon_address.join(NAMESPACE).join(l.id);
+    let hash: String = Sha256::digest(key.as_os_str().as_encoded_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!(
+        "unix://{}/{hash}",
+        l.socket_dir.to_string_lossy().trim_end_matches('/')
+    ))
+}
+
 /// Runs `<shim> … start` in the bundle (carapace-shim, or a handler's
 /// shim v2, whose `log` FIFO gets its reader first) and returns the
 /// address it answers on. The shim detaches itself; this returns once it
@@ -679,6 +700,33 @@ pub async fn cleanup(l: &Launch<'_>) -> Result<(), ShimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon finds carapace-shim's socket by the name the shim crate
+    /// gives it when it starts.
+    #[test]
+    fn the_daemon_names_a_shim_socket_as_the_shim_does() {
+        let launch = Launch {
+            binary: Path::new("/usr/bin/carapace-shim"),
+            v2: false,
+            id: "0123abcd",
+            bundle: Path::new("/b"),
+            daemon_address: Path::new("/run/carapace/carapace.sock"),
+            events_address: "unix:///run/carapace/events.sock",
+            socket_dir: Path::new("/run/carapace/s/"),
+        };
+        let opts = containerd_shim::StartOpts {
+            id: launch.id.to_string(),
+            address: "/run/carapace/carapace.sock".to_string(),
+            namespace: NAMESPACE.to_string(),
+            socket_dir: Some("/run/carapace/s/".to_string()),
+            ..Default::default()
+        };
+        assert_eq!(
+            own_socket_address(&launch).as_deref(),
+            Some(opts.socket_address(launch.id).as_str())
+        );
+        assert_eq!(own_socket_address(&Launch { v2: true, ..launch }), None);
+    }
 
     fn status(code: ttrpc::Code, message: &str) -> ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))

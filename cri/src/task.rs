@@ -3,6 +3,7 @@
 //! whether a pod or a container is torn down, after a failure, a removal
 //! or a crash.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::shim_client::{self, Exit, Launch, Shim, ShimError};
@@ -54,6 +55,36 @@ pub fn address(recorded: &str, bundle: &Path) -> Option<String> {
         .filter(|a| !a.is_empty())
 }
 
+/// The file a `unix://` shim address names.
+fn socket_path(address: &str) -> &Path {
+    Path::new(address.strip_prefix("unix://").unwrap_or(address))
+}
+
+/// Removes the shim socket at `address` if it is a socket nothing listens
+/// on any more. The shim removes its own on the way out; one killed (by
+/// an operator, the OOM killer) leaves it, and once its task is settled
+/// nothing else knows where it is. A socket that answers is a shim still
+/// serving, and one that cannot be told (a full backlog) is left alone.
+async fn remove_dead_socket(address: &str) {
+    let path = socket_path(address);
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        return;
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => remove_socket(path),
+        _ => {}
+    }
+}
+
+/// Removes a shim's socket; one already gone is fine.
+fn remove_socket(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(socket = %path.display(), error = %e, "remove a shim's socket"),
+    }
+}
+
 impl Task<'_> {
     /// Kills the task (every process of it), deletes it and ends its shim.
     /// Idempotent: a shim that is gone is cleaned up with `carapace-shim
@@ -61,13 +92,19 @@ impl Task<'_> {
     /// all is fine. `launch` names the shim binary and sockets.
     pub async fn stop(&self, launch: &Launch<'_>) -> Result<Stopped, ShimError> {
         let mut out = Stopped::default();
-        let Some(address) = address(self.shim_address, self.bundle) else {
+        // Without an address, carapace-shim's socket is still found by its
+        // name: a shim the daemon died launching, or one killed after it
+        // answered Shutdown and before it removed its socket.
+        let Some(address) = address(self.shim_address, self.bundle).or_else(|| {
+            shim_client::own_socket_address(launch).filter(|a| socket_path(a).exists())
+        }) else {
             return Ok(out);
         };
         let shim = match Shim::connect(&address).await {
             Ok(shim) => shim,
             Err(e) if e.is_gone() => {
                 self.cleanup(launch).await?;
+                remove_dead_socket(&address).await;
                 self.settled();
                 return Ok(out);
             }
@@ -111,12 +148,24 @@ impl Task<'_> {
         match calls.await {
             // A shim that answered NotFound to Delete may still be creating
             // the task (a daemon killed mid-create): reap must look.
-            Ok(()) if deleted => self.settled(),
+            Ok(()) if deleted => {
+                // carapace-shim serves one task and exits once it has
+                // answered Shutdown for it, removing its socket on the way
+                // out; the daemon removes it first, as a shim killed on
+                // that way would leave it where no one would look again.
+                // Connections already made are not affected. A shim v2 may
+                // serve the pod's other tasks on the same socket: its own.
+                if !launch.v2 {
+                    remove_socket(socket_path(&address));
+                }
+                self.settled()
+            }
             Ok(()) => {}
             // The shim went away in the middle (it exits with its task):
             // finish as for a shim that was already gone.
             Err(e) if e.is_gone() => {
                 self.cleanup(launch).await?;
+                remove_dead_socket(&address).await;
                 self.settled();
             }
             Err(e) => return Err(e),
@@ -167,9 +216,7 @@ impl Task<'_> {
                 // cannot remove its own socket: do it for it.
                 if killed.is_ok() {
                     if let Some(a) = address(self.shim_address, self.bundle) {
-                        if let Some(path) = a.strip_prefix("unix://") {
-                            let _ = std::fs::remove_file(path);
-                        }
+                        remove_socket(socket_path(&a));
                     }
                 }
             }
@@ -269,5 +316,78 @@ mod tests {
         // A second stop finds nothing to do.
         task(&bundle, &rt).stop(&launch).await.expect("stop again");
         assert!(!d.path().join("ran").exists());
+    }
+
+    fn launch<'a>(d: &'a Path, bundle: &'a Path, rt: &'a Path) -> Launch<'a> {
+        Launch {
+            binary: rt,
+            v2: false,
+            id: "t1",
+            bundle,
+            daemon_address: Path::new("/nonexistent-daemon.sock"),
+            events_address: "unix:///nonexistent-events.sock",
+            socket_dir: d,
+        }
+    }
+
+    /// A socket file nothing listens on: what a killed shim leaves.
+    fn dead_socket(path: &Path) {
+        drop(std::os::unix::net::UnixListener::bind(path).expect("bind"));
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_shim_found_gone_leaves_no_socket() {
+        let (d, bundle, rt) = setup();
+        let sock = d.path().join("shim.sock");
+        dead_socket(&sock);
+        let address = format!("unix://{}", sock.display());
+        std::fs::write(bundle.join(ADDRESS_FILE), &address).expect("address");
+        let launch = launch(d.path(), &bundle, &rt);
+        task(&bundle, &rt).stop(&launch).await.expect("stop");
+        assert!(!sock.exists(), "the dead shim's socket is left");
+        assert!(!bundle.join(ADDRESS_FILE).exists());
+    }
+
+    /// A shim killed after it answered Shutdown (its task settled, no
+    /// address left anywhere) or before the daemon learnt its address: its
+    /// socket is found by its name, and removed without a runtime run.
+    #[tokio::test]
+    async fn a_dead_shim_socket_is_found_by_its_name() {
+        let (d, bundle, rt) = setup();
+        let launch = launch(d.path(), &bundle, &rt);
+        let address = shim_client::own_socket_address(&launch).expect("carapace-shim's");
+        let sock = socket_path(&address).to_path_buf();
+        dead_socket(&sock);
+        task(&bundle, &rt).stop(&launch).await.expect("stop");
+        assert!(!sock.exists(), "the dead shim's socket is left");
+        assert!(!d.path().join("ran").exists());
+        // A shim v2's sockets are its own: not looked for by that name.
+        dead_socket(&sock);
+        let v2 = Launch { v2: true, ..launch };
+        task(&bundle, &rt).stop(&v2).await.expect("stop");
+        assert!(sock.exists());
+    }
+
+    #[tokio::test]
+    async fn only_a_socket_nothing_listens_on_is_removed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let live = d.path().join("live.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).expect("bind");
+        let file = d.path().join("file");
+        std::fs::write(&file, b"not a socket").expect("file");
+        let dead = d.path().join("dead.sock");
+        dead_socket(&dead);
+        for p in [&live, &file, &dead] {
+            remove_dead_socket(&format!("unix://{}", p.display())).await;
+        }
+        assert!(
+            live.exists(),
+            "a socket that answers is a shim still serving"
+        );
+        assert!(file.exists());
+        assert!(!dead.exists());
+        // One already gone is fine.
+        remove_dead_socket(&format!("unix://{}", dead.display())).await;
     }
 }

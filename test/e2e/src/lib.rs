@@ -372,6 +372,19 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// Where carapace-shim serves task `id` of this daemon: `<state>/s/`
+    /// and the shim crate's SHA-256 of `<CRI socket>/k8s.io/<id>`, worked
+    /// out here on its own rather than by the daemon's code under test.
+    pub fn shim_socket(&self, id: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let key = self.socket().join("k8s.io").join(id);
+        let name: String = Sha256::digest(key.to_string_lossy().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.state_dir().join("s").join(name)
+    }
+
     /// The daemon's PID.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).expect("running")

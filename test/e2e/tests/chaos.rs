@@ -1174,6 +1174,20 @@ async fn chaos_kills_leave_no_stuck_pod_and_no_leak() {
             println!("chaos:   leaked {k}: {item}");
         }
     }
+    let final_log = d.log();
+    for socket in &census.sockets {
+        let owner = pod_ids
+            .iter()
+            .chain(ctr_ids.iter())
+            .find(|id| d.dir.path().join(socket) == d.shim_socket(id));
+        match owner {
+            Some(id) => println!(
+                "chaos:   socket {socket} is {id}'s shim's; its log:\n{}",
+                log_of(&final_log, id, 40)
+            ),
+            None => println!("chaos:   socket {socket} is no known task's"),
+        }
+    }
     for s in &stuck {
         println!("chaos: STUCK {s}");
     }

@@ -169,6 +169,11 @@ async fn pod_runs_is_listed_stops_and_is_removed_without_a_trace() {
     let dir = PathBuf::from(info["sandboxDir"].as_str().expect("sandboxDir"));
     assert_eq!(mounts_under(&dir), Vec::<String>::new(), "held after stop");
     assert!(!dir.join("ns/net").exists(), "netns pin left after stop");
+    let socket = d.shim_socket(&id);
+    assert!(
+        !socket.exists(),
+        "the infra's shim socket is left after stop"
+    );
     stop(&mut rt, &id).await.expect("stop is idempotent");
     wait_dead(pid);
     let (st, _) = pod_info(&mut rt, &id).await;
@@ -186,7 +191,11 @@ async fn pod_runs_is_listed_stops_and_is_removed_without_a_trace() {
         vec![other.clone()]
     );
 
+    // What a shim killed after it answered Shutdown, before it removed
+    // its socket, leaves: removal finds it by its name.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a dead socket"));
     remove(&mut rt, &id).await.expect("remove");
+    assert!(!socket.exists(), "a dead shim socket is left after removal");
     remove(&mut rt, &id).await.expect("remove is idempotent");
     let e = rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
