@@ -207,15 +207,22 @@ impl Task<'_> {
         let settled = !self.bundle.join(ADDRESS_FILE).exists();
         if let Some(pid) = shim_pid.filter(|p| *p > 0) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(self.id) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(self.id) {
                 let killed = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 // A shim killed here (still shutting down after Shutdown)
-                // cannot remove its own socket: do it for it.
+                // cannot remove its own socket: do it for it. Its command
+                // line names it (`-socket`) even when no address is left.
                 if killed.is_ok() {
-                    if let Some(a) = address(self.shim_address, self.bundle) {
+                    let mut args = cmdline.split('\0');
+                    let named = args.by_ref().find(|a| *a == "-socket").and(args.next());
+                    let socket = named
+                        .map(str::to_string)
+                        .or_else(|| address(self.shim_address, self.bundle));
+                    if let Some(a) = socket {
                         remove_socket(socket_path(&a));
                     }
                 }
@@ -330,10 +337,15 @@ mod tests {
         }
     }
 
-    /// A socket file nothing listens on: what a killed shim leaves.
+    /// A socket file nothing listens on: what a killed shim leaves. A
+    /// process another test forks holds the listener until it execs.
     fn dead_socket(path: &Path) {
         drop(std::os::unix::net::UnixListener::bind(path).expect("bind"));
-        assert!(path.exists());
+        while !std::os::unix::net::UnixStream::connect(path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     #[tokio::test]
@@ -367,6 +379,35 @@ mod tests {
         let v2 = Launch { v2: true, ..launch };
         task(&bundle, &rt).stop(&v2).await.expect("stop");
         assert!(sock.exists());
+    }
+
+    /// A shim reap kills takes its socket along, named by its command
+    /// line when no address is left (a shim found by its socket's name).
+    #[tokio::test]
+    async fn a_shim_killed_by_reap_leaves_no_socket() {
+        let (d, bundle, rt) = setup();
+        let sock = d.path().join("shim.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        // A stand-in shim: blocks reading its stdin, its arguments as a
+        // shim server's.
+        let mut shim = std::process::Command::new("sh")
+            .args(["-c", "read x", "carapace-shim", "-id", "t1", "-socket"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let cmdline = format!("/proc/{}/cmdline", shim.id());
+        while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("-socket")) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        task(&bundle, &rt).reap(Some(shim.id())).await;
+        let st = shim.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{st}"
+        );
+        assert!(!sock.exists(), "the killed shim's socket is left");
     }
 
     #[tokio::test]

@@ -193,7 +193,7 @@ async fn pod_runs_is_listed_stops_and_is_removed_without_a_trace() {
 
     // What a shim killed after it answered Shutdown, before it removed
     // its socket, leaves: removal finds it by its name.
-    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a dead socket"));
+    dead_socket(&socket);
     remove(&mut rt, &id).await.expect("remove");
     assert!(!socket.exists(), "a dead shim socket is left after removal");
     remove(&mut rt, &id).await.expect("remove is idempotent");
@@ -606,4 +606,15 @@ async fn a_pod_name_is_reserved_until_the_pod_is_removed() {
         .expect("name free again");
     remove(&mut rt, &id2).await.expect("remove");
     remove(&mut rt, &id3).await.expect("remove");
+}
+
+/// Leaves a socket file nothing listens on at `path`, as a killed shim
+/// does. A process another test forks holds the listener until it execs.
+fn dead_socket(path: &Path) {
+    drop(std::os::unix::net::UnixListener::bind(path).expect("bind a socket"));
+    while !std::os::unix::net::UnixStream::connect(path)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
