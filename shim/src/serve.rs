@@ -122,8 +122,11 @@ async fn serve_inner(runtime_id: &str, flags: &Flags) -> Result<(), String> {
             _ = sigpipe.recv() => {}
         }
     }
-    let _ = server.shutdown().await;
+    // The socket goes first: the server takes no new connection from here
+    // on, and its shutdown waits for the open ones, a window in which a
+    // shim killed (by an operator, the OOM killer) would leave it behind.
     let _ = std::fs::remove_file(path);
+    let _ = server.shutdown().await;
     Ok(())
 }
 
