@@ -163,13 +163,18 @@ async fn pod_runs_is_listed_stops_and_is_removed_without_a_trace() {
         ..Default::default()
     };
 
+    let socket = d.shim_socket(&id);
+    assert!(
+        socket.exists(),
+        "no infra shim socket at {}",
+        socket.display()
+    );
     stop(&mut rt, &id).await.expect("stop");
     // Stopped, the pod holds no namespace or shm any more, as under
     // containerd and CRI-O: its pins and shm tmpfs are mounts in its dir.
     let dir = PathBuf::from(info["sandboxDir"].as_str().expect("sandboxDir"));
     assert_eq!(mounts_under(&dir), Vec::<String>::new(), "held after stop");
     assert!(!dir.join("ns/net").exists(), "netns pin left after stop");
-    let socket = d.shim_socket(&id);
     assert!(
         !socket.exists(),
         "the infra's shim socket is left after stop"
