@@ -207,10 +207,7 @@ pub fn own_socket_address(l: &Launch<'_>) -> Option<String> {
         return None;
     }
     let key = l.daemon_address.join(NAMESPACE).join(l.id);
-    let hash: String = Sha256::digest(key.as_os_str().as_encoded_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::image::content::hex(&Sha256::digest(key.as_os_str().as_encoded_bytes()));
     Some(format!(
         "unix://{}/{hash}",
         l.socket_dir.to_string_lossy().trim_end_matches('/')

@@ -378,10 +378,8 @@ impl Daemon {
     pub fn shim_socket(&self, id: &str) -> PathBuf {
         use sha2::{Digest, Sha256};
         let key = self.socket().join("k8s.io").join(id);
-        let name: String = Sha256::digest(key.to_string_lossy().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name =
+            carapace_cri::image::content::hex(&Sha256::digest(key.to_string_lossy().as_bytes()));
         self.state_dir().join("s").join(name)
     }
 
