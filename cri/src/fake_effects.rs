@@ -543,7 +543,7 @@ impl TaskEffects for FakeNode {
     }
 
     async fn stop(&self, t: &Task<'_>, _launch: &Launch<'_>) -> Result<Stopped, ShimError> {
-        let Some(_address) = task::address(t.shim_address, t.bundle) else {
+        let Some(address) = task::address(t.shim_address, t.bundle) else {
             return Ok(Stopped::default());
         };
         if !self.has(&format!("shim {}", t.id)) {
@@ -573,14 +573,15 @@ impl TaskEffects for FakeNode {
         Ok(Stopped {
             shim_pid: Some(1000),
             exit: exit.filter(|_| had_task),
+            address: Some(address),
         })
     }
 
-    async fn reap(&self, t: &Task<'_>, shim_pid: Option<u32>) {
+    async fn reap(&self, t: &Task<'_>, stopped: &Stopped) {
         self.at(format!("reap task {}", t.id)).await;
         self.state().running.remove(t.id);
         self.remove(&format!("task {}", t.id));
-        if shim_pid.is_some() {
+        if stopped.shim_pid.is_some() {
             self.remove(&format!("shim {}", t.id));
         }
         self.at("task reaped".into()).await;

@@ -71,7 +71,7 @@ pub trait TaskEffects: Send + Sync + std::fmt::Debug {
     async fn stop(&self, task: &Task<'_>, launch: &Launch<'_>) -> Result<Stopped, ShimError>;
 
     /// Makes sure nothing of the task survives ([`Task::reap`]).
-    async fn reap(&self, task: &Task<'_>, shim_pid: Option<u32>);
+    async fn reap(&self, task: &Task<'_>, stopped: &Stopped);
 }
 
 /// The real tasks: carapace-shim processes.
@@ -146,7 +146,7 @@ impl TaskEffects for ShimTasks {
         task.stop(launch).await
     }
 
-    async fn reap(&self, task: &Task<'_>, shim_pid: Option<u32>) {
-        task.reap(shim_pid).await
+    async fn reap(&self, task: &Task<'_>, stopped: &Stopped) {
+        task.reap(stopped).await
     }
 }

@@ -29,12 +29,16 @@ pub struct Task<'a> {
 }
 
 /// How [`Task::stop`] ended.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stopped {
     /// The shim's PID, if it answered.
     pub shim_pid: Option<u32>,
     /// The task's exit, if the shim reported one.
     pub exit: Option<Exit>,
+    /// The address the shim was looked for at, if any: [`Task::reap`]
+    /// removes the socket of a shim it has to kill, which may have been
+    /// found by its name alone.
+    pub address: Option<String>,
 }
 
 /// The file in a task's bundle where its shim writes its address at start,
@@ -100,6 +104,7 @@ impl Task<'_> {
         }) else {
             return Ok(out);
         };
+        out.address = Some(address.clone());
         let shim = match Shim::connect(&address).await {
             Ok(shim) => shim,
             Err(e) if e.is_gone() => {
@@ -203,24 +208,22 @@ impl Task<'_> {
     /// it still runs, every process left in the task's cgroup is killed
     /// until none is left, and the runtime's record of it is deleted —
     /// unless the task is settled (see [`ADDRESS_FILE`]).
-    pub async fn reap(&self, shim_pid: Option<u32>) {
+    pub async fn reap(&self, stopped: &Stopped) {
         let settled = !self.bundle.join(ADDRESS_FILE).exists();
-        if let Some(pid) = shim_pid.filter(|p| *p > 0) {
+        if let Some(pid) = stopped.shim_pid.filter(|p| *p > 0) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains(self.id) {
+            if String::from_utf8_lossy(&cmdline).contains(self.id) {
                 let killed = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 // A shim killed here (still shutting down after Shutdown)
-                // cannot remove its own socket: do it for it. Its command
-                // line names it (`-socket`) even when no address is left.
+                // cannot remove its own socket: do it for it, where stop
+                // found it (by its name when no address was left).
                 if killed.is_ok() {
-                    let mut args = cmdline.split('\0');
-                    let named = args.by_ref().find(|a| *a == "-socket").and(args.next());
-                    let socket = named
-                        .map(str::to_string)
+                    let socket = stopped
+                        .address
+                        .clone()
                         .or_else(|| address(self.shim_address, self.bundle));
                     if let Some(a) = socket {
                         remove_socket(socket_path(&a));
@@ -292,11 +295,11 @@ mod tests {
         let (d, bundle, rt) = setup();
         let ran = d.path().join("ran");
         // Never launched, or settled: no address file, no runtime run.
-        task(&bundle, &rt).reap(None).await;
+        task(&bundle, &rt).reap(&Stopped::default()).await;
         assert!(!ran.exists());
         // A shim that wrote its address may have had the task created.
         std::fs::write(bundle.join(ADDRESS_FILE), "unix:///nonexistent.sock").expect("address");
-        task(&bundle, &rt).reap(None).await;
+        task(&bundle, &rt).reap(&Stopped::default()).await;
         assert_eq!(
             std::fs::read_to_string(&ran).expect("ran"),
             "--root /nonexistent-root delete --force t1\n"
@@ -381,8 +384,8 @@ mod tests {
         assert!(sock.exists());
     }
 
-    /// A shim reap kills takes its socket along, named by its command
-    /// line when no address is left (a shim found by its socket's name).
+    /// A shim reap kills takes its socket along, where stop found it
+    /// when no address is left (a shim found by its socket's name).
     #[tokio::test]
     async fn a_shim_killed_by_reap_leaves_no_socket() {
         let (d, bundle, rt) = setup();
@@ -390,9 +393,10 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
         // A stand-in shim: blocks reading its stdin, its arguments as a
         // shim server's.
+        let address = format!("unix://{}", sock.display());
         let mut shim = std::process::Command::new("sh")
             .args(["-c", "read x", "carapace-shim", "-id", "t1", "-socket"])
-            .arg(format!("unix://{}", sock.display()))
+            .arg(&address)
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
@@ -400,7 +404,12 @@ mod tests {
         while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("-socket")) {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        task(&bundle, &rt).reap(Some(shim.id())).await;
+        let stopped = Stopped {
+            shim_pid: Some(shim.id()),
+            address: Some(address),
+            ..Stopped::default()
+        };
+        task(&bundle, &rt).reap(&stopped).await;
         let st = shim.wait().expect("wait");
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&st),

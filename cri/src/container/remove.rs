@@ -44,7 +44,7 @@ pub async fn teardown(cs: &Containers, rec: &ContainerRecord) -> Result<(), Cont
         .await?;
     cs.fifo_io.remove(&rec.id);
     // Whatever a shim caught mid-create may still have made.
-    effects.tasks.reap(&task, stopped.shim_pid).await;
+    effects.tasks.reap(&task, &stopped).await;
     effects.node.unmount_rootfs(&rec.rootfs()).await?;
     // Image volumes: each mounted read-only in the bundle (or not yet).
     for i in 0..rec.image_volumes.len() {

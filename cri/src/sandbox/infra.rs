@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::shim_client::RuntimeOptions;
-use crate::task::Task;
+use crate::task::{Stopped, Task};
 
 use super::registry::{Sandbox, Sandboxes};
 use super::spec::InfraSpec;
@@ -73,9 +73,9 @@ fn task<'a>(
     }
 }
 
-/// Stops and deletes the infra and ends its shim ([`Task::stop`]); the
-/// shim's PID, for [`reap`].
-pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>, SandboxError> {
+/// Stops and deletes the infra and ends its shim ([`Task::stop`]); how,
+/// for [`reap`].
+pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Stopped, SandboxError> {
     let bundle = rec.bundle();
     let root = rec.shim.runtime_state_root(&rec.runtime_root);
     let stopped = s
@@ -87,17 +87,17 @@ pub async fn stop(s: &Sandboxes, rec: &mut SandboxRecord) -> Result<Option<u32>,
         )
         .await?;
     rec.exit = rec.exit.or(stopped.exit);
-    Ok(stopped.shim_pid)
+    Ok(stopped)
 }
 
 /// Makes sure nothing of the infra survives ([`Task::reap`]). Used by
 /// teardown (removal, rollback, recovery), not by StopPodSandbox.
-pub async fn reap(s: &Sandboxes, rec: &SandboxRecord, shim_pid: Option<u32>) {
+pub async fn reap(s: &Sandboxes, rec: &SandboxRecord, stopped: &Stopped) {
     let bundle = rec.bundle();
     let root = rec.shim.runtime_state_root(&rec.runtime_root);
     s.effects
         .tasks
-        .reap(&task(rec, &bundle, &root), shim_pid)
+        .reap(&task(rec, &bundle, &root), stopped)
         .await;
 }
 

@@ -31,8 +31,8 @@ pub async fn teardown(
     sb: &Sandbox,
     rec: &mut SandboxRecord,
 ) -> Result<(), SandboxError> {
-    let shim_pid = infra::stop(s, rec).await?;
-    infra::reap(s, rec, shim_pid).await;
+    let stopped = infra::stop(s, rec).await?;
+    infra::reap(s, rec, &stopped).await;
     rec.shim_address.clear();
     if rec.network_attached {
         stop::network_down(s, rec).await?;
